@@ -1,0 +1,182 @@
+"""The contract table: dataset id -> path template, kind, exact Arrow schema, primary key.
+
+Path tokens: {seed}, {mf}, {ph}, {run_id}. `S` partitions are seed + manifest_fingerprint,
+`R` partitions are seed + parameter_hash + run_id (STATES.md). Parquet tables carry their
+partition in the Arrow schema metadata (`seg2b.partition`), so a file moved to another partition
+is caught on read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from .errors import EngineError
+
+S = "seed={seed}/manifest_fingerprint={mf}"
+R = "seed={seed}/parameter_hash={ph}/run_id={run_id}"
+
+u64, i32, u32, f64, s, b = pa.uint64(), pa.int32(), pa.uint32(), pa.float64(), pa.string(), pa.bool_()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    template: str  # relative to the run root; the file itself for file kinds
+    kind: str  # parquet | json | bin | folder
+    schema: pa.Schema | None = None
+    primary_key: tuple[str, ...] = ()
+    sort_key: tuple[str, ...] = ()  # row order when it is not the primary key
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return self.sort_key or self.primary_key
+
+    def path(self, run_root: Path, *, seed: int, mf: str = "", ph: str = "", run_id: str = "") -> Path:
+        return Path(run_root) / self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id)
+
+    def partition_label(self, *, seed: int, mf: str = "", ph: str = "", run_id: str = "") -> str:
+        return str(Path(self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id)).parent)
+
+
+def _schema(*fields) -> pa.Schema:
+    return pa.schema([pa.field(n, t, nullable=False) for n, t in fields])
+
+
+SITE_KEY = (("merchant_id", u64), ("legal_country_iso", s), ("site_order", i32))
+SITE_PK = ("merchant_id", "legal_country_iso", "site_order")
+DAY_PK = ("merchant_id", "utc_day", "tz_group_id")
+COUNTERS = (
+    ("rng_counter_before_hi", u64), ("rng_counter_before_lo", u64),
+    ("rng_counter_after_hi", u64), ("rng_counter_after_lo", u64),
+    ("draws", u32), ("blocks", u32),
+)
+ENVELOPE = (("module", s), ("substream_label", s))
+
+_DATASETS = [
+    # upstream (written by engine/world.py or supplied by the user)
+    Dataset("merchants", f"data/layer1/1A/merchants/{S}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("home_country_iso", s), ("mcc", i32), ("merchant_class", s),
+                    ("channel", s), ("is_virtual", b)), ("merchant_id",)),
+    Dataset("site_locations", f"data/layer1/1B/site_locations/{S}/part-00000.parquet", "parquet",
+            _schema(*SITE_KEY, ("lat_deg", f64), ("lon_deg", f64)), SITE_PK),
+    Dataset("site_timezones", f"data/layer1/2A/site_timezones/{S}/part-00000.parquet", "parquet",
+            _schema(*SITE_KEY, ("tzid", s), ("tzid_source", s)), SITE_PK),
+    Dataset("validation_bundle_1B", f"data/layer1/1B/validation/{S}", "folder"),
+    Dataset("world_card", f"reports/layer1/world/{S}/world_card.json", "json"),
+    # roster (written before S0, sealed by it)
+    Dataset("s5_arrival_roster", f"data/layer1/2B/s5_arrival_roster/{R}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("utc_timestamp", s), ("utc_day", s), ("is_virtual", b),
+                    ("merchant_class", s), ("channel", s)),
+            ("utc_timestamp", "merchant_id")),
+    Dataset("roster_card", f"reports/layer1/2B/roster_card/{R}/roster_card.json", "json"),
+    # 2B states
+    Dataset("s0_gate_receipt", f"data/layer1/2B/s0_gate_receipt/{S}/s0_gate_receipt_2B.json", "json"),
+    Dataset("sealed_inputs", f"data/layer1/2B/sealed_inputs/{S}/sealed_inputs_2B.json", "json"),
+    Dataset("s1_site_weights", f"data/layer1/2B/s1_site_weights/{S}/part-00000.parquet", "parquet",
+            _schema(*SITE_KEY, ("p_weight", f64), ("weight_source", s), ("weight_profile", s),
+                    ("mixture_component", s), ("alpha_used", f64), ("quantised_bits", i32),
+                    ("floor_applied", b), ("created_utc", s)), SITE_PK),
+    Dataset("s2_alias_index", f"data/layer1/2B/s2_alias_index/{S}/index.json", "json"),
+    Dataset("s2_alias_blob", f"data/layer1/2B/s2_alias_blob/{S}/alias.bin", "bin"),
+    Dataset("s3_day_effects", f"data/layer1/2B/s3_day_effects/{S}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("utc_day", s), ("tz_group_id", s), ("gamma", f64), ("log_gamma", f64),
+                    ("sigma_gamma", f64), ("weekly_amp", f64), ("sigma_source", s), ("rng_stream_id", s),
+                    ("rng_counter_hi", u64), ("rng_counter_lo", u64), ("created_utc", s)), DAY_PK),
+    Dataset("s4_group_weights", f"data/layer1/2B/s4_group_weights/{S}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("utc_day", s), ("tz_group_id", s), ("p_group", f64), ("base_share", f64),
+                    ("gamma", f64), ("mass_raw", f64), ("denom_raw", f64), ("regularizer_applied", b),
+                    ("regularizer_delta_mass", f64), ("created_utc", s)), DAY_PK),
+    Dataset("rng_event_alias_pick_group", f"logs/layer1/2B/rng/events/alias_pick_group/{R}/part-00000.parquet", "parquet",
+            _schema(*ENVELOPE, ("merchant_id", u64), ("arrival_seq", u64), ("utc_day", s), ("tz_group_id", s),
+                    ("p_group", f64), *COUNTERS), ("merchant_id", "arrival_seq")),
+    Dataset("rng_event_alias_pick_site", f"logs/layer1/2B/rng/events/alias_pick_site/{R}/part-00000.parquet", "parquet",
+            _schema(*ENVELOPE, ("merchant_id", u64), ("arrival_seq", u64), ("utc_day", s), ("tz_group_id", s),
+                    ("site_id", u64), ("legal_country_iso", s), ("site_order", i32), *COUNTERS),
+            ("merchant_id", "arrival_seq")),
+    Dataset("rng_event_cdn_edge_pick", f"logs/layer1/2B/rng/events/cdn_edge_pick/{R}/part-00000.parquet", "parquet",
+            _schema(*ENVELOPE, ("merchant_id", u64), ("virtual_seq", u64), ("utc_day", s), ("edge_id", s),
+                    ("ip_country", s), ("edge_lat", f64), ("edge_lon", f64), *COUNTERS),
+            ("merchant_id", "virtual_seq")),
+    Dataset("rng_trace_s5", f"logs/layer1/2B/rng/trace/{R}/s5_trace.parquet", "parquet",
+            _schema(*ENVELOPE, ("events", u64), ("draws", u64), ("blocks", u64),
+                    ("first_counter_hi", u64), ("first_counter_lo", u64),
+                    ("last_counter_hi", u64), ("last_counter_lo", u64)), ("module", "substream_label")),
+    Dataset("rng_trace_s6", f"logs/layer1/2B/rng/trace/{R}/s6_trace.parquet", "parquet",
+            _schema(*ENVELOPE, ("events", u64), ("draws", u64), ("blocks", u64),
+                    ("first_counter_hi", u64), ("first_counter_lo", u64),
+                    ("last_counter_hi", u64), ("last_counter_lo", u64)), ("module", "substream_label")),
+    Dataset("s5_selection_log", f"data/layer1/2B/s5_selection_log/{R}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("arrival_seq", u64), ("utc_timestamp", s), ("utc_day", s),
+                    ("tz_group_id", s), ("site_id", u64), ("legal_country_iso", s), ("site_order", i32)),
+            ("merchant_id", "arrival_seq")),
+    Dataset("s6_edge_log", f"data/layer1/2B/s6_edge_log/{R}/part-00000.parquet", "parquet",
+            _schema(("merchant_id", u64), ("virtual_seq", u64), ("utc_timestamp", s), ("edge_id", s),
+                    ("ip_country", s), ("edge_lat", f64), ("edge_lon", f64)), ("merchant_id", "virtual_seq")),
+    Dataset("s7_audit_report", f"data/layer1/2B/s7_audit_report/{S}/s7_audit_report.json", "json"),
+    Dataset("validation_bundle_2B", f"data/layer1/2B/validation/{S}", "folder"),
+]
+
+DATASETS: dict[str, Dataset] = {d.id: d for d in _DATASETS}
+
+
+def get(dataset_id: str) -> Dataset:
+    try:
+        return DATASETS[dataset_id]
+    except KeyError:
+        raise EngineError("contracts", dataset_id, "unknown dataset id") from None
+
+
+def conform(dataset_id: str, df: pl.DataFrame) -> pa.Table:
+    """The Arrow table of `df` under the dataset's exact schema, or an error naming the rule broken."""
+    ds = get(dataset_id)
+    want = ds.schema
+    names = list(df.columns)
+    missing = [n for n in want.names if n not in names]
+    extra = [n for n in names if n not in want.names]
+    if missing:
+        raise EngineError(dataset_id, ",".join(missing), "missing column(s)")
+    if extra:
+        raise EngineError(dataset_id, ",".join(extra), "column(s) not in the contract")
+    table = df.select(want.names).to_arrow()
+    cols = []
+    for f in want:
+        col = table.column(f.name)
+        if col.null_count:
+            raise EngineError(dataset_id, f.name, f"{col.null_count} null value(s); column is non-nullable")
+        if col.type != f.type:
+            if pa.types.is_large_string(col.type) or pa.types.is_string_view(col.type) or pa.types.is_string(col.type):
+                if not pa.types.is_string(f.type):
+                    raise EngineError(dataset_id, f.name, f"type {col.type} where contract says {f.type}")
+            elif not _safe_numeric(col.type, f.type):
+                raise EngineError(dataset_id, f.name, f"type {col.type} where contract says {f.type}")
+            col = col.cast(f.type)
+        cols.append(col)
+    return pa.Table.from_arrays(cols, schema=want)
+
+
+def _safe_numeric(have: pa.DataType, want: pa.DataType) -> bool:
+    if pa.types.is_integer(have) and pa.types.is_integer(want):
+        return True
+    return pa.types.is_floating(have) and pa.types.is_floating(want)
+
+
+def check_key_order(dataset_id: str, df: pl.DataFrame) -> None:
+    """Rows in key order, and a primary key without duplicates."""
+    ds = get(dataset_id)
+    key = list(ds.order)
+    if not key or df.height < 2:
+        return
+    keyed = df.select(key)
+    sorted_df = keyed.sort(key, maintain_order=True)
+    if not keyed.equals(sorted_df):
+        bad = keyed.with_row_index("row").filter(pl.any_horizontal(pl.col(c) != sorted_df[c] for c in key)).row(0, named=True)
+        raise EngineError(dataset_id, f"row {bad['row']}", f"rows not sorted by {tuple(key)}")
+    if ds.primary_key:
+        dup = df.select(list(ds.primary_key)).is_duplicated()
+        if dup.any():
+            row = int(dup.arg_max())
+            raise EngineError(dataset_id, f"row {row}", f"duplicate primary key {tuple(ds.primary_key)}: {df.row(row, named=True)}")

@@ -1,0 +1,124 @@
+"""The RNG law: Philox2x64-10 (Random123), keyed per stream, addressed by 128-bit counters.
+
+Everything random in the engine is a pure function of (seed, manifest_fingerprint, stream,
+merchant_id, ordinal). The counter's high word is the merchant_id and the low word the event's
+ordinal inside that merchant's stream, so any single draw can be recomputed alone and merchants
+may be processed in any order or sharding with identical results.
+
+The bit generator works on whole numpy uint64 arrays. numpy has no 64x64->128 multiply, so the
+high half of the product is assembled from 32-bit halves (each partial product fits in 64 bits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import numpy as np
+
+PHILOX_M2x64_0 = np.uint64(0xD2B74407B1CE6E93)
+PHILOX_W64_0 = np.uint64(0x9E3779B97F4A7C15)
+ROUNDS = 10
+KEY_DOMAIN = "seg2b.rng.philox2x64-10.v1"
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+_SHIFT11 = np.uint64(11)
+_TWO_POW_53 = float(2**53)
+
+# One stream id per purpose (ARCHITECTURE.md, RNG law).
+STREAM_S1 = "2B.S1.site_weights"
+STREAM_S3 = "2B.S3.day_effects"
+STREAM_ROSTER = "2B.roster"
+STREAM_S5 = "2B.S5.routing"
+STREAM_S6 = "2B.S6.edge"
+
+
+def _mulhilo(a: np.ndarray, b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+    """(high, low) 64-bit halves of the 128-bit products a * b."""
+    a_lo, a_hi = a & _MASK32, a >> _SHIFT32
+    b_lo, b_hi = b & _MASK32, b >> _SHIFT32
+    ll = a_lo * b_lo
+    lh = a_lo * b_hi
+    hl = a_hi * b_lo
+    hh = a_hi * b_hi
+    middle = (ll >> _SHIFT32) + (lh & _MASK32) + (hl & _MASK32)
+    high = hh + (lh >> _SHIFT32) + (hl >> _SHIFT32) + (middle >> _SHIFT32)
+    return high, a * b
+
+
+def philox2x64_10(counter_lo, counter_hi, key) -> tuple[np.ndarray, np.ndarray]:
+    """Philox2x64 with 10 rounds over arrays of counters (ctr = [counter_lo, counter_hi]).
+
+    `key` may be a scalar or an array broadcastable against the counters.
+    """
+    c0 = np.atleast_1d(np.asarray(counter_lo, dtype=np.uint64))
+    c1 = np.atleast_1d(np.asarray(counter_hi, dtype=np.uint64))
+    c0, c1 = np.broadcast_arrays(c0, c1)
+    k = np.asarray(key, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(ROUNDS):
+            hi, lo = _mulhilo(c0, PHILOX_M2x64_0)
+            c0, c1 = hi ^ k ^ c1, lo
+            if r + 1 < ROUNDS:
+                k = k + PHILOX_W64_0
+    return c0, c1
+
+
+def _len_prefixed(data: bytes) -> bytes:
+    return struct.pack("<I", len(data)) + data
+
+
+def stream_key(manifest_fingerprint: str, seed: int, stream: str) -> np.uint64:
+    """First 8 bytes (LE u64) of SHA-256(len-prefixed domain, mf bytes, LE64 seed, len-prefixed stream)."""
+    digest = hashlib.sha256(
+        _len_prefixed(KEY_DOMAIN.encode())
+        + bytes.fromhex(manifest_fingerprint)
+        + struct.pack("<Q", seed & 0xFFFFFFFFFFFFFFFF)
+        + _len_prefixed(stream.encode())
+    ).digest()
+    return np.uint64(int.from_bytes(digest[:8], "little"))
+
+
+def to_uniform(bits: np.ndarray) -> np.ndarray:
+    """u = ((bits >> 11) + 0.5) / 2^53: 53 random bits, strictly inside (0, 1)."""
+    return ((bits >> _SHIFT11).astype(np.float64) + 0.5) / _TWO_POW_53
+
+
+def uniforms(key, counter_hi, counter_lo) -> np.ndarray:
+    """One uniform per counter, from the first output word of its block."""
+    out0, _ = philox2x64_10(counter_lo, counter_hi, key)
+    return to_uniform(out0)
+
+
+def uniform_pairs(key, counter_hi, counter_lo) -> tuple[np.ndarray, np.ndarray]:
+    """Two uniforms per counter (both output words of the block)."""
+    out0, out1 = philox2x64_10(counter_lo, counter_hi, key)
+    return to_uniform(out0), to_uniform(out1)
+
+
+def normals(key, counter_hi, counter_lo) -> np.ndarray:
+    """One standard normal per counter: Box-Muller on the block's two uniforms (cosine branch)."""
+    u0, u1 = uniform_pairs(key, counter_hi, counter_lo)
+    return np.sqrt(-2.0 * np.log(u0)) * np.cos(2.0 * np.pi * u1)
+
+
+class Stream:
+    """A keyed stream: the bit generator bound to one (mf, seed, stream id).
+
+    Distributions are derived from `uniforms`/`normals`; each draw is addressed by
+    (counter_hi, counter_lo) so callers state which event they consume.
+    """
+
+    def __init__(self, manifest_fingerprint: str, seed: int, stream_id: str):
+        self.stream_id = stream_id
+        self.key = stream_key(manifest_fingerprint, seed, stream_id)
+
+    def uniforms(self, counter_hi, counter_lo) -> np.ndarray:
+        return uniforms(self.key, counter_hi, counter_lo)
+
+    def uniform_pairs(self, counter_hi, counter_lo) -> tuple[np.ndarray, np.ndarray]:
+        return uniform_pairs(self.key, counter_hi, counter_lo)
+
+    def normals(self, counter_hi, counter_lo) -> np.ndarray:
+        return normals(self.key, counter_hi, counter_lo)
