@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .errors import EngineError
-from .identity import bundle_digest, canonical_json, check_bundle_path, flag_line, parse_flag, sha256_hex
+from .identity import canonical_json, check_bundle_path, flag_line, parse_flag, sha256_hex
 
 INDEX = "index.json"
 FLAG = "_passed.flag"
@@ -33,23 +33,30 @@ def make_bundle(members: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def verify_bundle(root: Path) -> str:
-    """The flag digest of a bundle that verifies; otherwise an EngineError naming what failed.
-
-    No member is parsed before its digest checks out ("no PASS, no read").
-    """
+    """The flag digest of a bundle folder that verifies; otherwise an EngineError naming what failed."""
     root = Path(root)
-    flag_path, index_path = root / FLAG, root / INDEX
     if not root.is_dir():
         raise EngineError(root, "(folder)", "bundle folder missing")
-    if not flag_path.exists():
+    files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return verify_members(files, root)
+
+
+def verify_members(files: dict[str, bytes], where) -> str:
+    """Verify a bundle given as {relative path: bytes}; returns the flag digest.
+
+    Only index.json is parsed before the digests check out: no member is read as data first
+    ("no PASS, no read").
+    """
+    flag_path, index_path = f"{where}/{FLAG}", f"{where}/{INDEX}"
+    if FLAG not in files:
         raise EngineError(flag_path, "(file)", "missing _passed.flag")
-    flag = parse_flag(flag_path.read_bytes())
+    flag = parse_flag(files[FLAG])
     if flag is None:
         raise EngineError(flag_path, "(content)", "malformed flag: want one line 'sha256_hex = <64 lowercase hex>'")
-    if not index_path.exists():
+    if INDEX not in files:
         raise EngineError(index_path, "(file)", "missing index.json")
     try:
-        index = json.loads(index_path.read_bytes())
+        index = json.loads(files[INDEX])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EngineError(index_path, "(document)", f"malformed JSON: {exc}") from None
     if not isinstance(index, list) or not all(isinstance(e, dict) and set(e) == {"path", "sha256_hex"} for e in index):
@@ -63,13 +70,17 @@ def verify_bundle(root: Path) -> str:
             raise EngineError(index_path, f"[{i}].path", "index must not list itself or the flag")
     if len(set(paths)) != len(paths):
         raise EngineError(index_path, "path", "duplicate paths in index")
-    for i, e in enumerate(index):
-        member = root / e["path"]
-        if not member.is_file():
-            raise EngineError(member, "(file)", "indexed member missing")
-        if sha256_hex(member.read_bytes()) != e["sha256_hex"]:
-            raise EngineError(member, "sha256_hex", "member bytes do not match index.json")
-    digest = bundle_digest(root, paths)
-    if digest != flag:
-        raise EngineError(flag_path, "sha256_hex", f"flag digest {flag[:12]} does not match members ({digest[:12]})")
+    for e in index:
+        if e["path"] not in files:
+            raise EngineError(f"{where}/{e['path']}", "(file)", "indexed member missing")
+        if sha256_hex(files[e["path"]]) != e["sha256_hex"]:
+            raise EngineError(f"{where}/{e['path']}", "sha256_hex", "member bytes do not match index.json")
+    unlisted = sorted(set(files) - set(paths) - {INDEX, FLAG})
+    if unlisted:
+        raise EngineError(f"{where}/{unlisted[0]}", "(file)", "file in bundle not listed in index.json")
+    h = hashlib.sha256()
+    for rel in sorted(paths, key=str.encode):
+        h.update(files[rel])
+    if h.hexdigest() != flag:
+        raise EngineError(flag_path, "sha256_hex", f"flag digest {flag[:12]} does not match members ({h.hexdigest()[:12]})")
     return flag

@@ -95,3 +95,26 @@ def check_sealed(policy: Policy, sealed_digests: dict[str, str]) -> None:
         raise EngineError(policy.path, policy.name, "policy was not sealed by S0")
     if current != sealed or policy.sha256 != sealed:
         raise EngineError(policy.path, "sha256", f"policy bytes changed after sealing (sealed {sealed[:12]}, now {current[:12]})")
+
+
+def overlay_dir(base: Path | None, replacements: dict[str, Path], runs_root: Path) -> Path:
+    """A policy folder equal to `base` except for the named replacement files.
+
+    Written under the runs root (content-addressed), so the run still reads policies from one folder.
+    """
+    import shutil
+
+    base = Path(base or DEFAULT_POLICY_DIR)
+    raws = {n: Path(p).read_bytes() for n, p in replacements.items()}
+    from .identity import folder_digest
+
+    tag = sha256_hex(folder_digest(base).encode() + b"".join(n.encode() + b"\0" + r for n, r in sorted(raws.items())))[:16]
+    target = Path(runs_root) / "policy_overlays" / tag
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(base, tmp)
+        for n, raw in raws.items():
+            (tmp / f"{n}.json").write_bytes(raw)
+        tmp.rename(target)
+    return target

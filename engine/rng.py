@@ -103,6 +103,28 @@ def normals(key, counter_hi, counter_lo) -> np.ndarray:
     return np.sqrt(-2.0 * np.log(u0)) * np.cos(2.0 * np.pi * u1)
 
 
+def gammas(key, counter_hi, counter_lo, shape) -> np.ndarray:
+    """One Gamma(shape, scale 1) deviate per counter, by inversion: x = P^-1(shape, u).
+
+    u is the block's first uniform and P^-1 the inverse regularised lower incomplete gamma
+    function (scipy.special.gammaincinv, accurate to a few ulps). Inversion costs exactly one
+    block per draw (no rejection loop, so the counter budget is fixed and known in advance) and
+    is monotone in u. `shape` (> 0) broadcasts against the counters.
+    """
+    from scipy.special import gammaincinv  # lazy: only the states that draw gammas need scipy
+
+    return gammaincinv(np.asarray(shape, dtype=np.float64), uniforms(key, counter_hi, counter_lo))
+
+
+def betas(key, counter_hi, counter_lo, a, b) -> np.ndarray:
+    """One Beta(a, b) deviate per counter, by inversion of the regularised incomplete beta
+    function (scipy.special.betaincinv) at the block's first uniform: one block per draw."""
+    from scipy.special import betaincinv
+
+    return betaincinv(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                      uniforms(key, counter_hi, counter_lo))
+
+
 class Stream:
     """A keyed stream: the bit generator bound to one (mf, seed, stream id).
 
@@ -122,3 +144,9 @@ class Stream:
 
     def normals(self, counter_hi, counter_lo) -> np.ndarray:
         return normals(self.key, counter_hi, counter_lo)
+
+    def gammas(self, counter_hi, counter_lo, shape) -> np.ndarray:
+        return gammas(self.key, counter_hi, counter_lo, shape)
+
+    def betas(self, counter_hi, counter_lo, a, b) -> np.ndarray:
+        return betas(self.key, counter_hi, counter_lo, a, b)

@@ -1,0 +1,132 @@
+"""The `seg2b` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import EngineError
+
+DEFAULT_RUNS_ROOT = Path("runs")
+
+
+class StageProgress:
+    """One live line per seed on a terminal; plain lines otherwise."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.live = sys.stderr.isatty() and not quiet
+        self._console = None
+        if self.live:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+
+    def __call__(self, seed, stage, rec):
+        if self.quiet:
+            return
+        if rec == "start":
+            if self.live:
+                self._console.print(f"[dim]seed {seed}[/] {stage:<7} …", end="\r")
+            return
+        line = f"seed {seed} {stage:<7} {rec.status:<8} {rec.seconds:7.3f} s"
+        if rec.rows:
+            line += "  " + ", ".join(f"{k}={v:,}" for k, v in rec.rows.items())
+        if self.live:
+            self._console.print(line + " " * 10)
+        else:
+            print(line, file=sys.stderr)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-root", type=Path, default=DEFAULT_RUNS_ROOT, help="folder holding data/, logs/, reports/")
+    p.add_argument("--policies", type=Path, default=None, help="policy folder (default: the project's policies/)")
+    p.add_argument("--world-policy", type=Path, default=None, help="a world_policy_v1.json to use instead of the folder's")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _policy_dir(args) -> Path | None:
+    if args.world_policy is None:
+        return args.policies
+    from .policies import overlay_dir
+
+    return overlay_dir(args.policies, {"world_policy_v1": args.world_policy}, args.runs_root)
+
+
+def cmd_run(args) -> int:
+    from .pipeline import Pipeline
+
+    pipe = Pipeline(args.seed, args.runs_root, _policy_dir(args), roster_file=args.roster, force=args.force,
+                    progress=StageProgress(args.quiet))
+    result = pipe.run(until=args.until)
+    if not args.quiet:
+        print(f"seed {args.seed}: {len(result.stages)} stages in {result.seconds:.2f} s; "
+              f"mf={result.ctx.mf[:12]} run_id={result.ctx.run_id}")
+    return 0
+
+
+def cmd_world(args) -> int:
+    args.until, args.roster, args.force = "world", None, False
+    return cmd_run(args)
+
+
+def cmd_verify(args) -> int:
+    from .bundle import verify_bundle
+
+    digest = verify_bundle(args.bundle_dir)
+    print(f"PASS {args.bundle_dir}: sha256_hex = {digest}")
+    return 0
+
+
+def cmd_certify(args) -> int:
+    from certification.lanes import run_lane
+
+    return run_lane(args.lane, runs_root=args.runs_root, policy_dir=_policy_dir(args),
+                    evidence_root=args.evidence_root, lock=args.lock, ci=args.ci, quiet=args.quiet,
+                    seeds=args.seeds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seg2b", description="Deterministic Segment 2B routing engine and its certification harness.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run world -> roster -> S0..S8 for one seed")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--until", default=None, help="stop after this state (world, roster, S0..S8)")
+    p.add_argument("--roster", type=Path, default=None, help="a user-supplied roster Parquet file")
+    p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("world", help="write the upstream world (merchants, sites, time zones, 1B bundle) for one seed")
+    p.add_argument("--seed", type=int, required=True)
+    _add_common(p)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("verify", help="re-hash a validation bundle; exit non-zero unless its flag verifies")
+    p.add_argument("bundle_dir", type=Path)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("certify", help="run a lane (fast, witness, certify), score the gates, write the evidence pack")
+    p.add_argument("--lane", choices=("fast", "witness", "certify"), default="fast")
+    p.add_argument("--evidence-root", type=Path, default=Path("evidence"))
+    p.add_argument("--lock", action="store_true", help="write evidence/lock.json from this run")
+    p.add_argument("--ci", action="store_true", help="compare with evidence/lock.json and fail on any band change")
+    p.add_argument("--seeds", type=int, nargs="*", default=None, help="override the lane's seeds (for negative controls)")
+    _add_common(p)
+    p.set_defaults(func=cmd_certify)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EngineError as exc:
+        print(f"seg2b: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The data flow of one seed: world -> roster -> S0 -> S1 ... S8.
+
+    world    (world_policy)                      -> merchants, site_locations, site_timezones, 1B bundle
+    roster   (merchants, site_timezones)         -> s5_arrival_roster
+    S0 gate  (1B bundle, table digests, policies) -> s0_gate_receipt, sealed_inputs
+    S1       (site_locations, site_timezones)    -> s1_site_weights
+    S2       (s1_site_weights)                   -> s2_alias_index + s2_alias_blob
+    S3       (merchants, site_timezones)         -> s3_day_effects
+    S4       (s1, site_timezones, s3)            -> s4_group_weights
+    S5       (roster, s4, s1, site_timezones)    -> group/site event logs, trace
+    S6       (roster, merchants)                 -> edge event log, trace
+    S7       (everything above)                  -> s7_audit_report
+    S8       (receipt, sealed inputs, S7)        -> validation bundle + _passed.flag
+
+States are pure functions; this module does all I/O: it loads inputs under the contract table,
+re-checks sealed policy digests, publishes outputs with the publish law, writes receipts, skips a
+stage whose receipt matches its current inputs (policies, input dataset digests, code digest),
+and records wall time and rows per stage in a run report outside the datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from . import contracts
+from .context import Context
+from .datasets import decode, digest, encode
+from .errors import EngineError
+from .identity import canonical_json, manifest_fingerprint, parameter_hash, run_id, sha256_hex
+from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies
+from .publish import IDENTICAL, publish_group, remove_output, replace_file
+from .states import (
+    arrival_roster,
+    s0_gate,
+    s1_site_weights,
+    s2_alias_tables,
+    s3_day_effects,
+    s4_group_weights,
+    s5_router,
+    s6_edge_router,
+    s7_audit,
+    s8_bundle,
+    upstream_world,
+)
+
+ENGINE_POLICIES = s0_gate.POLICIES
+OPTIONAL_OUTPUTS = {"s5_selection_log", "s6_edge_log"}
+# Kernels every stage depends on: editing one reruns everything (conservative, and rare).
+KERNELS = ("rng.py", "alias.py", "identity.py", "contracts.py", "datasets.py", "bundle.py")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: ModuleType
+    extra_code: tuple[str, ...] = ()
+
+    @property
+    def reads(self):
+        return self.module.READS
+
+    @property
+    def writes(self):
+        return self.module.WRITES
+
+    @property
+    def policies(self):
+        return ENGINE_POLICIES if self.module is s7_audit else self.module.POLICIES
+
+
+STAGES = (
+    Stage("world", upstream_world, ("world.py",)),
+    Stage("roster", arrival_roster, ("roster.py",)),
+    Stage("S0", s0_gate),
+    Stage("S1", s1_site_weights),
+    Stage("S2", s2_alias_tables),
+    Stage("S3", s3_day_effects),
+    Stage("S4", s4_group_weights),
+    Stage("S5", s5_router),
+    Stage("S6", s6_edge_router),
+    Stage("S7", s7_audit),
+    Stage("S8", s8_bundle),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # ran | skipped
+    seconds: float
+    rows: dict[str, int] = field(default_factory=dict)
+    published: dict[str, str] = field(default_factory=dict)  # dataset id -> written | identical
+    report: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    ctx: Context
+    runs_root: Path
+    policy_dir: Path
+    stages: list[StageRecord]
+    seconds: float
+
+    def path(self, dataset_id: str) -> Path:
+        return dataset_path(dataset_id, self.runs_root, self.ctx)
+
+    def load(self, dataset_id: str):
+        return decode(dataset_id, self.path(dataset_id), partition_of(dataset_id, self.ctx))
+
+    @property
+    def replay_identical(self) -> bool:
+        return all(st == IDENTICAL for rec in self.stages for st in rec.published.values())
+
+
+def dataset_path(dataset_id: str, runs_root: Path, ctx: Context) -> Path:
+    return contracts.get(dataset_id).path(runs_root, seed=ctx.seed, mf=ctx.mf, ph=ctx.parameter_hash, run_id=ctx.run_id)
+
+
+def partition_of(dataset_id: str, ctx: Context) -> str:
+    return contracts.get(dataset_id).partition_label(seed=ctx.seed, mf=ctx.mf, ph=ctx.parameter_hash, run_id=ctx.run_id)
+
+
+def receipt_path(runs_root: Path, ctx: Context, stage: str) -> Path:
+    return Path(runs_root) / f"reports/layer1/2B/receipts/seed={ctx.seed}/manifest_fingerprint={ctx.mf}/{stage}.json"
+
+
+def run_report_path(runs_root: Path, ctx: Context) -> Path:
+    return Path(runs_root) / f"reports/layer1/2B/run_report/seed={ctx.seed}/manifest_fingerprint={ctx.mf}/run_report.json"
+
+
+_ENGINE_DIR = Path(__file__).resolve().parent
+
+
+def code_digest(stage: Stage) -> str:
+    h = hashlib.sha256()
+    files = [Path(stage.module.__file__)] + [_ENGINE_DIR / f for f in KERNELS + stage.extra_code]
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def make_context(seed: int, policies: dict[str, Policy]) -> Context:
+    from .world import world_fingerprint
+
+    engine = {name: policies[name] for name in ENGINE_POLICIES}
+    ph = parameter_hash({p.path.name: p.sha256 for p in engine.values()})
+    mf = manifest_fingerprint(world_fingerprint(policies["world_policy_v1"].sha256), ph)
+    return Context(seed=seed, manifest_fingerprint=mf, parameter_hash=ph, run_id=run_id(seed, mf, ph),
+                   created_utc=policies["world_policy_v1"].data["as_of_utc"])
+
+
+class Pipeline:
+    """Runs the stages for one seed under one runs root."""
+
+    def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
+                 roster_file: Path | None = None, force: bool = False, progress=None):
+        self.seed = int(seed)
+        self.runs_root = Path(runs_root)
+        self.policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
+        self.roster_file = Path(roster_file) if roster_file else None
+        self.force = force
+        self.progress = progress
+        self.policies = load_policies(self.policy_dir, ENGINE_POLICIES)
+        self.ctx = make_context(self.seed, self.policies)
+        self._digests: dict[Path, str] = {}
+
+    # -- digests ---------------------------------------------------------------------------
+    def _digest(self, dataset_id: str) -> str:
+        path = dataset_path(dataset_id, self.runs_root, self.ctx)
+        if path not in self._digests:
+            if not path.exists():
+                raise EngineError(path, dataset_id, "input dataset missing (its producing stage has not run)")
+            self._digests[path] = digest(path)
+        return self._digests[path]
+
+    def _input_key(self, stage: Stage) -> dict:
+        key = {
+            "code": code_digest(stage),
+            "policies": {n: self.policies[n].sha256 for n in stage.policies},
+            "datasets": {d: self._digest(d) for d in stage.reads if self._exists(d) or d not in OPTIONAL_OUTPUTS},
+        }
+        if stage.name == "roster" and self.roster_file:
+            key["user_roster"] = digest(self.roster_file)
+        if stage.name == "S0":
+            key["datasets"].update({d: self._digest(d) for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")})
+        return key
+
+    def _exists(self, dataset_id: str) -> bool:
+        return dataset_path(dataset_id, self.runs_root, self.ctx).exists()
+
+    # -- one stage -------------------------------------------------------------------------
+    def _outputs_intact(self, receipt: dict) -> bool:
+        for dataset_id, sha in receipt.get("outputs", {}).items():
+            path = dataset_path(dataset_id, self.runs_root, self.ctx)
+            if not path.exists() or digest(path) != sha:
+                return False
+        return True
+
+    def _sealed(self) -> tuple[dict[str, str], dict[str, str]]:
+        receipt = decode("s0_gate_receipt", dataset_path("s0_gate_receipt", self.runs_root, self.ctx), "")
+        sealed = decode("sealed_inputs", dataset_path("sealed_inputs", self.runs_root, self.ctx), "")
+        return receipt["policies"], {r["asset_id"]: r["sha256_hex"] for r in sealed}
+
+    def _load_inputs(self, stage: Stage) -> dict:
+        if stage.name not in ("world", "roster", "S0"):
+            sealed_policies, sealed_assets = self._sealed()
+            for name in stage.policies:
+                check_sealed(self.policies[name], sealed_policies)
+            for d in stage.reads:
+                if d in sealed_assets and self._digest(d) != sealed_assets[d]:
+                    raise EngineError(dataset_path(d, self.runs_root, self.ctx), "sha256_hex",
+                                      "input bytes differ from the digest S0 sealed")
+        inputs = {}
+        for d in stage.reads:
+            path = dataset_path(d, self.runs_root, self.ctx)
+            if d in OPTIONAL_OUTPUTS and not path.exists():
+                continue
+            inputs[d] = decode(d, path, partition_of(d, self.ctx))
+        if stage.name == "S0":
+            inputs["_bundle_path"] = str(dataset_path("validation_bundle_1B", self.runs_root, self.ctx).relative_to(self.runs_root))
+            inputs["_assets"] = [
+                {"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2],
+                 "sha256_hex": self._digest(d),
+                 "path": str(dataset_path(d, self.runs_root, self.ctx).relative_to(self.runs_root)),
+                 "partition": partition_of(d, self.ctx)}
+                for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
+            ]
+        if stage.name == "roster" and self.roster_file:
+            inputs["_user_roster"] = str(self.roster_file)
+        return inputs
+
+    def run_stage(self, stage: Stage) -> StageRecord:
+        t0 = time.perf_counter()
+        rpath = receipt_path(self.runs_root, self.ctx, stage.name)
+        key = self._input_key(stage)
+        receipt = json.loads(rpath.read_bytes()) if rpath.exists() else None
+        if receipt and not self.force and receipt["inputs"] == key and self._outputs_intact(receipt):
+            return StageRecord(stage.name, "skipped", time.perf_counter() - t0, receipt.get("rows", {}))
+        if receipt and receipt["inputs"] != key:
+            # The receipt proves these outputs came from other inputs: withdraw them (superseded).
+            for dataset_id in receipt.get("outputs", {}):
+                remove_output(dataset_path(dataset_id, self.runs_root, self.ctx))
+                self._digests.pop(dataset_path(dataset_id, self.runs_root, self.ctx), None)
+        inputs = self._load_inputs(stage)
+        policies = {n: self.policies[n] for n in stage.policies}
+        outputs = dict(stage.module.run(inputs, policies, self.ctx))
+        report = outputs.pop("_report", {})
+        unknown = set(outputs) - set(stage.writes)
+        if unknown:
+            raise EngineError(stage.name, ",".join(sorted(unknown)), "state returned outputs it does not declare")
+        missing = [d for d in stage.writes if d not in outputs and d not in OPTIONAL_OUTPUTS]
+        if missing:
+            raise EngineError(stage.name, ",".join(missing), "state did not produce a declared output")
+        encoded, rows = {}, {}
+        for d in stage.writes:
+            if d not in outputs:
+                continue
+            value = outputs[d]
+            encoded[d] = encode(d, value, partition_of(d, self.ctx))
+            if hasattr(value, "height"):
+                rows[d] = value.height
+        items = [(dataset_path(d, self.runs_root, self.ctx), data) for d, data in encoded.items()]
+        statuses = publish_group(items)
+        out_digests = {}
+        for (d, data), (path, _) in zip(encoded.items(), items):
+            self._digests.pop(path, None)
+            out_digests[d] = digest(path) if isinstance(data, dict) else sha256_hex(data)
+            self._digests[path] = out_digests[d]
+        replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests, "rows": rows}))
+        return StageRecord(stage.name, "ran", time.perf_counter() - t0, rows,
+                           dict(zip(encoded, statuses)), report)
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
+        if until is not None and until not in STAGE_NAMES:
+            raise EngineError("--until", until, f"unknown state; choose one of {', '.join(STAGE_NAMES)}")
+        stop = STAGE_NAMES.index(until) if until else len(STAGES) - 1
+        t0 = time.perf_counter()
+        records = []
+        for stage in STAGES[: stop + 1]:
+            if only and stage.name not in only:
+                continue
+            if self.progress:
+                self.progress(self.seed, stage.name, "start")
+            rec = self.run_stage(stage)
+            records.append(rec)
+            if self.progress:
+                self.progress(self.seed, stage.name, rec)
+        result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
+        self._write_run_report(result)
+        return result
+
+    def _write_run_report(self, result: RunResult) -> None:
+        report = {
+            "seed": self.seed,
+            "manifest_fingerprint": self.ctx.mf,
+            "parameter_hash": self.ctx.parameter_hash,
+            "run_id": self.ctx.run_id,
+            "total_seconds": round(result.seconds, 4),
+            "stages": [{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 4), "rows": r.rows,
+                        "published": r.published, "report": r.report} for r in result.stages],
+        }
+        replace_file(run_report_path(self.runs_root, self.ctx), json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+
+
+def run_seed(seed: int, runs_root: Path, policy_dir: Path | None = None, until: str | None = None, **kw) -> RunResult:
+    return Pipeline(seed, runs_root, policy_dir, **kw).run(until)

@@ -1,0 +1,53 @@
+"""Sessions: tests, fast (seed 42), witness (42, 7), certify (42, 7, 101, 202), bench, lint.
+
+Lane sessions accept the CLI's overrides after `--`, e.g.
+`nox -s fast -- --policies DIR --world-policy FILE --runs-root DIR --evidence-root DIR`.
+"""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install(session):
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session):
+    _install(session)
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+def _lane(session, lane):
+    _install(session)
+    session.run("seg2b", "certify", "--lane", lane, *session.posargs)
+
+
+@nox.session
+def fast(session):
+    _lane(session, "fast")
+
+
+@nox.session
+def witness(session):
+    _lane(session, "witness")
+
+
+@nox.session
+def certify(session):
+    _lane(session, "certify")
+
+
+@nox.session
+def bench(session):
+    _install(session)
+    session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only",
+                "--benchmark-json", "evidence/benchmarks.json", *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", "engine", "certification", "tests", "benchmarks")
