@@ -83,6 +83,35 @@ def _entry_label(single: bool, seg: np.ndarray, off: np.ndarray, i: int) -> str:
     return f"segment {s} entry {i - int(off[s])}"
 
 
+def _fix_residuals(m: np.ndarray, x: np.ndarray, resid: np.ndarray, off: np.ndarray) -> None:
+    """Apply the +-1 residual fix in place, segment by segment.
+
+    Segments are grouped by width class (next power of two of K) and each group becomes one
+    padded matrix, so a row-wise stable argsort ranks every segment at once; a global sort
+    keyed on (segment, residue) would cost several times more on 10^5 tiny segments. The loop
+    runs over at most log2(max K) + 1 classes.
+    """
+    need = np.flatnonzero(resid != 0)
+    if need.size == 0:
+        return
+    sizes = np.diff(off)[need]
+    width = np.maximum(2, 1 << np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64))
+    for wd in np.unique(width):
+        rows = need[width == wd]
+        k = sizes[width == wd]
+        cols = np.arange(wd, dtype=np.int64)
+        valid = cols[None, :] < k[:, None]
+        idx = np.where(valid, off[rows][:, None] + cols[None, :], 0)
+        step = np.sign(resid[rows])
+        # -d*step ranks the entries that most deserve the +-1 first; +0.0 folds -0.0 into 0.0 so
+        # equal residues tie, and the stable sort then keeps them in ascending index order.
+        key = np.where(valid, -(x[idx] - m[idx]) * step[:, None] + 0.0, np.inf)
+        order = np.argsort(key, axis=1, kind="stable")
+        take = (cols[None, :] < np.abs(resid[rows])[:, None]) & valid
+        chosen = np.take_along_axis(idx, order, axis=1)[take]
+        m[chosen] += np.broadcast_to(step[:, None], take.shape)[take]
+
+
 def _quantise(w, off: np.ndarray, single: bool) -> np.ndarray:
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 1:
@@ -109,22 +138,11 @@ def _quantise(w, off: np.ndarray, single: bool) -> np.ndarray:
     m = np.rint(x).astype(np.int64)  # rint rounds half to even
     resid = GRID - np.add.reduceat(m, starts)
 
-    fix = np.flatnonzero((resid != 0)[seg])
-    if fix.size:
-        fseg = seg[fix]
-        step = np.sign(resid)[fseg]
-        # Sorting by -d*step puts the entries that most deserve the +-1 first; lexsort is stable,
-        # so equal residues keep ascending index order (ties -> lower index).
-        key = -(x[fix] - m[fix]) * step
-        order = np.lexsort((key, fseg))
-        sseg = fseg[order]
-        rank = np.arange(order.size) - np.searchsorted(sseg, sseg, side="left")
-        take = order[rank < np.abs(resid)[sseg]]
-        m[fix[take]] += step[take]
+    _fix_residuals(m, x, resid, off)
 
     err = np.abs(m / GRID - p)
     worst = int(np.argmax(err))
-    if err[worst] > QUANTISATION_EPSILON or np.any(m < 0):
+    if err[worst] > QUANTISATION_EPSILON or np.any(m < 0) or np.any(np.add.reduceat(m, starts) != GRID):
         raise EngineError(_WHERE, _entry_label(single, seg, off, worst),
                           f"2^24 grid quantisation error {err[worst]:.3e} exceeds {QUANTISATION_EPSILON}")
     return m

