@@ -85,3 +85,237 @@ def s1_cohorts(s1: pl.DataFrame, site_timezones: pl.DataFrame) -> pl.DataFrame:
                          **{gate: (fn(part) if part.height else float("nan")) for gate, fn in S1_METRICS.items()}})
     return pl.DataFrame(rows, schema={"cohort_kind": pl.String, "cohort": pl.String, "merchants": pl.Int64,
                                       "sites": pl.Int64, **{gate: pl.Float64 for gate in S1_METRICS}})
+
+
+# --- S3 day effects ---
+
+_GAMMA = pl.col("gamma")
+_LOG_GAMMA = pl.col("log_gamma")
+TZ_GROUP_MIN_ROWS = 500  # T-S3-02: only tz groups with at least this many S3 rows enter the test
+
+
+def _q(expr: pl.Expr, q: float) -> pl.Expr:
+    return expr.quantile(q, interpolation="linear")
+
+
+def s3_merchant_std(s3: pl.DataFrame) -> pl.DataFrame:
+    """One row per merchant: std(gamma), ddof = 1, over all of the merchant's S3 rows."""
+    return s3.group_by(_BY_MERCHANT).agg(_GAMMA.std(ddof=1).alias("gamma_std"))
+
+
+def t_s3_01_merchant_std(s3: pl.DataFrame) -> dict:
+    """T-S3-01: median over merchants of std(gamma) (ddof = 1, all the merchant's rows); the B+ tail
+    condition is p90 / p50 of that same distribution (linear interpolation) >= 1.25."""
+    std = pl.col("gamma_std")
+    med, p90 = s3_merchant_std(s3).select(std.median().alias("p50"), _q(std, 0.90).alias("p90")).row(0)
+    med, p90 = _float(med), _float(p90)
+    return {"s3_std_median": med, "s3_std_p90": p90, "s3_std_p90_over_p50": p90 / med if med else float("nan")}
+
+
+def t_s3_02_tz_differentiation(s3: pl.DataFrame, min_rows: int = TZ_GROUP_MIN_ROWS) -> dict:
+    """T-S3-02: Brown-Forsythe test (scipy.stats.levene, center='median') of log_gamma across the tz
+    groups (tz_group_id) with >= 500 rows -> p-value; D = CV (std ddof=1 / mean) across those groups
+    of their std(log_gamma) (ddof = 1). Fewer than two such groups: p = NaN, D = NaN."""
+    import numpy as np
+    from scipy.stats import levene
+
+    big = s3.group_by("tz_group_id").agg(pl.len().alias("n"), _LOG_GAMMA.std(ddof=1).alias("sd"), _LOG_GAMMA) \
+        .filter(pl.col("n") >= min_rows).sort("tz_group_id")
+    if big.height < 2:
+        return {"s3_tz_levene_p": float("nan"), "s3_tz_std_cv": float("nan"), "s3_tz_groups_tested": big.height}
+    p = levene(*[np.asarray(v) for v in big["log_gamma"].to_list()], center="median").pvalue
+    d = big.select(pl.col("sd").std(ddof=1) / pl.col("sd").mean()).item()
+    return {"s3_tz_levene_p": float(p), "s3_tz_std_cv": _float(d), "s3_tz_groups_tested": big.height}
+
+
+def t_s3_03_aggregate_stability(s3: pl.DataFrame, gamma_clip: tuple[float, float] | None = None,
+                                clipped_rows: int | None = None) -> dict:
+    """T-S3-03: min gamma (> 0), clipped share (rows whose gamma sits at a gamma_clip bound, <= 1%),
+    |mean gamma - 1| (<= 0.02), max |log_gamma| (<= 4).
+
+    The clip bounds are the policy's; without them the S3 run report's clipped row count is used,
+    and without either the bounds of the default day_effect_policy_v1 are read.
+    """
+    if gamma_clip is None and clipped_rows is None:
+        from engine.policies import load_policy
+
+        clip = load_policy("day_effect_policy_v1").data["sigma_gamma_policy_v2"]["gamma_clip"]
+        gamma_clip = (clip["min"], clip["max"])
+    at_bound = (_GAMMA <= gamma_clip[0]) | (_GAMMA >= gamma_clip[1]) if gamma_clip is not None else pl.lit(False)
+    lo, dev, lg, n_clip = s3.select(_GAMMA.min().alias("lo"), (_GAMMA.mean() - 1.0).abs().alias("dev"),
+                                    _LOG_GAMMA.abs().max().alias("lg"), at_bound.sum().alias("clip")).row(0)
+    clipped = int(n_clip) if gamma_clip is not None else int(clipped_rows)
+    return {"s3_min_gamma": _float(lo), "s3_clipped_share": clipped / s3.height if s3.height else float("nan"),
+            "s3_mean_gamma_dev": _float(dev), "s3_max_abs_log_gamma": _float(lg)}
+
+
+def s3_metrics(s3: pl.DataFrame, clipped_rows: int | None = None, gamma_clip: tuple[float, float] | None = None) -> dict:
+    """Every S3 gate metric, keyed as in certification_gates_v1."""
+    return {**t_s3_01_merchant_std(s3), **t_s3_02_tz_differentiation(s3),
+            **t_s3_03_aggregate_stability(s3, gamma_clip=gamma_clip, clipped_rows=clipped_rows)}
+
+
+# --- S4 group weights ---
+
+_PG = pl.col("p_group")
+_MD = ["merchant_id", "utc_day"]
+GROUP_SHARE_FLOOR = 0.05  # T-S4-04: a group "counts" on a day when p_group >= this
+DOMINANT = 0.95  # T-S4-03
+POINT_MASS_DECIMALS = 6  # T-S4-07
+
+
+def s4_merchant_days(s4: pl.DataFrame) -> pl.DataFrame:
+    """One row per merchant-day: groups n, max p_group, entropy -sum p ln p (p > 0), groups with
+    p >= 0.05, |sum p - 1|, and whether the group rank order of p_group equals that of mass_raw."""
+    if "max_p" in s4.columns:  # already aggregated
+        return s4
+    ranked = s4.with_columns(
+        rank_ok=(_PG.rank("min").over(_MD) == pl.col("mass_raw").rank("min").over(_MD)))
+    return ranked.group_by(_MD).agg(
+        pl.len().alias("n"),
+        _PG.max().alias("max_p"),
+        (-(pl.when(_PG > 0).then(_PG * _PG.log()).otherwise(0.0))).sum().alias("entropy"),
+        (_PG >= GROUP_SHARE_FLOOR).sum().alias("n_ge_005"),
+        (_PG.sum() - 1.0).abs().alias("mass_error"),
+        pl.col("rank_ok").all().alias("rank_ok"),
+    )
+
+
+def t_s4_01_max_p_median(s4: pl.DataFrame) -> float:
+    """T-S4-01: median over merchant-days of max p_group."""
+    return _float(s4_merchant_days(s4).select(pl.col("max_p").median()).item())
+
+
+def t_s4_02_max_p_p75(s4: pl.DataFrame) -> float:
+    """T-S4-02: p75 (linear interpolation) over merchant-days of max p_group."""
+    return _float(s4_merchant_days(s4).select(_q(pl.col("max_p"), 0.75)).item())
+
+
+def t_s4_03_dominant_share(s4: pl.DataFrame) -> float:
+    """T-S4-03: share of merchant-days with max p_group >= 0.95."""
+    return _float(s4_merchant_days(s4).select((pl.col("max_p") >= DOMINANT).mean()).item())
+
+
+def t_s4_04_multi_group_share(s4: pl.DataFrame) -> float:
+    """T-S4-04: share of merchant-days with >= 2 groups having p_group >= 0.05."""
+    return _float(s4_merchant_days(s4).select((pl.col("n_ge_005") >= 2).mean()).item())
+
+
+def t_s4_05_entropy_median(s4: pl.DataFrame) -> float:
+    """T-S4-05: median over merchant-days of the entropy -sum p ln p (p > 0, natural log)."""
+    return _float(s4_merchant_days(s4).select(pl.col("entropy").median()).item())
+
+
+def t_s4_06_mass_error(s4: pl.DataFrame) -> float:
+    """T-S4-06: max over merchant-days of |sum p_group - 1|."""
+    return _float(s4_merchant_days(s4).select(pl.col("mass_error").max()).item())
+
+
+def t_s4_07_point_mass(s4: pl.DataFrame) -> dict:
+    """T-S4-07: among merchant-days with >= 2 groups, the share covered by the most frequent max
+    p_group value rounded to 6 decimals (<= 1%); and the share of those merchant-days whose group
+    rank order (rank 'min' of p_group) equals the rank order of mass_raw (must be 1)."""
+    multi = s4_merchant_days(s4).filter(pl.col("n") >= 2)
+    if multi.height == 0:
+        return {"s4_point_mass_share": 0.0, "s4_rank_agreement": 1.0}
+    top = multi.select(pl.col("max_p").round(POINT_MASS_DECIMALS).value_counts(sort=True).struct.field("count").first()).item()
+    return {"s4_point_mass_share": top / multi.height, "s4_rank_agreement": _float(multi["rank_ok"].mean())}
+
+
+def s4_metrics(s4: pl.DataFrame) -> dict:
+    """Every S4 gate metric, keyed as in certification_gates_v1 (merchant-days aggregated once)."""
+    md = s4_merchant_days(s4)
+    return {"s4_max_p_median": t_s4_01_max_p_median(md), "s4_max_p_p75": t_s4_02_max_p_p75(md),
+            "s4_share_max_p_ge_095": t_s4_03_dominant_share(md), "s4_share_two_groups_ge_005": t_s4_04_multi_group_share(md),
+            "s4_entropy_median": t_s4_05_entropy_median(md), "s4_mass_error_max": t_s4_06_mass_error(md),
+            **t_s4_07_point_mass(md)}
+
+
+def s4_ideal_merchant_days(s4: pl.DataFrame) -> pl.DataFrame:
+    """The ideal mix of the floor attribution: every merchant-day with n >= 2 groups uniform over its
+    groups (max p = 1/n, entropy ln n), single-group days unchanged (max p = 1, entropy 0)."""
+    n = pl.col("n")
+    return s4_merchant_days(s4).select(
+        _MD + ["n"]).with_columns(
+        max_p=1.0 / n, entropy=n.cast(pl.Float64).log(),
+        n_ge_005=pl.when(1.0 / n >= GROUP_SHARE_FLOOR).then(n).otherwise(0),
+        mass_error=pl.lit(0.0), rank_ok=pl.lit(True))
+
+
+def s4_floor_metrics(s4: pl.DataFrame) -> dict:
+    """Floor attribution: T-S4-01..05 under the ideal mix (a gate failing even there is capped by
+    the upstream topology, not by 2B)."""
+    ideal = s4_ideal_merchant_days(s4)
+    return {"s4_max_p_median": t_s4_01_max_p_median(ideal), "s4_max_p_p75": t_s4_02_max_p_p75(ideal),
+            "s4_share_max_p_ge_095": t_s4_03_dominant_share(ideal),
+            "s4_share_two_groups_ge_005": t_s4_04_multi_group_share(ideal),
+            "s4_entropy_median": t_s4_05_entropy_median(ideal)}
+
+
+def s4_group_count_shares(s4: pl.DataFrame) -> dict:
+    """Shares of merchant-days with 1, 2 and 3+ tz groups (the topology behind the floor)."""
+    n = pl.col("n")
+    one, two, more = s4_merchant_days(s4).select((n == 1).mean().alias("one"), (n == 2).mean().alias("two"),
+                                                 (n >= 3).mean().alias("more")).row(0)
+    return {"1": _float(one), "2": _float(two), "3+": _float(more)}
+
+
+# --- S3/S4 cohorts (diagnostic) ---
+
+DEFAULT_SIZE_BUCKETS = {"small_max_sites": 9, "mid_max_sites": 29}  # small < 10 sites, mid < 30, large otherwise
+
+
+def merchant_cohorts(site_timezones: pl.DataFrame, merchants: pl.DataFrame | None = None,
+                     size_buckets: dict | None = None, s1: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per merchant: tz_topology (single_tz / multi_tz by distinct site tzids), size_bucket
+    and merchant_class. The size bucket is the one S1 recorded (`weight_profile`) when `s1` is
+    given, so S1 and S3/S4 cohorts agree; otherwise by site count with the S1 policy's
+    `merchant_size_buckets` edges (inclusive maxima; default small < 10 sites, mid < 30)."""
+    edges = size_buckets or DEFAULT_SIZE_BUCKETS
+    sites = pl.len()
+    tags = site_timezones.group_by(_BY_MERCHANT).agg(
+        pl.when(pl.col("tzid").n_unique() > 1).then(pl.lit("multi_tz")).otherwise(pl.lit("single_tz")).alias("tz_topology"),
+        pl.when(sites <= edges["small_max_sites"]).then(pl.lit("small"))
+        .when(sites <= edges["mid_max_sites"]).then(pl.lit("mid")).otherwise(pl.lit("large")).alias("size_bucket"))
+    if s1 is not None and "weight_profile" in s1.columns:
+        recorded = s1.group_by(_BY_MERCHANT).agg(pl.col("weight_profile").first().alias("recorded"))
+        tags = tags.join(recorded, on=_BY_MERCHANT, how="left").with_columns(
+            size_bucket=pl.when(pl.col("recorded").is_in(["small", "mid", "large"]))
+            .then(pl.col("recorded")).otherwise(pl.col("size_bucket"))).drop("recorded")
+    if merchants is not None:
+        tags = tags.join(merchants.select(_BY_MERCHANT, "merchant_class"), on=_BY_MERCHANT, how="left")
+    return tags.sort(_BY_MERCHANT)
+
+
+def s3_s4_cohorts(s3: pl.DataFrame, s4: pl.DataFrame, site_timezones: pl.DataFrame,
+                  merchants: pl.DataFrame | None = None, size_buckets: dict | None = None,
+                  s1: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every S3 and S4 gate metric per cohort (tz_topology, size_bucket, merchant_class), keyed as
+    the population metrics so that `gates.band` gives the band each cohort would reach. Columns:
+    cohort_kind, cohort, merchants, merchant_days, then the metric keys."""
+    tags = merchant_cohorts(site_timezones, merchants, size_buckets, s1)
+    md = s4_merchant_days(s4)
+    kinds = [("tz_topology", ("single_tz", "multi_tz")), ("size_bucket", ("small", "mid", "large"))]
+    if "merchant_class" in tags.columns:
+        kinds.append(("merchant_class", tuple(sorted(tags["merchant_class"].drop_nulls().unique().to_list()))))
+    rows = []
+    for kind, cohorts in kinds:
+        for cohort in cohorts:
+            ids = tags.filter(pl.col(kind) == cohort).select(_BY_MERCHANT)
+            part3 = s3.join(ids, on=_BY_MERCHANT, how="semi")
+            part_md = md.join(ids, on=_BY_MERCHANT, how="semi")
+            row = {"cohort_kind": kind, "cohort": cohort, "merchants": ids.height, "merchant_days": part_md.height}
+            if part3.height:
+                row.update(s3_metrics(part3, gamma_clip=(0.0, float("inf"))))
+                row.pop("s3_clipped_share")  # clip pressure is a population check
+            if part_md.height:
+                row.update(s4_metrics(part_md))
+            rows.append(row)
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def cohort_tables(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, site_timezones: pl.DataFrame,
+                  merchants: pl.DataFrame | None = None, size_buckets: dict | None = None) -> dict:
+    """All diagnostic cohort tables as JSON-ready rows: {"S1": [...], "S3_S4": [...]}."""
+    return {"S1": s1_cohorts(s1, site_timezones).to_dicts(),
+            "S3_S4": s3_s4_cohorts(s3, s4, site_timezones, merchants, size_buckets, s1).to_dicts()}

@@ -37,8 +37,10 @@ Vose build (`build`, `build_many`), in exact integers
 Q0.32 encoding: q = clamp(floor(prob * 2^32), 1, 2^32 - 1); prob * 2^32 = T * 2^8 is exact.
 
 Decode: p^_i = q_i / (2^32 K) + sum over j with alias_j = i of (1 - q_j / 2^32) / K.
-Sampling with u in (0, 1): j = floor(u K) (capped at K - 1, because u K can round up to K when u
-is within one ulp of 1), keep j if frac(u K) < q_j / 2^32, else alias_j.
+Sampling with u in (0, 1]: j = floor(u K), keep j if frac(u K) < q_j / 2^32, else alias_j. For
+u < 1, floor(u K) <= K - 1 in float64; u = 1.0 itself is accepted because `rng.to_uniform` rounds
+its top 53-bit value ((2^53 - 1) + 0.5) / 2^53 up to exactly 1.0; it maps to column K - 1 with
+frac 1, i.e. to alias_{K-1}.
 
 Slice layout: little-endian u32 words, header [K, 32, 0, 0], then K pairs (q_i, alias_i).
 """
@@ -112,8 +114,10 @@ def _fix_residuals(m: np.ndarray, x: np.ndarray, resid: np.ndarray, off: np.ndar
         m[chosen] += np.broadcast_to(step[:, None], take.shape)[take]
 
 
-def _quantise(w, off: np.ndarray, single: bool) -> np.ndarray:
-    w = np.asarray(w, dtype=np.float64)
+def _quantise(w, off: np.ndarray, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(grid masses, segment number of every entry)."""
+    # Contiguous input keeps reduceat's summation order independent of the caller's strides.
+    w = np.ascontiguousarray(w, dtype=np.float64)
     if w.ndim != 1:
         raise EngineError(_WHERE, "weights", "weights must be one-dimensional")
     n_seg = off.size - 1
@@ -124,7 +128,7 @@ def _quantise(w, off: np.ndarray, single: bool) -> np.ndarray:
         i = int(np.flatnonzero(bad)[0])
         raise EngineError(_WHERE, _entry_label(single, seg, off, i), f"weight must be finite and >= 0 (got {w[i]!r})")
     if n_seg == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), seg
     starts = off[:-1]
     total = np.add.reduceat(w, starts)
     dead = ~(total > 0) | ~np.isfinite(total)
@@ -145,19 +149,21 @@ def _quantise(w, off: np.ndarray, single: bool) -> np.ndarray:
     if err[worst] > QUANTISATION_EPSILON or np.any(m < 0) or np.any(np.add.reduceat(m, starts) != GRID):
         raise EngineError(_WHERE, _entry_label(single, seg, off, worst),
                           f"2^24 grid quantisation error {err[worst]:.3e} exceeds {QUANTISATION_EPSILON}")
-    return m
+    return m, seg
 
 
 def quantise(weights) -> np.ndarray:
     """Grid masses m (int64, sum 2^24) of one weight vector; see the module docstring."""
     w = np.asarray(weights, dtype=np.float64)
-    return _quantise(w, _check_offsets([0, w.size], w.size), single=True)
+    if w.size == 0:
+        raise EngineError(_WHERE, "weights", "at least one weight is required")
+    return _quantise(w, _check_offsets([0, w.size], w.size), single=True)[0]
 
 
 def quantise_many(weights_flat, offsets) -> np.ndarray:
     """Grid masses of many segments [offsets[i], offsets[i+1]) at once; each sums to 2^24."""
     w = np.asarray(weights_flat, dtype=np.float64)
-    return _quantise(w, _check_offsets(offsets, w.size), single=False)
+    return _quantise(w, _check_offsets(offsets, w.size), single=False)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +171,9 @@ def quantise_many(weights_flat, offsets) -> np.ndarray:
 
 
 def _encode(prob_units: np.ndarray) -> np.ndarray:
-    return np.clip(prob_units << np.int64(PROB_BITS - GRID_BITS), 1, Q_MAX).astype(np.uint32)
+    q = prob_units << np.int64(PROB_BITS - GRID_BITS)
+    np.clip(q, 1, Q_MAX, out=q)
+    return q.astype(np.uint32)
 
 
 def build(weights) -> tuple[np.ndarray, np.ndarray]:
@@ -201,12 +209,11 @@ def build_many(weights_flat, offsets) -> tuple[np.ndarray, np.ndarray]:
     its segment (0..K-1). Equal to `build` on every segment (closed form, module docstring)."""
     w = np.asarray(weights_flat, dtype=np.float64)
     off = _check_offsets(offsets, w.size)
-    m = _quantise(w, off, single=False)
+    m, seg = _quantise(w, off, single=False)
     n = m.size
     if n == 0:
         return np.zeros(0, np.uint32), np.zeros(0, np.uint32)
     sizes = np.diff(off)
-    seg = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
     t = m * sizes[seg]
 
     is_small = t < GRID
@@ -216,8 +223,9 @@ def build_many(weights_flat, offsets) -> tuple[np.ndarray, np.ndarray]:
     # deficit equals its total excess; ties across a boundary are resolved by the clamps below.
     D = np.cumsum(GRID - t[sm])
     E = np.cumsum(t[lg] - GRID)
-    first_lg = np.searchsorted(lg, off[:-1], side="left")
-    last_lg = np.searchsorted(lg, off[1:], side="left") - 1
+    # Every segment holds at least one large entry (its masses sum to K * 2^24).
+    last_lg = np.cumsum(np.add.reduceat(~is_small, off[:-1], dtype=np.int64)) - 1
+    first_lg = np.r_[0, last_lg[:-1] + 1]
 
     prob = np.full(n, GRID, dtype=np.int64)
     alias = np.arange(n, dtype=np.int64)
@@ -260,17 +268,20 @@ def decode_probabilities(q, alias) -> np.ndarray:
 
 
 def sample_many(q_flat, alias_flat, offsets, seg_index, u) -> np.ndarray:
-    """For each u[k] in (0, 1), the local index (0..K-1) picked inside segment seg_index[k]."""
+    """For each u[k] in (0, 1], the local index (0..K-1) picked inside segment seg_index[k]."""
     u = np.asarray(u, dtype=np.float64)
     seg_index = np.asarray(seg_index, dtype=np.int64)
     off = np.asarray(offsets, dtype=np.int64)
-    if np.any(~(u > 0) | ~(u < 1)):
-        i = int(np.flatnonzero(~(u > 0) | ~(u < 1))[0])
-        raise EngineError("alias sample", f"u[{i}]", f"uniform must lie strictly inside (0, 1) (got {u[i]!r})")
+    outside = ~(u > 0) | ~(u <= 1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise EngineError("alias sample", f"u[{i}]", f"uniform must lie in (0, 1] (got {u[i]!r})")
+    if seg_index.size and (seg_index.min() < 0 or seg_index.max() >= off.size - 1):
+        raise EngineError("alias sample", "seg_index", f"segment index outside 0..{off.size - 2}")
     start = off[seg_index]
     size = off[seg_index + 1] - start
     x = u * size
-    j = np.minimum(np.floor(x).astype(np.int64), size - 1)
+    j = np.minimum(np.floor(x).astype(np.int64), size - 1)  # only u == 1.0 needs the cap
     frac = x - j
     g = start + j
     keep = frac * float(1 << PROB_BITS) < np.asarray(q_flat)[g]
@@ -278,7 +289,7 @@ def sample_many(q_flat, alias_flat, offsets, seg_index, u) -> np.ndarray:
 
 
 def sample(q, alias, u) -> np.ndarray:
-    """Local indices picked by the decode law for uniforms u in (0, 1)."""
+    """Local indices picked by the decode law for uniforms u in (0, 1]."""
     u = np.asarray(u, dtype=np.float64)
     q = np.asarray(q)
     return sample_many(q, alias, [0, q.size], np.zeros(u.shape, dtype=np.int64), u)
@@ -332,14 +343,14 @@ def pack_many(q_flat, alias_flat, offsets, alignment: int = 8) -> tuple[bytes, n
     sizes = np.diff(off)
     lengths = SLICE_HEADER_BYTES + 8 * sizes
     padded = -(-lengths // alignment) * alignment
-    starts = np.concatenate(([0], np.cumsum(padded)[:-1])).astype(np.int64)
+    starts = (np.cumsum(padded) - padded).astype(np.int64)
     total = int(starts[-1] + lengths[-1]) if sizes.size else 0
     words = np.zeros(total // 4, dtype="<u4")
     w0 = starts // 4
     words[w0] = sizes
     words[w0 + 1] = PROB_BITS
     seg = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
-    pos = w0[seg] + SLICE_HEADER_WORDS + 2 * (np.arange(off[-1] if off.size else 0) - off[seg])
+    pos = w0[seg] + SLICE_HEADER_WORDS + 2 * (np.arange(off[-1]) - off[seg])
     words[pos] = np.asarray(q_flat, dtype=np.uint32)
     words[pos + 1] = np.asarray(alias_flat, dtype=np.uint32)
     return words.tobytes(), starts, lengths

@@ -58,6 +58,7 @@ def cmd_run(args) -> int:
     from .pipeline import Pipeline
 
     pipe = Pipeline(args.seed, args.runs_root, _policy_dir(args), roster_file=args.roster, force=args.force,
+                    upstream=getattr(args, "upstream", None),
                     progress=StageProgress(args.quiet))
     result = pipe.run(until=args.until)
     if not args.quiet:
@@ -67,7 +68,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_world(args) -> int:
-    args.until, args.roster, args.force = "world", None, False
+    args.until, args.roster, args.force, args.upstream = "world", None, False, None
     return cmd_run(args)
 
 
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--until", default=None, help="stop after this state (world, roster, S0..S8)")
     p.add_argument("--roster", type=Path, default=None, help="a user-supplied roster Parquet file")
+    p.add_argument("--upstream", type=Path, default=None,
+                   help="a user-supplied upstream folder (merchants/site_locations/site_timezones .parquet + validation/)")
     p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
     _add_common(p)
     p.set_defaults(func=cmd_run)

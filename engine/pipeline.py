@@ -45,6 +45,7 @@ from .states import (
     s6_edge_router,
     s7_audit,
     s8_bundle,
+    upstream_import,
     upstream_world,
 )
 
@@ -145,12 +146,41 @@ def code_digest(stage: Stage) -> str:
     return h.hexdigest()
 
 
-def make_context(seed: int, policies: dict[str, Policy]) -> Context:
+UPSTREAM_FILES = ("merchants.parquet", "site_locations.parquet", "site_timezones.parquet")
+
+
+def upstream_files(upstream: Path) -> dict[str, bytes]:
+    """The bytes of a user-supplied upstream folder (tables + validation bundle)."""
+    upstream = Path(upstream)
+    files = {}
+    for name in UPSTREAM_FILES:
+        if not (upstream / name).is_file():
+            raise EngineError(upstream / name, "(file)", "user-supplied upstream table missing")
+        files[name] = (upstream / name).read_bytes()
+    vdir = upstream / "validation"
+    if not vdir.is_dir():
+        raise EngineError(vdir, "(folder)", "user-supplied upstream has no validation bundle")
+    for p in sorted(vdir.rglob("*")):
+        if p.is_file():
+            files["validation/" + p.relative_to(vdir).as_posix()] = p.read_bytes()
+    return files
+
+
+def make_context(seed: int, policies: dict[str, Policy], upstream: Path | None = None) -> Context:
+    """Identity of a run: the upstream manifest (built-in world or the user's flag) plus the policies."""
+    from .identity import parse_flag
     from .world import world_fingerprint
 
     engine = {name: policies[name] for name in ENGINE_POLICIES}
     ph = parameter_hash({p.path.name: p.sha256 for p in engine.values()})
-    mf = manifest_fingerprint(world_fingerprint(policies["world_policy_v1"].sha256), ph)
+    if upstream is None:
+        upstream_digest = world_fingerprint(policies["world_policy_v1"].sha256)
+    else:
+        flag_file = Path(upstream) / "validation" / "_passed.flag"
+        upstream_digest = parse_flag(flag_file.read_bytes()) if flag_file.exists() else None
+        if upstream_digest is None:
+            raise EngineError(flag_file, "(file)", "user-supplied upstream needs a well-formed _passed.flag")
+    mf = manifest_fingerprint(upstream_digest, ph)
     return Context(seed=seed, manifest_fingerprint=mf, parameter_hash=ph, run_id=run_id(seed, mf, ph),
                    created_utc=policies["world_policy_v1"].data["as_of_utc"])
 
@@ -159,15 +189,17 @@ class Pipeline:
     """Runs the stages for one seed under one runs root."""
 
     def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
-                 roster_file: Path | None = None, force: bool = False, progress=None):
+                 roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None):
         self.seed = int(seed)
         self.runs_root = Path(runs_root)
         self.policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
         self.roster_file = Path(roster_file) if roster_file else None
+        self.upstream = Path(upstream) if upstream else None
+        self.stages = STAGES if self.upstream is None else (Stage("world", upstream_import),) + STAGES[1:]
         self.force = force
         self.progress = progress
         self.policies = load_policies(self.policy_dir, ENGINE_POLICIES)
-        self.ctx = make_context(self.seed, self.policies)
+        self.ctx = make_context(self.seed, self.policies, self.upstream)
         self._digests: dict[Path, str] = {}
 
     # -- digests ---------------------------------------------------------------------------
@@ -187,6 +219,8 @@ class Pipeline:
         }
         if stage.name == "roster" and self.roster_file:
             key["user_roster"] = digest(self.roster_file)
+        if stage.module is upstream_import:
+            key["upstream"] = {n: sha256_hex(b) for n, b in upstream_files(self.upstream).items()}
         if stage.name == "S0":
             key["datasets"].update({d: self._digest(d) for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")})
         return key
@@ -233,6 +267,9 @@ class Pipeline:
             ]
         if stage.name == "roster" and self.roster_file:
             inputs["_user_roster"] = str(self.roster_file)
+        if stage.module is upstream_import:
+            inputs["_upstream_files"] = upstream_files(self.upstream)
+            inputs["_upstream_dir"] = str(self.upstream)
         return inputs
 
     def run_stage(self, stage: Stage) -> StageRecord:
@@ -283,7 +320,7 @@ class Pipeline:
         stop = STAGE_NAMES.index(until) if until else len(STAGES) - 1
         t0 = time.perf_counter()
         records = []
-        for stage in STAGES[: stop + 1]:
+        for stage in self.stages[: stop + 1]:
             if only and stage.name not in only:
                 continue
             if self.progress:

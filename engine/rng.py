@@ -80,9 +80,16 @@ def stream_key(manifest_fingerprint: str, seed: int, stream: str) -> np.uint64:
     return np.uint64(int.from_bytes(digest[:8], "little"))
 
 
+_U_MAX = 1.0 - 2.0**-53
+
+
 def to_uniform(bits: np.ndarray) -> np.ndarray:
-    """u = ((bits >> 11) + 0.5) / 2^53: 53 random bits, strictly inside (0, 1)."""
-    return ((bits >> _SHIFT11).astype(np.float64) + 0.5) / _TWO_POW_53
+    """u = ((bits >> 11) + 0.5) / 2^53: 53 random bits, strictly inside (0, 1).
+
+    For the single top value the exact result 1 - 2^-54 is not a double and rounds to 1.0, so
+    it is clamped to the largest double below 1 (one value in 2^53 is affected).
+    """
+    return np.minimum(((bits >> _SHIFT11).astype(np.float64) + 0.5) / _TWO_POW_53, _U_MAX)
 
 
 def uniforms(key, counter_hi, counter_lo) -> np.ndarray:

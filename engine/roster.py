@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from .contracts import conform, get
 from .errors import EngineError
@@ -73,8 +74,9 @@ CHANNELS = ("card_present", "card_not_present", "omni")
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 # Hours, minutes and seconds in range; the date part is checked against utc_day and the day grid.
-_TS_PATTERN = r"^\d{4}-\d{2}-\d{2}T([01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z$"
-_DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# ASCII classes, not \d: Unicode digits are not RFC 3339 (and the ASCII class is faster).
+_TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z$"
+_DAY_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +121,8 @@ def _horizon(policy: dict, grid: tuple[int, int]) -> tuple[int, int]:
     return start, end
 
 
-def _profiles(policy: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Per-merchant-class profile index and the profile tables (base rate, weekday, intraday).
+def _profiles(policy: dict, classes: list[str]) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Profile index of each merchant class and the profile tables (base rate, weekday, intraday).
 
     Profile 0 is the policy's default profile; a class the policy does not name uses it and is
     listed in the card, so a new world class never silently changes the other classes' law.
@@ -136,12 +138,12 @@ def _profiles(policy: dict, classes: list[str]) -> tuple[np.ndarray, np.ndarray,
             where = "/default_profile" if i == 0 else f"/class_profiles/{i - 1}"
             raise EngineError(POLICY_NAME, f"{where}/intraday_weights", "intraday weights sum to zero")
     index = {n: i + 1 for i, n in enumerate(names)}
-    class_profile = np.array([index.get(c, 0) for c in classes], dtype=np.int64)
+    profile_of_class = {c: index.get(c, 0) for c in classes}
     defaulted = sorted(c for c in classes if c not in index)
     base = np.array([p["base_rate"] for p in table], dtype=np.float64)
     weekday = np.array([p["weekday_multipliers"] for p in table], dtype=np.float64)
     intraday = np.array([p["intraday_weights"] for p in table], dtype=np.float64)
-    return class_profile, base, weekday, intraday, defaulted
+    return profile_of_class, base, weekday, intraday, defaulted
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,13 +296,34 @@ def _quarter_cdf_table(offsets: np.ndarray, intraday: np.ndarray) -> tuple[np.nd
     return keys.reshape(-1), pattern_of.reshape(n_tz, n_days).astype(np.int64), patterns.shape[0]
 
 
-def _segment_starts(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _groups_and_ranks(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For contiguous groups of the given sizes: group index of each element and its rank in the group."""
     total = int(counts.sum())
     group = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
     starts = np.cumsum(counts) - counts
     rank = np.arange(total, dtype=np.int64) - starts[group]
     return group, rank
+
+
+def _unique_times(tod: np.ndarray, group: np.ndarray, rank: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Times of day sorted inside each group and made strictly increasing, all inside the day.
+
+    `group` is non-decreasing (contiguous groups of sizes `counts`), `rank` the position inside the
+    group. After sorting, the k-th of n times is capped at DAY_US - n + k (room for the arrivals
+    after it), then collisions are bumped one microsecond at a time: t'_k = k + max_{i<=k}(t_i - i),
+    a running maximum made segmented by putting the group in the key's high bits.
+    Returns the new times (group-major, time-minor order) and how many differ from the drawn ones.
+    """
+    g = group.astype(np.uint64)
+    # one u64 key (group << 37 | tod; tod < 2^37) sorts by group, then time; groups stay contiguous
+    order = np.argsort((g << np.uint64(37)) | tod.astype(np.uint64), kind="stable")
+    drawn = tod[order]
+    capped = np.minimum(drawn, DAY_US - counts[group] + rank)
+    # + 2^20 keeps capped - rank >= 0 (rank < 2^20); the group bits keep groups apart in the maximum
+    key = (g << np.uint64(_GROUP_SHIFT)) + (capped - rank + (1 << DAY_SHIFT)).astype(np.uint64)
+    low = np.maximum.accumulate(key) & np.uint64((1 << _GROUP_SHIFT) - 1)
+    out = low.astype(np.int64) - (1 << DAY_SHIFT) + rank
+    return out, int((out != drawn).sum())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,12 +359,10 @@ def build_roster(
     if n_m * n_days >= MAX_MERCHANT_DAYS:
         raise EngineError(POLICY_NAME, "(scale)", f"{n_m * n_days} merchant-days exceed one shard's limit {MAX_MERCHANT_DAYS}")
     mid = mt["merchant_id"].to_numpy().astype(np.uint64)
-    classes = mt["merchant_class"].to_list()
-    class_profile, base_rate, weekday_mult, intraday, defaulted = _profiles(policy, sorted(set(classes)))
-    class_names = sorted(set(classes))
-    profile_of = class_profile[np.searchsorted(np.array(class_names, dtype=object), np.array(classes, dtype=object))]
-    tzids = sorted(set(mt["home_tzid"].to_list()))
-    tz_of = np.searchsorted(np.array(tzids, dtype=object), mt["home_tzid"].to_numpy().astype(object))
+    profile_of_class, base_rate, weekday_mult, intraday, defaulted = _profiles(policy, mt["merchant_class"].unique().sort().to_list())
+    profile_of = mt["merchant_class"].replace_strict(profile_of_class, return_dtype=pl.Int64).to_numpy()
+    tzids = mt["home_tzid"].unique().sort().to_list()
+    tz_of = (mt["home_tzid"].rank("dense") - 1).cast(pl.Int64).to_numpy()  # index into the sorted tzids
     n_sites = mt["n_sites"].to_numpy().astype(np.float64)
 
     epoch_days = np.arange(h_start, h_end + 1, dtype=np.int64)
@@ -387,7 +408,7 @@ def build_roster(
         raise EngineError(POLICY_NAME, "/rate/rate_cap", f"a merchant-day drew {int(counts.max())} arrivals; the counter layout holds {MAX_ARRIVALS_PER_DAY}")
 
     # arrivals: one Philox block each; word 0 picks the quarter hour, word 1 the microsecond in it
-    group, j = _segment_starts(counts)
+    group, j = _groups_and_ranks(counts)
     a_m, a_d = m_idx[group], d_idx[group]
     u_q, u_us = stream.uniform_pairs(mid[a_m], day_lo[a_d] + np.uint64(SLOT_ARRIVAL0) + j.astype(np.uint64))
     row = (profile_of[a_m] * n_patterns + pattern_of[tz_of[a_m], a_d]).astype(np.uint64)
@@ -397,18 +418,13 @@ def build_roster(
     tod = quarter * QUARTER_US + np.floor(u_us * QUARTER_US).astype(np.int64)
 
     # uniqueness inside each merchant-day (days never overlap, so this is uniqueness per merchant)
-    order = np.lexsort((tod, group))
-    tod = tod[order]
-    n_of = counts[group]  # group is non-decreasing, so it is unchanged by the within-group sort
-    drawn = np.minimum(tod, DAY_US - n_of + j)  # room for the bumps of the arrivals after it
-    key = (group.astype(np.uint64) << np.uint64(_GROUP_SHIFT)) + (drawn - j + (1 << DAY_SHIFT)).astype(np.uint64)
-    bumped = (np.maximum.accumulate(key) & np.uint64((1 << _GROUP_SHIFT) - 1)).astype(np.int64) - (1 << DAY_SHIFT) + j
-    n_bumped = int((bumped != tod).sum())
-    ts_us = epoch_days[a_d] * DAY_US + bumped  # a_m, a_d are constant inside a group: unaffected by `order`
+    bumped, n_bumped = _unique_times(tod, group, j, counts)
+    ts_us = epoch_days[a_d] * DAY_US + bumped  # a_m, a_d are constant inside a group: the sort leaves them
 
-    # final order: (utc_timestamp, merchant_id); fixed-width strings sort like the instants
-    a_mid = mid[a_m]
-    final = np.lexsort((a_mid, ts_us))
+    # final order (utc_timestamp, merchant_id): the arrays are merchant-major in ascending
+    # merchant_id, so a stable sort on the instant breaks ties by merchant_id (and merges the
+    # already sorted per-merchant runs cheaply); fixed-width strings then sort like the instants
+    final = np.argsort(ts_us, kind="stable")
     a_m, a_d, ts_us = a_m[final], a_d[final], ts_us[final]
     day_strings = pl.Series([_day_string(int(d)) for d in epoch_days], dtype=pl.String)
     idx_m = pl.Series(a_m.astype(np.uint32))
@@ -500,40 +516,42 @@ def validate_roster(df: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[
     is_virtual, merchant_class and channel; rows sorted by (utc_timestamp, merchant_id); no
     duplicate (merchant_id, utc_timestamp). Row numbers are 0-based positions in the file.
     """
-    try:
-        table = conform(DATASET_ID, df)
-    except EngineError as exc:
-        raise EngineError(where, exc.field, exc.rule) from None
-    want = pl.from_arrow(table.schema.empty_table()).schema
-    if df.schema != want or df.columns != list(want):
-        df = pl.from_arrow(table)
+    df = _conformed(df, where)
     grid = _day_grid(day_range, where)
     ts, day, mid = df["utc_timestamp"], df["utc_day"], df["merchant_id"]
 
     bad = _first(~ts.str.contains(_TS_PATTERN))
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"utc_timestamp {ts[bad]!r} is not RFC 3339 UTC with 6 fractional digits and Z")
-    bad = _first(ts.str.slice(0, 10) != day)
+    bad = _first(~ts.str.starts_with(day))
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} differs from the date of utc_timestamp {ts[bad]!r}")
+    # the date part equals utc_day, so membership in the grid also proves it is a calendar date
     grid_days = [_day_string(d) for d in range(grid[0], grid[1] + 1)]
     bad = _first(~day.is_in(grid_days))
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} outside the day grid {grid_days[0]}..{grid_days[-1]}")
 
     facts = merchants.select(
-        pl.col("merchant_id").cast(pl.UInt64), pl.col("is_virtual").cast(pl.Boolean),
-        pl.col("merchant_class").cast(pl.String), pl.col("channel").cast(pl.String),
-    )
-    bad = _first(~mid.is_in(facts["merchant_id"].implode()))
+        pl.col("merchant_id").cast(pl.UInt64),
+        pl.col("is_virtual").cast(pl.Boolean).alias("_v"),
+        pl.col("merchant_class").cast(pl.String).alias("_c"),
+        pl.col("channel").cast(pl.String).alias("_ch"),
+    ).unique("merchant_id", keep="first")
+    joined = df.select("merchant_id", "is_virtual", "merchant_class", "channel").join(
+        facts, on="merchant_id", how="left", maintain_order="left")
+    bad = _first(joined["_c"].is_null())
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"merchant_id {mid[bad]} not in the merchants table")
-    seen = df.select("merchant_id", "is_virtual", "merchant_class", "channel").unique()
-    wrong = seen.join(facts, on=["merchant_id", "is_virtual", "merchant_class", "channel"], how="anti")
-    if wrong.height:
-        first = df.with_row_index("row").join(wrong, on=list(wrong.columns), how="semi")["row"].min()
-        raise EngineError(where, f"row {first}",
-                          f"merchant {df['merchant_id'][first]}: is_virtual/merchant_class/channel differ from the merchants table")
+    bad = _first(joined.select(
+        (pl.col("is_virtual") != pl.col("_v")) | (pl.col("merchant_class") != pl.col("_c")) | (pl.col("channel") != pl.col("_ch"))
+    ).to_series())
+    if bad is not None:
+        row = joined.row(bad, named=True)
+        raise EngineError(where, f"row {bad}",
+                          f"merchant {row['merchant_id']}: (is_virtual, merchant_class, channel) = "
+                          f"({row['is_virtual']}, {row['merchant_class']}, {row['channel']}) differ from the merchants table "
+                          f"({row['_v']}, {row['_c']}, {row['_ch']})")
 
     if df.height > 1:
         t0, t1, m0, m1 = ts[:-1], ts[1:], mid[:-1], mid[1:]
@@ -546,6 +564,29 @@ def validate_roster(df: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[
             raise EngineError(where, f"row {bad + 1}",
                               f"duplicate (merchant_id, utc_timestamp) ({mid[bad]}, {ts[bad]}): arrivals of a merchant must be unique")
     return df
+
+
+def _contract_schema() -> pl.Schema:
+    return pl.from_arrow(get(DATASET_ID).schema.empty_table()).schema
+
+
+def _conformed(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    """`df` under the contract schema (engine.contracts.conform), errors re-addressed to `where`.
+
+    A frame that already has the contract's columns, order and types only needs the null check;
+    converting it to Arrow and back would cost a copy of a million rows for nothing.
+    """
+    if df.schema == _contract_schema():
+        for name, n_null in zip(df.columns, df.null_count().row(0)):
+            if n_null:
+                raise EngineError(where, name, f"{n_null} null value(s); column is non-nullable")
+        return df
+    try:
+        return pl.from_arrow(conform(DATASET_ID, df))
+    except EngineError as exc:
+        raise EngineError(where, exc.field, exc.rule) from None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:  # e.g. a negative merchant_id cast to u64
+        raise EngineError(where, "(schema)", f"column cannot take the contract type: {exc}") from None
 
 
 def load_user_roster(path, merchants: pl.DataFrame, day_range: tuple[str, str]) -> pl.DataFrame:

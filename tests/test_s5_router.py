@@ -191,44 +191,61 @@ def test_single_events_recompute_alone(world, routed):
         assert (row["legal_country_iso"], row["site_order"]) == (sv["legal_country_iso"], sv["site_order"])
 
 
-def _chi_square_by_class(obs: pl.DataFrame, exp: pl.DataFrame, cell: list[str], classes: pl.DataFrame) -> dict:
-    """p-value per merchant class of observed vs expected cell counts (cells with expected < 5
-    pooled into one, so the chi-square approximation holds)."""
-    j = exp.join(obs, on=cell, how="left").with_columns(pl.col("obs").fill_null(0)).join(classes, on="merchant_id")
-    assert j["obs"].sum() == obs["obs"].sum()  # nothing observed outside the expected support
+def _chi_square_by_class(cells: pl.DataFrame, block: list[str], classes: pl.DataFrame) -> dict:
+    """p-value per merchant class of observed vs expected counts.
+
+    Cells are grouped in blocks whose total is fixed (a merchant-day's arrivals for groups; the
+    arrivals routed to a (merchant, group) for sites), so each block only has (cells - 1) degrees
+    of freedom: `ddof` removes one per block. Inside a block, cells expected below 5 are pooled
+    into one, so the chi-square approximation holds.
+    """
+    cells = cells.with_columns(pl.col("obs").fill_null(0)).join(classes, on="merchant_id")
+    keys = ["merchant_class"] + block
+    pooled = pl.concat([
+        cells.filter(pl.col("exp") >= 5).select(*keys, "obs", "exp"),
+        cells.filter(pl.col("exp") < 5).group_by(keys).agg(pl.col("obs").sum(), pl.col("exp").sum()),
+    ]).filter(pl.col("exp") > 0)
+    assert pooled["obs"].sum() == cells["obs"].sum()  # nothing observed outside the expected support
     out = {}
-    for (cls,), part in j.group_by("merchant_class"):
-        big = part.filter(pl.col("exp") >= 5)
-        small = part.filter(pl.col("exp") < 5)
-        o = np.append(big["obs"].to_numpy(), small["obs"].sum()).astype(float)
-        e = np.append(big["exp"].to_numpy(), small["exp"].sum())
-        keep = e > 0
-        o, e = o[keep], e[keep]
-        out[cls] = chisquare(o, e * o.sum() / e.sum()).pvalue
+    for (cls,), part in pooled.group_by("merchant_class"):
+        o, e = part["obs"].to_numpy().astype(float), part["exp"].to_numpy()
+        out[cls] = chisquare(o, e * o.sum() / e.sum(), ddof=part.select(block).n_unique() - 1).pvalue
     return out
 
 
 def test_frequencies_match_s4_times_s1(world, routed):
     roster, s4 = world["s5_arrival_roster"], world["s4_group_weights"]
     classes = world["merchants"].select("merchant_id", "merchant_class")
-    md = roster.group_by("merchant_id", "utc_day").agg(n=pl.len())
-    # expected arrivals per (merchant, group): sum over the merchant's days of n(day) * p_group
-    exp_g = (md.join(s4, on=["merchant_id", "utc_day"]).with_columns(e=pl.col("n") * pl.col("p_group"))
-             .group_by("merchant_id", "tz_group_id").agg(exp=pl.col("e").sum()))
-    obs_g = routed["rng_event_alias_pick_group"].group_by("merchant_id", "tz_group_id").agg(obs=pl.len())
-    p_groups = _chi_square_by_class(obs_g, exp_g, ["merchant_id", "tz_group_id"], classes)
+    day_group = ["merchant_id", "utc_day", "tz_group_id"]
+    # groups: per merchant-day, expected n(m, d) x p_group(m, d, g) (day effects included)
+    exp_g = (roster.group_by("merchant_id", "utc_day").agg(n=pl.len()).join(s4, on=["merchant_id", "utc_day"])
+             .select(*day_group, exp=pl.col("n") * pl.col("p_group")))
+    obs_g = routed["rng_event_alias_pick_group"].group_by(day_group).agg(obs=pl.len())
+    p_groups = _chi_square_by_class(exp_g.join(obs_g, on=day_group, how="left"), ["merchant_id", "utc_day"], classes)
 
-    # expected arrivals per site: expected group count x p_weight / group mass
+    # sites: given the arrivals routed to (m, g), expected count x p_weight / group mass
     s1 = world["s1_site_weights"].join(world["site_timezones"].select(s5_router.SITE_PK + ["tzid"]), on=s5_router.SITE_PK)
     s1 = s1.with_columns(share=pl.col("p_weight") / pl.col("p_weight").sum().over("merchant_id", "tzid"))
-    exp_s = (s1.join(exp_g, left_on=["merchant_id", "tzid"], right_on=["merchant_id", "tz_group_id"])
-             .select(*s5_router.SITE_PK, exp=pl.col("exp") * pl.col("share")))
+    routed_g = routed["rng_event_alias_pick_group"].group_by("merchant_id", tzid="tz_group_id").agg(n=pl.len())
+    exp_s = s1.join(routed_g, on=["merchant_id", "tzid"]).select(*s5_router.SITE_PK, "tzid", exp=pl.col("n") * pl.col("share"))
     obs_s = routed["rng_event_alias_pick_site"].group_by(s5_router.SITE_PK).agg(obs=pl.len())
-    p_sites = _chi_square_by_class(obs_s, exp_s, s5_router.SITE_PK, classes)
+    p_sites = _chi_square_by_class(exp_s.join(obs_s, on=s5_router.SITE_PK, how="left"), ["merchant_id", "tzid"], classes)
 
     assert len(p_groups) == len(CLASSES) and len(p_sites) == len(CLASSES)
     assert min(p_groups.values()) > 0.001, p_groups
     assert min(p_sites.values()) > 0.001, p_sites
+
+
+def test_chi_square_has_power(world, routed):
+    """Negative control: the same recipe rejects base shares without the day effect."""
+    roster, s4 = world["s5_arrival_roster"], world["s4_group_weights"]
+    day_group = ["merchant_id", "utc_day", "tz_group_id"]
+    wrong = (roster.group_by("merchant_id", "utc_day").agg(n=pl.len()).join(s4, on=["merchant_id", "utc_day"])
+             .select(*day_group, exp=pl.col("n") * pl.col("base_share")))
+    obs = routed["rng_event_alias_pick_group"].group_by(day_group).agg(obs=pl.len())
+    p = _chi_square_by_class(wrong.join(obs, on=day_group, how="left"), ["merchant_id", "utc_day"],
+                             world["merchants"].select("merchant_id", "merchant_class"))
+    assert max(p.values()) < 1e-6, p
 
 
 def test_deterministic_and_shard_invariant(world, routed):

@@ -34,6 +34,10 @@ RNG (stream `2B.S1.site_weights`): counter high word = merchant_id; low word = a
 primary-key order. So every draw depends only on (seed, mf, merchant_id, slot): any sharding of
 merchants gives identical bytes.
 
+Provenance per row: weight_source = mode, weight_profile = size bucket, mixture_component (or
+`uniform` / `column`), alpha_used = the component's Gamma shape (0.0 when nothing was drawn),
+quantised_bits = 24, floor_applied = the soft cap bent this merchant's top share.
+
 Afterwards every merchant is checked to sum to 1 within 1e-12 and to quantise onto the 2^24 grid
 within the policy epsilon (the same law S2 builds its alias tables on).
 """
@@ -148,7 +152,8 @@ def run(inputs: dict, policies: dict[str, Policy], ctx: Context) -> dict[str, pl
 def _joined_sites(inputs: dict) -> pl.DataFrame:
     """site_locations in PK order with each site's tzid and its merchant's home country."""
     sites = inputs["site_locations"].sort(PK)
-    dup = sites.select(PK).is_duplicated()
+    # After the sort a duplicated key sits next to its twin: compare each row with the previous.
+    dup = sites.select(pl.all_horizontal(pl.col(c) == pl.col(c).shift(1) for c in PK).fill_null(False)).to_series()
     if dup.any():
         raise EngineError("site_locations", _site_label(sites.row(int(dup.arg_max()), named=True)),
                           "duplicate primary key")
@@ -186,7 +191,7 @@ def _per_bucket(mix: dict, key: str, field: str | None = None) -> np.ndarray:
 def _profile_mixture(sites: pl.DataFrame, segs: Segments, bucket: np.ndarray, mix: dict, ctx: Context):
     stream = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S1)
     mids, n_m = segs.merchant_ids.astype(np.uint64), segs.counts
-    seg, n_row = segs.seg, segs.counts[segs.seg].astype(np.float64)
+    seg = segs.seg
 
     # Component: inverse CDF of the bucket's categorical mixture on one uniform.
     weights = np.array([[mix["mixture_weights"][b][c] for c in COMPONENTS] for b in BUCKETS])
@@ -231,6 +236,9 @@ def _profile_mixture(sites: pl.DataFrame, segs: Segments, bucket: np.ndarray, mi
 
     # heavy_tail: share of rank r (1-based) proportional to r^-s times the Gamma jitter.
     low, high = _per_bucket(mix, "tail_exponent_range", "low"), _per_bucket(mix, "tail_exponent_range", "high")
+    if (high < low).any():
+        raise EngineError("alias_layout_policy_v1", f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
+                          "high must not be below low")
     s = low[bucket] + (high - low)[bucket] * stream.uniforms(mids, np.uint64(SLOT_TAIL_EXPONENT))
     w_tail = (rank + 1.0) ** -s[seg] * g
 

@@ -10,7 +10,7 @@ Mode `sigma_gamma_policy_v2` (plan P2) makes volatility heterogeneous on purpose
   log_gamma   = -sigma^2 / 2 + sigma * Z + weekly(m, g, day)
   gamma       = exp(log_gamma), clipped to gamma_clip (clipped rows counted, log_gamma = ln(gamma))
 The -sigma^2/2 term makes E[exp(sigma Z)] = 1; the weekly term carries its own mean-one correction
-(see `_weekly_terms`), so the aggregate gamma stays centred near 1 without a data-driven rescale
+(see `_weekly_table`), so the aggregate gamma stays centred near 1 without a data-driven rescale
 (which would break shard invariance).
 
 Mode `scalar` is the upstream baseline kept as a negative control: one sigma for every row, no
@@ -144,9 +144,8 @@ def _utc_offsets_hours(tzid: str, first_day: str, n_days: int) -> tuple[float, .
     )
 
 
-def _weekly_terms(tz_names, days, shift_by_tz, seg_of_row, tz_of_row, day_of_row,
-                  amp_by_seg, shapes_by_seg) -> np.ndarray:
-    """Weekly log-effect of each row, on the tz group's LOCAL weekday(s) of the UTC day.
+def _weekly_table(tz_names, days, shift_by_tz, seg_of_pair, tz_of_pair, amp_by_seg, shapes_by_seg) -> np.ndarray:
+    """Weekly log-effect per (merchant x group pair, day), on the group's LOCAL weekday(s).
 
     A UTC day overlaps two local days: with offset o > 0 the local clock passes midnight o hours
     before the UTC day ends, so the day is (24 - o)/24 the local weekday w and o/24 the next one;
@@ -154,7 +153,8 @@ def _weekly_terms(tz_names, days, shift_by_tz, seg_of_row, tz_of_row, day_of_row
     different offsets (or with a Fri/Sat weekend, `shift`) therefore see different weekly terms,
     which is what lets the cycle survive S4's renormalisation across groups.
     Mean-one correction: subtract ln(mean_k exp(amp * shape_k)) so the weekly factor averages ~1
-    over a week.
+    over a week. Computed per (segment, tz, day), i.e. a few hundred thousand cells at most, then
+    gathered per pair; rows only index into the result.
     """
     n_days = len(days)
     offsets = np.array([_utc_offsets_hours(t, days[0], n_days) for t in tz_names], dtype=np.float64)
@@ -163,16 +163,13 @@ def _weekly_terms(tz_names, days, shift_by_tz, seg_of_row, tz_of_row, day_of_row
     frac_prev = np.clip(-offsets, 0, 24) / 24.0
     frac_same = 1.0 - frac_next - frac_prev
     utc_wd = np.array([dt.date.fromisoformat(d).weekday() for d in days], dtype=np.int64)
-    local_wd = (utc_wd[None, :] + shift_by_tz[:, None]) % 7  # (tz, day)
-
-    wd = local_wd[tz_of_row, day_of_row]
-    shape = shapes_by_seg[seg_of_row]  # (rows, 7)
-    rows = np.arange(len(wd))
-    blended = (frac_prev[tz_of_row, day_of_row] * shape[rows, (wd - 1) % 7]
-               + frac_same[tz_of_row, day_of_row] * shape[rows, wd]
-               + frac_next[tz_of_row, day_of_row] * shape[rows, (wd + 1) % 7])
+    wd = (utc_wd[None, :] + shift_by_tz[:, None]) % 7  # local weekday at UTC midnight, (tz, day)
+    # (segment, tz, day): blend of the profile over the local days the UTC day covers
+    blended = (frac_prev * shapes_by_seg[:, (wd - 1) % 7] + frac_same * shapes_by_seg[:, wd]
+               + frac_next * shapes_by_seg[:, (wd + 1) % 7])
     correction = np.log(np.mean(np.exp(amp_by_seg[:, None] * shapes_by_seg), axis=1))
-    return amp_by_seg[seg_of_row] * blended - correction[seg_of_row]
+    table = amp_by_seg[:, None, None] * blended - correction[:, None, None]
+    return table[seg_of_pair, tz_of_pair]  # (pairs, days)
 
 
 # --------------------------------------------------------------------------- the state
@@ -219,19 +216,22 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
     tz_names = tz_names.tolist()
     pair_merchant = np.repeat(np.arange(n_merchants), n_groups)
 
-    # Row level, in PK order: merchant, then day, then group (counter_lo = d * n_g + g ascends).
-    rows_per_merchant = n_groups * n_days
-    n_rows = int(rows_per_merchant.sum())
-    row_m = np.repeat(np.arange(n_merchants), rows_per_merchant)
-    row_start = np.concatenate(([0], np.cumsum(rows_per_merchant)[:-1])).astype(np.int64)
-    local = np.arange(n_rows, dtype=np.int64) - row_start[row_m]
-    row_ng = n_groups[row_m]
-    row_day = local // row_ng
-    row_pair = pair_offset[row_m] + local % row_ng
+    # Row level, in PK order: merchant, then day, then group, so counter_lo = d * n_g + g ascends.
+    # Built as merchant-day segments of n_g rows (repeats only, no per-row division).
+    seg_m = np.repeat(np.arange(n_merchants), n_days)
+    seg_day = np.tile(np.arange(n_days), n_merchants)
+    seg_n = n_groups[seg_m]
+    n_rows = int(seg_n.sum())
+    seg_start = np.cumsum(seg_n) - seg_n
+    row_seg = np.repeat(np.arange(len(seg_n)), seg_n)
+    row_m = seg_m[row_seg]
+    row_day = seg_day[row_seg]
+    row_g = np.arange(n_rows, dtype=np.int64) - seg_start[row_seg]
+    row_pair = pair_offset[row_m] + row_g
+    counter_lo = (row_day * n_groups[row_m] + row_g).astype(np.uint64)
+    counter_hi = mid[row_m]
 
     stream = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S3)
-    counter_hi = mid[row_m]
-    counter_lo = local.astype(np.uint64)
     z = stream.normals(counter_hi, counter_lo)
 
     seg_names = sorted(set(classes))
@@ -242,12 +242,12 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         sigma_scalar = float(policy["sigma_gamma_scalar"])
         if not sigma_scalar > 0:
             _fail("/sigma_gamma_scalar", "must be > 0")
-        clip = policy.get("gamma_clip_scalar", policy["sigma_gamma_policy_v2"]["gamma_clip"])
+        clip = policy["sigma_gamma_policy_v2"]["gamma_clip"]
         _check_clip(clip, "/sigma_gamma_policy_v2/gamma_clip")
         sigma_pair = np.full(len(pair_merchant), sigma_scalar)
         source_pair = ["scalar"] * len(pair_merchant)
         amp_merchant = np.zeros(n_merchants)
-        weekly = np.zeros(n_rows)
+        weekly_pair_day = np.zeros((len(pair_merchant), n_days))
     elif mode == "sigma_gamma_policy_v2":
         v2 = policy["sigma_gamma_policy_v2"]
         _check_v2(v2)
@@ -267,18 +267,23 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         shift_cfg = v2.get("weekend_shift_days_by_tzid", {})
         shift_by_tz = np.array([int(shift_cfg.get(t, 0)) for t in tz_names], dtype=np.int64)
         amp_merchant = amp_seg[seg_of_merchant] if n_merchants else np.zeros(0)
-        weekly = (_weekly_terms(tz_names, days, shift_by_tz, seg_of_merchant[row_m], tz_of_pair[row_pair],
-                                row_day, amp_seg, shapes) if n_rows else np.zeros(0))
+        weekly_pair_day = (_weekly_table(tz_names, days, shift_by_tz, seg_of_merchant[pair_merchant], tz_of_pair,
+                                         amp_seg, shapes) if n_rows else np.zeros((0, n_days)))
     else:
         _fail("/mode", f"unknown mode {mode!r}")
 
+    # log_gamma = (-sigma^2/2 + weekly) + sigma Z; the bracket depends on (pair, day) only.
+    drift = (-0.5 * sigma_pair * sigma_pair)[:, None] + weekly_pair_day
+    cell = row_pair * n_days + row_day
     sigma = sigma_pair[row_pair]
-    log_gamma = -0.5 * sigma * sigma + sigma * z + weekly
-    gamma_raw = np.exp(log_gamma)
-    gamma = np.clip(gamma_raw, clip["min"], clip["max"])
-    clipped = gamma != gamma_raw
-    # Keep gamma = exp(log_gamma) true on clipped rows as well.
-    log_gamma = np.where(clipped, np.log(gamma), log_gamma)
+    log_gamma = drift.ravel()[cell] + sigma * z
+    gamma = np.exp(log_gamma)
+    low, high = gamma < clip["min"], gamma > clip["max"]
+    clipped = low | high
+    n_low, n_high = int(low.sum()), int(high.sum())
+    if n_low or n_high:
+        gamma = np.clip(gamma, clip["min"], clip["max"])
+        log_gamma[clipped] = np.log(gamma[clipped])  # keep gamma = exp(log_gamma) on clipped rows
 
     df = pl.DataFrame({
         "merchant_id": pl.Series(counter_hi, dtype=pl.UInt64),
@@ -287,7 +292,7 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         "gamma": gamma,
         "log_gamma": log_gamma,
         "sigma_gamma": sigma,
-        "weekly_amp": amp_merchant[row_m] if n_rows else np.zeros(0),
+        "weekly_amp": amp_merchant[row_m],
         "sigma_source": pl.Series(source_pair, dtype=pl.String).gather(row_pair),
         "rng_stream_id": pl.repeat(STREAM_S3, n_rows, dtype=pl.String, eager=True),
         "rng_counter_hi": pl.Series(counter_hi, dtype=pl.UInt64),
@@ -300,9 +305,9 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         "merchants": n_merchants,
         "days": n_days,
         "mode": mode,
-        "clipped_rows": int(clipped.sum()),
-        "clipped_low": int((gamma_raw < clip["min"]).sum()),
-        "clipped_high": int((gamma_raw > clip["max"]).sum()),
+        "clipped_rows": n_low + n_high,
+        "clipped_low": n_low,
+        "clipped_high": n_high,
         "sigma_clamped_pairs": int(sum(1 for s in source_pair if "|clamp:" in s)),
     }
     return {DATASET: df, "_report": report}

@@ -132,7 +132,7 @@ def hard_cap_legacy(p_raw, seg_start, n, *, blend, cap, eligible=None):
     idx = np.flatnonzero(is_max)
     _, keep = np.unique(seg[idx], return_index=True)
     first[idx[keep]] = True
-    clamp = (top > cap) & (lam > 0) if eligible is not None else (top > cap)
+    clamp = top > cap if eligible is None else (top > cap) & eligible
     rest = np.add.reduceat(np.where(first, 0.0, p), seg_start)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.where(clamp & (rest > 0), (1.0 - cap) / rest, 1.0)
@@ -230,7 +230,8 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
 
     perm = np.empty(n_rows, dtype=np.int64)
     perm[key] = np.arange(n_rows)
-    ordered = s3 if np.array_equal(perm, np.arange(n_rows)) else s3[pl.Series(perm)]
+    # S3 is written in PK order, so the gather is normally skipped.
+    ordered = s3 if np.array_equal(perm, np.arange(n_rows)) else s3.select(pl.all().gather(pl.Series(perm)))
 
     m_row = m_of_row[perm]
     n_row = n_g[m_row]

@@ -1,0 +1,622 @@
+"""The evidence pack beside `certification_record.json` and `junit.xml` (CERTIFICATION.md, Evidence pack).
+
+`write_pack(pack, record, outcome)` writes into `pack`:
+
+- `certification_report.md`: the record, readable: verdict first, then the reasons, the per-seed
+  gate table, floor attribution, structural checks, preconditions, cohorts, cross-seed CVs, world
+  and roster card summaries, runtime, versions, and the plots embedded by relative links.
+- `plots/*.png`: fixed names (`PLOTS` below), one line or box per seed.
+- `flags.txt`: the S8 `_passed.flag` digest of every seed.
+- `world_card_<seed>.json`, `roster_card_<seed>.json`: the cards as the record holds them.
+- `runtime.csv`: seconds per state (rows) and seed (columns).
+
+Every number of the Markdown report comes from `record`; the plots are the only thing drawn from
+`outcome.scores[seed].plot_data`, which `certification/plot_series.py:plot_series(s1, s3, s4)`
+fills with plain lists and dicts:
+
+    {
+      "s1_hhi":            [float]  per merchant, HHI = sum p_weight^2
+      "s1_top1":           [float]  per merchant with >= 2 sites, largest p_weight
+      "s1_top2":           [float]  same merchants and order, second largest p_weight
+      "s3_merchant_std":   [float]  per merchant, std(gamma) with ddof = 1
+      "s3_gamma_by_group": {tzid: [float]}  6 largest tz groups by S3 rows, <= 5,000 gammas each
+                                            (every k-th row in key order)
+      "s4_max_p":          [float]  per merchant-day, max p_group
+      "s4_entropy":        [float]  per merchant-day, -sum p ln p (p > 0)
+      "s4_groups_per_day": {"1": share, "2": share, "3+": share}  merchant-days by tz-group count
+    }
+
+A seed without `plot_data` (or a key missing from it) is simply left out of the plots concerned;
+a plot no seed has data for is not written, and the report says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+# The explicit Agg canvas renders off-screen without switching the process-wide pyplot backend
+# (`matplotlib.use`), so importing this module never changes an interactive session's plotting.
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .record import write_json
+
+# file name -> caption; the order is the order of the report's plot section.
+PLOTS = {
+    "s1_hhi_hist.png": "S1: HHI per merchant",
+    "s1_top1_vs_top2.png": "S1: top1 vs top2 site weight",
+    "s3_merchant_std_hist.png": "S3: std(gamma) per merchant",
+    "s3_gamma_by_tz_group.png": "S3: gamma by the largest tz groups",
+    "s4_max_p_group_hist.png": "S4: max p_group per merchant-day",
+    "s4_entropy_hist.png": "S4: entropy per merchant-day",
+    "s4_groups_per_merchant_day.png": "S4: merchant-days by number of tz groups",
+}
+
+BAND_MARKS = {"B+": "✅ B+", "B": "☑️ B", "FAIL": "❌ FAIL"}
+OK_MARKS = {True: "✅ pass", False: "❌ fail", None: "n/a"}
+OPS = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
+SIG = 4  # significant digits of every value shown in the report
+
+VERDICT_MEANING = {
+    "PASS_BPLUS": "every realism gate reached B+ on every seed, cross-seed stability and S3 drift hold, "
+                  "and the roster covers the full day grid.",
+    "PASS_B": "every hard gate holds at B on every seed; the gates below B+ are listed under Reasons.",
+    "FAIL_REALISM": "a structural check, a realism gate at B or the cross-seed CV gate failed (see Reasons).",
+    "INVALID_FOR_GRADING": "a precondition failed, so the run cannot be graded; the scores are reported anyway.",
+}
+REASON_LABELS = {
+    "preconditions_failed": "Preconditions failed",
+    "structural_failed": "Structural checks failed",
+    "realism_failed": "Realism gates failed at B",
+    "below_bplus": "Gates at B (below B+)",
+    "T-X-01": "Cross-seed CV gate T-X-01",
+    "s3_drift_ok": "S3 controlled drift holds",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def write_pack(pack: Path, record: dict, outcome) -> None:
+    """Write the report, plots, flags, cards and runtime table into `pack` (which already exists)."""
+    pack = Path(pack)
+    seeds = [str(s) for s in record["seeds"]]
+    per_seed = record["per_seed"]
+    for s in seeds:
+        write_json(pack / f"world_card_{s}.json", per_seed[s].get("world_card"))
+        write_json(pack / f"roster_card_{s}.json", per_seed[s].get("roster_card"))
+    (pack / "flags.txt").write_text(_flags_text(record), encoding="utf-8")
+    _write_runtime_csv(pack / "runtime.csv", record)
+    written = write_plots(pack / "plots", seeds, _plot_data(outcome, seeds))
+    (pack / "certification_report.md").write_text(render_markdown(record, written), encoding="utf-8")
+
+
+def _plot_data(outcome, seeds: list[str]) -> dict[str, dict]:
+    """seed (as in the record, a string) -> plot_data; lanes key scores by int seed."""
+    scores = getattr(outcome, "scores", None) or {}
+    out = {}
+    for s in seeds:
+        score = scores.get(int(s), scores.get(s)) if s.lstrip("-").isdigit() else scores.get(s)
+        out[s] = getattr(score, "plot_data", None) or {}
+    return out
+
+
+def _flags_text(record: dict) -> str:
+    lines = []
+    for s in record["seeds"]:
+        flag = record["per_seed"][str(s)].get("s8_flag_sha256")
+        lines.append(f"seed={s} s8_flag_sha256={flag or 'none'}")
+    return "\n".join(lines) + "\n"
+
+
+def _runtime_by_seed(record: dict) -> dict[str, dict]:
+    by_seed = record.get("runtime", {}).get("per_seed_stage_seconds")
+    if by_seed is None:
+        by_seed = {s: d.get("runtime_seconds", {}) for s, d in record["per_seed"].items()}
+    return {str(s): by_seed.get(str(s)) or {} for s in record["seeds"]}
+
+
+def _write_runtime_csv(path: Path, record: dict) -> None:
+    by_seed = _runtime_by_seed(record)
+    states = _union_keys(by_seed.values())
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["state", *by_seed])
+        for state in states:
+            # The raw value (no rounding), so the CSV is as exact as the record.
+            w.writerow([state, *("" if by_seed[s].get(state) is None else by_seed[s][state] for s in by_seed)])
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt(value, sig: int = SIG) -> str:
+    """A record value as report text: floats to `sig` significant digits, None as n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        return f"{value:.{sig}g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v, sig) for v in value) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {fmt(v, sig)}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def _exact(threshold) -> str:
+    """A threshold in its shortest exact form (thresholds are never rounded)."""
+    if threshold is None:
+        return "none"
+    text = f"{threshold:g}"
+    return text if float(text) == threshold else repr(threshold)
+
+
+def _near_threshold(value, thresholds: list) -> str:
+    """`fmt(value)`, with more digits when rounding would print exactly a threshold the value is not:
+    a FAIL shown as "0.006" next to ">= 0.006" would read as a contradiction."""
+    text = fmt(value)
+    if not isinstance(value, float) or not math.isfinite(value):
+        return text
+    for digits in range(SIG + 1, 18):
+        if not any(t is not None and float(text) == t and value != t for t in thresholds):
+            break
+        text = fmt(value, digits)
+    return text
+
+
+def _band(b) -> str:
+    return BAND_MARKS.get(b, "n/a" if b is None else str(b))
+
+
+def _cell(text) -> str:
+    """Table-cell safe: a literal pipe would split the cell, a newline would end the row."""
+    return str(text).replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
+
+
+def _table(header: list, rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _union_keys(dicts) -> list:
+    """Keys of several dicts in first-seen order (seeds may differ in what they report)."""
+    seen = {}
+    for d in dicts:
+        for k in d or {}:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def _seed_header(seeds: list[str]) -> list[str]:
+    return [f"seed {s}" for s in seeds]
+
+
+# --------------------------------------------------------------------------------------------
+# report sections (each returns Markdown lines)
+
+
+def render_markdown(record: dict, plots: list[str] | None = None) -> str:
+    """The readable report; `plots` are the file names under plots/ to embed."""
+    seeds = [str(s) for s in record["seeds"]]
+    sections = [
+        _head(record, seeds),
+        _reasons(record),
+        _gate_table(record, seeds),
+        _floor(record, seeds),
+        _structural(record, seeds),
+        _preconditions(record),
+        _cohorts(record, seeds),
+        _cross_seed(record),
+        _cards(record, seeds),
+        _runtime(record, seeds),
+        _provenance(record),
+        _plots_section(plots or []),
+    ]
+    return "\n".join(line for section in sections for line in section).rstrip() + "\n"
+
+
+def _head(record: dict, seeds: list[str]) -> list[str]:
+    label = " (provisional: only the certify lane certifies)" if record.get("provisional") else ""
+    verdict = record["verdict"]
+    lines = [f"# Verdict: {verdict}{label}", "",
+             f"Segment 2B certification report, `{record.get('lane')}` lane, seeds {', '.join(seeds)}.", ""]
+    if verdict in VERDICT_MEANING:
+        lines += [f"**{verdict}**: {VERDICT_MEANING[verdict]}", ""]
+    facts = [("parameter_hash", record.get("parameter_hash")), ("manifest_fingerprint", record.get("manifest_fingerprint")),
+             ("evidence pack", record.get("evidence_pack"))]
+    lines += [f"- {k}: `{v}`" for k, v in facts if v]
+    if "full_grid" in record:
+        lines.append(f"- roster horizon covers the full S3 day grid ({fmt(record.get('grid_days'))} days): "
+                     f"{fmt(record['full_grid'])}")
+    return lines + [""]
+
+
+def _reasons(record: dict) -> list[str]:
+    lines = ["## Reasons", ""]
+    for key, value in (record.get("reasons") or {}).items():
+        label = REASON_LABELS.get(key, key)
+        if key == "T-X-01":
+            text = _band(value)
+        elif isinstance(value, list):
+            text = ", ".join(value) if value else "none"
+        else:
+            text = fmt(value)
+        lines.append(f"- {label}: {text}")
+    return lines + [""]
+
+
+def _thresholds_text(conditions: list[dict]) -> str:
+    parts = []
+    for c in conditions:
+        op = OPS.get(c["op"], c["op"])
+        if c.get("B") == c.get("B+"):
+            parts.append(f"`{c['metric']}` {op} {_exact(c['B'])} (B and B+)")
+        elif c.get("B") is None:  # a condition only the target band asks for
+            parts.append(f"`{c['metric']}` {op} {_exact(c.get('B+'))} (B+ only)")
+        else:
+            parts.append(f"`{c['metric']}` {op} {_exact(c.get('B'))} (B), {_exact(c.get('B+'))} (B+)")
+    return "<br>".join(parts)
+
+
+def _gate_cell(result: dict | None) -> str:
+    if result is None:
+        return "n/a"
+    limits = {c["metric"]: [c.get("B"), c.get("B+")] for c in result.get("thresholds", [])}
+    values = result.get("values", {})
+    shown = [_near_threshold(v, limits.get(m, [])) for m, v in values.items()]
+    if len(values) == 1:
+        text = f"{_band(result['band'])} {shown[0]}"
+    else:
+        text = _band(result["band"]) + "".join(f"<br>{m} = {v}" for m, v in zip(values, shown))
+    if result.get("attribution"):
+        text += f"<br>*{result['attribution']}*"
+    return text
+
+
+def _gate_table(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    gates = _union_keys(per_seed[s]["gates"] for s in seeds)
+    rows = []
+    for g in gates:
+        # Thresholds come from the policy, identical for every seed: take the first seed that has the gate.
+        conditions = next(per_seed[s]["gates"][g]["thresholds"] for s in seeds if g in per_seed[s]["gates"])
+        rows.append([g, _thresholds_text(conditions), *(_gate_cell(per_seed[s]["gates"].get(g)) for s in seeds)])
+    return (["## Realism gates per seed", "",
+             "Cells: band reached and value; below B+, the attribution in italics. "
+             "✅ B+ target met, ☑️ B hard gate met, ❌ FAIL.", ""]
+            + _table(["gate", "thresholds", *_seed_header(seeds)], rows))
+
+
+def _floor(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    lines = ["## Floor attribution (S4)", "",
+             "Floor = the gate's value under the ideal mix 2B could produce at best (every merchant-day with "
+             "two or more tz groups uniform over them). A gate failing even there is capped by the upstream "
+             "topology, not by 2B.", ""]
+    rows = []
+    for g in _union_keys(per_seed[s]["gates"] for s in seeds):
+        for s in seeds:
+            r = per_seed[s]["gates"].get(g)
+            if not r or not r.get("floor_values"):
+                continue
+            for metric, floor in r["floor_values"].items():
+                rows.append([g, s, metric, fmt(r["values"].get(metric)), _band(r["band"]), fmt(floor),
+                             _band(r.get("floor_band")), r.get("attribution") or "none (B+)"])
+    if rows:
+        lines += _table(["gate", "seed", "metric", "value", "band", "floor value", "floor band", "attribution"], rows)
+    else:
+        lines += ["No gate of this record carries floor values.", ""]
+    shares = {s: per_seed[s].get("group_shares") or {} for s in seeds}
+    buckets = _union_keys(shares.values())
+    if buckets:
+        lines += ["Shares of merchant-days by number of tz groups (a single-group day has max p_group = 1):", ""]
+        lines += _table(["seed", *(f"{b} group(s)" for b in buckets)],
+                        [[s, *(fmt(shares[s].get(b)) for b in buckets)] for s in seeds])
+    return lines
+
+
+def _structural(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    checks = sorted(_union_keys(per_seed[s].get("structural") for s in seeds))
+    rows = []
+    for c in checks:
+        for s in seeds:
+            res = (per_seed[s].get("structural") or {}).get(c)
+            rows.append([c, s, OK_MARKS[None if res is None else bool(res.get("ok"))], (res or {}).get("detail", "")])
+    body = _table(["check", "seed", "result", "detail"], rows) if rows else ["No structural checks recorded.", ""]
+    return ["## Structural checks (T-STR)", "", *body]
+
+
+def _preconditions(record: dict) -> list[str]:
+    pre = record.get("preconditions") or {}
+    rows = [[k, OK_MARKS[bool(v.get("ok"))], v.get("detail", "")] for k, v in sorted(pre.items())]
+    body = _table(["precondition", "result", "detail"], rows) if rows else ["No preconditions recorded.", ""]
+    return ["## Preconditions (PRE)", "", *body]
+
+
+def _cohort_value(v) -> str:
+    # Cohort tables may carry the band a cohort would reach; mark it like the gate table does.
+    return BAND_MARKS[v] if isinstance(v, str) and v in BAND_MARKS else fmt(v)
+
+
+def _cohorts(record: dict, seeds: list[str]) -> list[str]:
+    lines = ["## Cohorts (diagnostic)", "",
+             "The verdict of record is the population one; cohorts show where realism is and is not capped.", ""]
+    any_table = False
+    for s in seeds:
+        for name, rows in (record["per_seed"][s].get("cohorts") or {}).items():
+            any_table = True
+            lines += [f"### Seed {s}: {name}", ""]
+            if not rows:
+                lines += ["(empty)", ""]
+                continue
+            columns = _union_keys(rows)
+            lines += _table(columns, [[_cohort_value(r.get(c)) for c in columns] for r in rows])
+    if not any_table:
+        lines += ["No cohort tables recorded.", ""]
+    return lines
+
+
+def _cross_seed(record: dict) -> list[str]:
+    x = record.get("cross_seed") or {}
+    lines = ["## Cross-seed stability", ""]
+    cvs = x.get("cv") or {}
+    if cvs:
+        lines += _table(["gate", "CV across seeds (std ddof=1 / mean)"], [[g, fmt(v)] for g, v in cvs.items()])
+    known = [("T-X-01", "T-X-01 (worst CV)", _band), ("worst_cv", "worst CV", fmt),
+             ("T-X-02", "T-X-02 (no seed-specific collapse)", fmt), ("s3_drift_cv", "S3 drift CV of D", fmt),
+             ("s3_drift_ok", "S3 drift ok", fmt)]
+    for key, label, render in known:
+        if key in x:
+            lines.append(f"- {label}: {render(x[key])}")
+    # Anything else the record adds (e.g. the CV limits) is shown as is rather than dropped.
+    done = {"cv"} | {k for k, _, _ in known}
+    lines += [f"- {k}: {fmt(v)}" for k, v in x.items() if k not in done]
+    if not x:
+        lines.append("No cross-seed table recorded.")
+    return lines + [""]
+
+
+def _flatten(card, prefix: str = "", skip: tuple = ()) -> dict:
+    """Scalar facts of a card as dotted keys; long lists and lists of rows point to the JSON file."""
+    out = {}
+    for k, v in (card or {}).items():
+        if k in skip:
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        elif isinstance(v, list):
+            scalar = all(not isinstance(e, (dict, list)) for e in v)
+            out[key] = fmt(v) if scalar and len(v) <= 12 else f"list of {len(v)} (see JSON)"
+        else:
+            out[key] = fmt(v)
+    return out
+
+
+def _card_table(cards: dict[str, dict], seeds: list[str], skip: tuple = ()) -> list[str]:
+    flat = {s: _flatten(cards[s], skip=skip) for s in seeds}
+    keys = _union_keys(flat.values())
+    return _table(["fact", *_seed_header(seeds)], [[k, *(flat[s].get(k, "n/a") for s in seeds)] for k in keys])
+
+
+def _calibration(cards: dict[str, dict], seeds: list[str]) -> list[str]:
+    rows_by_seed = {s: {r["metric"]: r for r in (cards[s] or {}).get("calibration", [])} for s in seeds}
+    metrics = _union_keys(rows_by_seed.values())
+    if not metrics:
+        return []
+
+    def cell(r):
+        if r is None:
+            return "n/a"
+        mark = "n/a (reference scale only)" if not r.get("applies", True) else OK_MARKS[r.get("pass")]
+        return f"{mark} {fmt(r.get('measured'))} in [{fmt(r.get('accept_lo'))}, {fmt(r.get('accept_hi'))}]"
+
+    rows = [[m, *(cell(rows_by_seed[s].get(m)) for s in seeds)] for m in metrics]
+    return ["World calibration targets (measured value and accepted interval):", "",
+            *_table(["target", *_seed_header(seeds)], rows)]
+
+
+def _cards(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    world = {s: per_seed[s].get("world_card") or {} for s in seeds}
+    roster = {s: per_seed[s].get("roster_card") or {} for s in seeds}
+    links = ", ".join(f"[world_card_{s}.json](world_card_{s}.json), [roster_card_{s}.json](roster_card_{s}.json)"
+                      for s in seeds)
+    lines = ["## World and roster cards", "", f"Full cards: {links}.", "", "### World card", ""]
+    lines += _calibration(world, seeds)
+    lines += _card_table(world, seeds, skip=("calibration",))
+    lines += ["### Roster card", ""]
+    lines += _card_table(roster, seeds)
+    return lines
+
+
+def _runtime(record: dict, seeds: list[str]) -> list[str]:
+    by_seed = _runtime_by_seed(record)
+    states = _union_keys(by_seed.values())
+    lines = ["## Runtime (seconds)", ""]
+    if states:
+        lines += _table(["state", *_seed_header(seeds)], [[st, *(fmt(by_seed[s].get(st)) for s in seeds)] for st in states])
+    rt = record.get("runtime") or {}
+    lines += [f"- {k}: {fmt(v)}" for k, v in rt.items() if k != "per_seed_stage_seconds"]
+    return lines + ["", "Per state and seed also in [runtime.csv](runtime.csv); S8 flags in [flags.txt](flags.txt).", ""]
+
+
+def _provenance(record: dict) -> list[str]:
+    lines = ["## Versions and policy fingerprints", ""]
+    versions = record.get("versions") or {}
+    if versions:
+        lines += _table(["library", "version"], [[k, fmt(v)] for k, v in versions.items()])
+    fps = record.get("policy_fingerprints") or {}
+    if fps:
+        lines += _table(["policy", "sha256"], [[k, f"`{v}`"] for k, v in fps.items()])
+    return lines
+
+
+def _plots_section(plots: list[str]) -> list[str]:
+    lines = ["## Plots", ""]
+    for name in plots:
+        lines += [f"### {PLOTS.get(name, name)}", "", f"![{PLOTS.get(name, name)}](plots/{name})", ""]
+    missing = [PLOTS[n] for n in PLOTS if n not in plots]
+    if missing:
+        lines += [f"No plot data for: {'; '.join(missing)}.", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _color(index: int) -> str:
+    # Colour by the seed's position in the lane, so a seed keeps its colour across every plot.
+    return f"C{index % 10}"
+
+
+def _figure(ncols: int = 1, width: float = 7.0) -> tuple[Figure, list]:
+    fig = Figure(figsize=(width, 4.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, squeeze=False, sharey=True)[0]
+    return fig, list(axes)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    # No "Software" tag: the bytes then depend on the data (and renderer) only.
+    fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def _finite_array(values) -> np.ndarray:
+    a = np.asarray(values if values is not None else [], dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def _overlaid_hist(path: Path, series: dict[str, list], title: str, xlabel: str, unit: str,
+                   value_range: tuple[float, float] | None = None, bins: int = 40) -> bool:
+    """Step histograms on shared bins, each seed normalised to shares so unequal sizes compare."""
+    present = {s: _finite_array(v) for s, v in series.items()}
+    order = {s: i for i, s in enumerate(series)}
+    present = {s: a for s, a in present.items() if a.size}
+    if not present:
+        return False
+    every = np.concatenate(list(present.values()))
+    lo, hi = value_range or (float(every.min()), float(every.max()))
+    if hi <= lo:  # one distinct value: give the bin some width
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    fig, (ax,) = _figure()
+    for s, a in present.items():
+        ax.hist(a, bins=edges, weights=np.full(a.size, 1.0 / a.size), histtype="step", linewidth=1.5,
+                color=_color(order[s]), label=f"seed {s} (n={a.size})")
+    ax.set(title=title, xlabel=xlabel, ylabel=f"share of {unit}")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _top1_vs_top2(path: Path, data: dict[str, dict]) -> bool:
+    fig, (ax,) = _figure(width=6.0)
+    drawn = False
+    for i, (s, d) in enumerate(data.items()):
+        x, y = np.asarray(d.get("s1_top1") or [], float), np.asarray(d.get("s1_top2") or [], float)
+        if x.size == 0 or x.size != y.size:
+            continue
+        ax.scatter(x, y, s=6, alpha=0.5, color=_color(i), label=f"seed {s}", linewidths=0)
+        drawn = True
+    if not drawn:
+        return False
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="top2 = top1")
+    ax.plot([0, 1], [1, 0], linestyle=":", color="grey", linewidth=0.8, label="top1 + top2 = 1")
+    ax.set(title="S1: top1 vs top2 p_weight per merchant\n(merchants with >= 2 sites)",
+           xlabel="top1 p_weight", ylabel="top2 p_weight", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _gamma_by_group(path: Path, data: dict[str, dict]) -> bool:
+    """One panel per seed (each world has its own largest tz groups), a box per group."""
+    panels = [(i, s, d.get("s3_gamma_by_group") or {}) for i, (s, d) in enumerate(data.items())]
+    panels = [(i, s, {tz: _finite_array(v) for tz, v in groups.items() if len(v)}) for i, s, groups in panels]
+    panels = [p for p in panels if p[2]]
+    if not panels:
+        return False
+    fig, axes = _figure(ncols=len(panels), width=max(7.0, 3.6 * len(panels)))
+    for ax, (i, s, groups) in zip(axes, panels):
+        box = ax.boxplot(list(groups.values()), showfliers=False, patch_artist=True,
+                         medianprops={"color": "black"})  # the default orange vanishes on seed 2's boxes
+        for patch in box["boxes"]:
+            patch.set(facecolor=_color(i), alpha=0.35)
+        ax.set_xticks(range(1, len(groups) + 1), list(groups), rotation=40, ha="right", fontsize=7)
+        ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        ax.set_title(f"seed {s}", fontsize=9)
+    axes[0].set_ylabel("gamma (box: quartiles; whiskers: 1.5 IQR)")
+    fig.suptitle("S3: gamma by the largest tz groups (sampled every k-th row)")
+    _save(fig, path)
+    return True
+
+
+def _groups_per_day(path: Path, data: dict[str, dict]) -> bool:
+    shares = {s: d.get("s4_groups_per_day") or {} for s, d in data.items()}
+    buckets = _union_keys(shares.values())
+    present = [(i, s) for i, s in enumerate(shares) if shares[s]]
+    if not buckets or not present:
+        return False
+    fig, (ax,) = _figure()
+    width = 0.8 / len(present)
+    x = np.arange(len(buckets))
+    for j, (i, s) in enumerate(present):
+        bars = ax.bar(x + (j - (len(present) - 1) / 2) * width, [shares[s].get(b, 0.0) for b in buckets], width,
+                      color=_color(i), label=f"seed {s}")
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, [f"{b} group(s)" for b in buckets])
+    ax.set(title="S4: merchant-days by number of tz groups", ylabel="share of merchant-days", ylim=(0, 1.08))
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def write_plots(folder: Path, seeds: list[str], data: dict[str, dict]) -> list[str]:
+    """Draw every plot some seed has data for; returns the file names written, in `PLOTS` order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {s: data.get(s) or {} for s in seeds}  # lane order fixes the colours
+
+    def series(key):
+        return {s: d.get(key) for s, d in data.items()}
+
+    makers = {
+        "s1_hhi_hist.png": lambda p: _overlaid_hist(p, series("s1_hhi"), "S1: HHI = sum p_weight^2 per merchant",
+                                                    "HHI", "merchants", (0.0, 1.0)),
+        "s1_top1_vs_top2.png": lambda p: _top1_vs_top2(p, data),
+        "s3_merchant_std_hist.png": lambda p: _overlaid_hist(p, series("s3_merchant_std"),
+                                                             "S3: std(gamma) per merchant (ddof = 1)", "std(gamma)",
+                                                             "merchants"),
+        "s3_gamma_by_tz_group.png": lambda p: _gamma_by_group(p, data),
+        "s4_max_p_group_hist.png": lambda p: _overlaid_hist(p, series("s4_max_p"), "S4: max p_group per merchant-day",
+                                                            "max p_group", "merchant-days", (0.0, 1.0)),
+        "s4_entropy_hist.png": lambda p: _overlaid_hist(p, series("s4_entropy"),
+                                                        "S4: entropy -sum p ln p per merchant-day", "entropy (nats)",
+                                                        "merchant-days"),
+        "s4_groups_per_merchant_day.png": lambda p: _groups_per_day(p, data),
+    }
+    written = []
+    for name in PLOTS:
+        path = folder / name
+        if makers[name](path):
+            written.append(name)
+        elif path.exists():
+            path.unlink()  # a rewrite of the pack must not keep a plot of data that is gone
+    return written

@@ -1,0 +1,1143 @@
+"""S7 audit: an RNG-free, full (never sampled) re-check of S2..S6 against their laws.
+
+Every check is recomputed from the published datasets alone and reported as {id, status, detail};
+the report is written whether it passes or fails, because a FAIL report is evidence too. A check
+whose input is malformed fails with the reason instead of stopping the audit, so one bad dataset
+cannot hide the verdict of the others. Only an input that is missing or of the wrong kind (the
+pipeline could not read it) raises.
+
+Checks (ids sorted in the report):
+  S0.RECEIPT         receipt identity (mf, seed, sealed clock) and sealed_inputs well-formed
+  POLICY.DIGESTS     every policy given still has the digest S0 sealed (object and fresh file bytes)
+  S1.SITE_KEYSET     S1 and site_timezones hold the same unique site keys
+  S2.INDEX_HEADER    index layout fields, counts, clock, policy digest, merchants ascending
+  S2.BLOB_DIGEST     SHA-256 and size of the whole blob equal the index
+  S2.SLICE_BOUNDS    slices inside the blob, aligned, length 16 + 8K, no overlap, zero padding
+  S2.SLICE_HEADERS   slice header [K, 32, 0, 0] with K = sites, q in [1, 2^32 - 1], alias < K
+  S2.SLICE_CHECKSUMS SHA-256 of every slice equals its index checksum
+  S2.COVERAGE        index merchants and site counts equal S1's
+  S2.DECODE_PARITY   decoded alias probabilities equal S1 p_weight within 1.2e-7 for every site
+  S3.COVERAGE        S3 keys = merchants x their sorted site tz groups x the full day grid
+  S3.DOMAIN          gamma and sigma_gamma finite and > 0
+  S3.COUNTERS        S3 counters: hi = merchant_id, lo = day index x n_groups + group index, unique
+  S3S4.KEYSET        S3 and S4 hold the same unique (merchant_id, utc_day, tz_group_id) keys
+  S4.GAMMA_ECHO      S4 gamma equals S3 gamma bit for bit
+  S4.MASS            per merchant-day |sum p_group - 1| <= 1e-9, every p_group in [0, 1]
+  S4.BASE_SHARE      base_share = sum of S1 p_weight over the merchant's sites in the group (1e-12)
+  S5.ROSTER          roster in (utc_timestamp, merchant_id) order, known merchants, day = date of ts
+  S5.EVENT_COUNT     exactly one group and one site event per arrival, none else
+  S5.COUNTERS        group (m, 2k) -> (m, 2k + 1), site (m, 2k + 1) -> (m, 2k + 2), 1 draw, 1 block
+  S5.GROUP_DAY       every event's utc_day is its arrival's roster day
+  S5.GROUP_ECHO      the picked group exists in S4 for the merchant-day and p_group is echoed exactly
+  S5.SITE_KEY        the picked site is a site of the merchant and site_id follows the hash law
+  S5.SITE_TZ         the picked site's tzid equals the site event's group and the group event's group
+  S6.EVENT_COUNT     exactly one edge event per virtual arrival, none for other arrivals
+  S6.COUNTERS        edge (m, v) -> (m, v + 1), 1 draw, 1 block
+  S6.DAY             every edge event's utc_day is its virtual arrival's roster day
+  TRACE.TOTALS       trace rows = event totals per (module, substream_label), first/last counters
+
+Keys are encoded as single int64 numbers (merchant index, epoch day, tz index) so that joins of
+millions of events against S4 become sorted-array lookups; an event log in contract order is
+matched to the roster by position, and only a log that does not line up pays for real joins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from .. import alias
+from ..context import Context
+from ..errors import EngineError
+from ..identity import sha256_hex, site_ids
+
+READS = (
+    "s0_gate_receipt",
+    "sealed_inputs",
+    "s1_site_weights",
+    "s2_alias_index",
+    "s2_alias_blob",
+    "s3_day_effects",
+    "s4_group_weights",
+    "site_timezones",
+    "s5_arrival_roster",
+    "rng_event_alias_pick_group",
+    "rng_event_alias_pick_site",
+    "rng_trace_s5",
+    "rng_event_cdn_edge_pick",
+    "rng_trace_s6",
+)
+POLICIES = ()
+WRITES = ("s7_audit_report",)
+
+COMPONENT = "2B.S7"
+DECODE_TOL = 1.2e-7
+MASS_TOL = 1e-9
+BASE_SHARE_TOL = 1e-12
+LAYOUT_VERSION = "2B.alias.blob.v1"
+MIN_ALIGNMENT = 8  # the layout asks for 8-byte alignment at least; the index declares the actual value
+GRID_BITS = 24
+Q_BITS = 32
+EXAMPLES = 3  # offending keys quoted per failed check: enough to debug, small enough to read
+
+SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
+COUNTER_COLS = ["rng_counter_before_hi", "rng_counter_before_lo", "rng_counter_after_hi",
+                "rng_counter_after_lo", "draws", "blocks"]
+
+_JSON_INPUTS = {"s0_gate_receipt": dict, "s2_alias_index": dict, "sealed_inputs": (list, dict)}
+
+
+class _Blocked(Exception):
+    """A check cannot run because something it needs is malformed; the check fails with this reason."""
+
+
+def run(inputs: dict, policies: dict, ctx: Context) -> dict:
+    _require_readable(inputs)
+    audit = _Audit(inputs, policies or {}, ctx)
+    return {"s7_audit_report": audit.report()}
+
+
+def _require_readable(inputs: dict) -> None:
+    # Unreadable (absent or of the wrong kind) is the pipeline's failure, not a finding about the data.
+    for dataset_id in READS:
+        if dataset_id not in inputs:
+            raise EngineError(dataset_id, "(dataset)", "input missing; S7 audits every upstream output")
+        value = inputs[dataset_id]
+        if dataset_id == "s2_alias_blob":
+            ok = isinstance(value, (bytes, bytearray, memoryview))
+        elif dataset_id in _JSON_INPUTS:
+            ok = isinstance(value, _JSON_INPUTS[dataset_id])
+        else:
+            ok = isinstance(value, pl.DataFrame)
+        if not ok:
+            raise EngineError(dataset_id, "(value)", f"unreadable input of type {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# small vectorised helpers
+
+
+def _examples(rows) -> str:
+    rows = list(rows)[:EXAMPLES]
+    return "; e.g. " + ", ".join(str(r) for r in rows) if rows else ""
+
+
+def _num(x) -> float | None:
+    """A JSON-safe metric: canonical JSON forbids NaN and infinities, so those become null."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _lookup(universe: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in a sorted unique universe, -1 where absent."""
+    if len(universe) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    idx = np.searchsorted(universe, values)
+    hit = universe[np.minimum(idx, len(universe) - 1)] == values
+    return np.where(hit, idx, -1).astype(np.int64)
+
+
+def _unique(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values. numpy 2's np.unique hashes integer keys, which is many times slower
+    than sorting them on the key sizes met here; the audit's budget is a second for a million rows."""
+    s = np.sort(a)
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+
+
+def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    s = np.sort(a)
+    if not len(s):
+        return s, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    return s[starts], np.diff(np.r_[starts, len(s)])
+
+
+def _only_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distinct values of a that b lacks."""
+    a, b = _unique(a), _unique(b)
+    return a[_lookup(b, a) < 0]
+
+
+def _run_lookup(universe: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """_lookup, but when values come in sorted runs (logs in merchant order) only each run is searched."""
+    if len(values) > 1 and bool((values[1:] >= values[:-1]).all()):
+        starts = np.r_[0, np.flatnonzero(values[1:] != values[:-1]) + 1]
+        counts = np.diff(np.r_[starts, len(values)])
+        return np.repeat(_lookup(universe, values[starts]), counts)
+    return _lookup(universe, values)
+
+
+def _day_codes(days: pl.Series) -> np.ndarray:
+    """Epoch day of each YYYY-MM-DD string, -1 where it is not exactly that form."""
+    parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
+    parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
+    return parsed.fill_null(-1).to_numpy()
+
+
+def _seq_in_runs(sorted_ids: np.ndarray) -> np.ndarray:
+    """0-based ordinal of each row inside its run of equal ids (ids already grouped)."""
+    n = len(sorted_ids)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    starts = np.r_[0, np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1]
+    counts = np.diff(np.r_[starts, n])
+    return (np.arange(n) - np.repeat(starts, counts)).astype(np.uint64)
+
+
+SEQ_BITS = 40  # an event key is (merchant index << 40 | ordinal): room for 2^40 arrivals per merchant
+
+
+@dataclass
+class _Match:
+    """An event log set against the arrivals it must cover, both keyed (merchant index, ordinal)."""
+
+    pos: np.ndarray  # per event: row of the expected arrival it covers, -1 when it covers none
+    aligned: bool  # the log lines up with the expectation row by row (the fast, normal case)
+    missing: int
+    extra: int
+    duplicated: int
+    missing_examples: list
+    extra_examples: list
+    duplicated_examples: list
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.duplicated)
+
+
+def _match(ev_key: np.ndarray, exp_key: np.ndarray, name_ev, name_exp) -> _Match:
+    """Match event keys to the strictly increasing expected keys; name_* make readable examples."""
+    if len(ev_key) == len(exp_key) and np.array_equal(ev_key, exp_key):
+        return _Match(np.arange(len(ev_key)), True, 0, 0, 0, [], [], [])
+    # The log does not line up: find out exactly what differs (only a corrupt log gets here).
+    pos = np.where(ev_key >= 0, _lookup(exp_key, ev_key), -1)
+    counts = np.bincount(pos[pos >= 0], minlength=len(exp_key))
+    missing, dup = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
+    extra = np.flatnonzero(pos < 0)
+    return _Match(pos, False, len(missing), len(extra), len(dup),
+                  name_exp(missing[:EXAMPLES]), name_ev(extra[:EXAMPLES]), name_exp(dup[:EXAMPLES]))
+
+
+def _match_detail(what: str, m: _Match, n_expected: int, n_events: int) -> str:
+    parts = [f"{n_events} {what} events for {n_expected} expected"]
+    if m.missing:
+        parts.append(f"{m.missing} expected without an event{_examples(m.missing_examples)}")
+    if m.extra:
+        parts.append(f"{m.extra} events matching no expected arrival{_examples(m.extra_examples)}")
+    if m.duplicated:
+        parts.append(f"{m.duplicated} keys with more than one event{_examples(m.duplicated_examples)}")
+    return "; ".join(parts)
+
+
+def _counter_faults(events: pl.DataFrame, seq_col: str, lo_before_of, n_steps: int = 1) -> np.ndarray:
+    """Rows whose counters break the law: hi = merchant_id, lo before as given, after = before + 1."""
+    m = events["merchant_id"].to_numpy()
+    seq = events[seq_col].to_numpy()
+    c = {name: events[name].to_numpy() for name in COUNTER_COLS}
+    with np.errstate(over="ignore"):
+        lo = lo_before_of(seq)
+        return ((c["rng_counter_before_hi"] != m) | (c["rng_counter_after_hi"] != m)
+                | (c["rng_counter_before_lo"] != lo) | (c["rng_counter_after_lo"] != lo + np.uint64(n_steps))
+                | (c["draws"] != 1) | (c["blocks"] != 1))
+
+
+def _duplicate_counters(frames: list[pl.DataFrame]) -> int:
+    both = pl.concat([f.select("rng_counter_before_hi", "rng_counter_before_lo") for f in frames])
+    return int(both.select(pl.struct(pl.all()).is_duplicated().sum()).item())
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class _Audit:
+    def __init__(self, inputs: dict, policies: dict, ctx: Context):
+        self.inp = inputs
+        self.policies = policies
+        self.ctx = ctx
+        self.results: dict[str, dict] = {}
+        self.metrics: dict = {"audit_mode": "full"}
+        self._memo: dict[str, tuple[bool, object]] = {}
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def need(self, name: str):
+        """A shared preparation, computed once; a failed one blocks every check that needs it."""
+        if name not in self._memo:
+            try:
+                self._memo[name] = (True, getattr(self, f"_prep_{name}")())
+            except _Blocked as exc:
+                self._memo[name] = (False, str(exc))
+            except Exception as exc:  # malformed input: fail closed, naming it
+                self._memo[name] = (False, f"{name}: {type(exc).__name__}: {exc}")
+        ok, value = self._memo[name]
+        if not ok:
+            raise _Blocked(value)
+        return value
+
+    def check(self, check_id: str, fn) -> None:
+        try:
+            ok, detail = fn()
+        except _Blocked as exc:
+            ok, detail = False, f"cannot run: {exc}"
+        except Exception as exc:  # an audit must not crash on bad data: the check fails and says why
+            ok, detail = False, f"cannot run: {type(exc).__name__}: {exc}"
+        self.results[check_id] = {"id": check_id, "status": "PASS" if ok else "FAIL", "detail": detail}
+
+    def report(self) -> dict:
+        for check_id, fn in (
+            ("S0.RECEIPT", self._c_receipt),
+            ("POLICY.DIGESTS", self._c_policies),
+            ("S1.SITE_KEYSET", self._c_site_keyset),
+            ("S2.INDEX_HEADER", self._c_index_header),
+            ("S2.BLOB_DIGEST", self._c_blob_digest),
+            ("S2.SLICE_BOUNDS", self._c_slice_bounds),
+            ("S2.SLICE_HEADERS", self._c_slice_headers),
+            ("S2.SLICE_CHECKSUMS", self._c_slice_checksums),
+            ("S2.COVERAGE", self._c_s2_coverage),
+            ("S2.DECODE_PARITY", self._c_decode_parity),
+            ("S3.COVERAGE", self._c_s3_coverage),
+            ("S3.DOMAIN", self._c_s3_domain),
+            ("S3.COUNTERS", self._c_s3_counters),
+            ("S3S4.KEYSET", self._c_s3s4_keyset),
+            ("S4.GAMMA_ECHO", self._c_gamma_echo),
+            ("S4.MASS", self._c_mass),
+            ("S4.BASE_SHARE", self._c_base_share),
+            ("S5.ROSTER", self._c_roster),
+            ("S5.EVENT_COUNT", self._c_s5_count),
+            ("S5.COUNTERS", self._c_s5_counters),
+            ("S5.GROUP_DAY", self._c_s5_day),
+            ("S5.GROUP_ECHO", self._c_s5_echo),
+            ("S5.SITE_KEY", self._c_s5_site_key),
+            ("S5.SITE_TZ", self._c_s5_site_tz),
+            ("S6.EVENT_COUNT", self._c_s6_count),
+            ("S6.COUNTERS", self._c_s6_counters),
+            ("S6.DAY", self._c_s6_day),
+            ("TRACE.TOTALS", self._c_trace),
+        ):
+            self.check(check_id, fn)
+        checks = [self.results[k] for k in sorted(self.results)]
+        failed = sum(c["status"] == "FAIL" for c in checks)
+        return {
+            "component": COMPONENT,
+            "manifest_fingerprint": self.ctx.manifest_fingerprint,
+            "seed": self.ctx.seed,
+            "parameter_hash": self.ctx.parameter_hash,
+            "run_id": self.ctx.run_id,
+            "created_utc": self.ctx.created_utc,
+            "checks": checks,
+            "metrics": dict(sorted(self.metrics.items())),
+            "summary": {"overall": "FAIL" if failed else "PASS", "passed": len(checks) - failed, "failed": failed},
+        }
+
+    # -- preparations --------------------------------------------------------------------------
+    def _prep_receipt_policies(self) -> dict:
+        sealed = self.inp["s0_gate_receipt"].get("policies")
+        if not isinstance(sealed, dict) or not all(isinstance(v, str) for v in sealed.values()):
+            raise _Blocked("s0_gate_receipt.policies is not a {name: sha256 hex} mapping")
+        return sealed
+
+    def _prep_sites(self) -> dict:
+        """S1 weights with each site's tzid and site_id, in S1 PK order (the order S2 slices follow)."""
+        s1 = self.inp["s1_site_weights"].select(*SITE_PK, "p_weight").sort(SITE_PK, maintain_order=True)
+        tz = self.inp["site_timezones"].select(*SITE_PK, "tzid").sort(SITE_PK, maintain_order=True)
+        if s1.height == tz.height and s1.select(SITE_PK).equals(tz.select(SITE_PK)):
+            sites = s1.with_columns(tz["tzid"])
+        else:
+            sites = s1.join(tz, on=SITE_PK, how="inner", maintain_order="left")
+        sids = site_ids(sites["merchant_id"].to_list(), sites["legal_country_iso"].to_list(),
+                        sites["site_order"].to_list())
+        return {"s1": s1, "tz": tz, "sites": sites.with_columns(site_id=pl.Series(sids, dtype=pl.UInt64))}
+
+    def _prep_universe(self) -> dict:
+        """Sorted merchant ids and tzids every key code refers to (S1, site tz, S3 and S4)."""
+        sites = self.need("sites")
+        mer = [sites["s1"]["merchant_id"].to_numpy()]
+        tzs = [sites["tz"]["tzid"].unique()]
+        for dataset_id in ("s3_day_effects", "s4_group_weights"):
+            df = self.inp[dataset_id]
+            if "merchant_id" in df.columns and "tz_group_id" in df.columns:
+                mer.append(df["merchant_id"].cast(pl.UInt64).to_numpy())
+                tzs.append(df["tz_group_id"].unique())
+        tz_list = sorted(set().union(*(set(t.to_list()) for t in tzs)))
+        if len(tz_list) >= 1 << 16:
+            raise _Blocked(f"{len(tz_list)} distinct tz groups exceed the 16-bit key field")
+        return {"mer": _unique(np.concatenate(mer)), "tz": tz_list}
+
+    def _tz_codes(self, tz: pl.Series) -> np.ndarray:
+        names = self.need("universe")["tz"]
+        return tz.replace_strict(names, list(range(len(names))), default=-1, return_dtype=pl.Int64).to_numpy()
+
+    def _keys(self, df: pl.DataFrame) -> np.ndarray:
+        """(merchant index << 32 | epoch day << 16 | tz index) per row, -1 where a part is unknown."""
+        mi = _run_lookup(self.need("universe")["mer"], df["merchant_id"].to_numpy())
+        day = _day_codes(df["utc_day"])
+        tz = self._tz_codes(df["tz_group_id"])
+        ok = (mi >= 0) & (day >= 0) & (day < (1 << 16)) & (tz >= 0)
+        return np.where(ok, (mi << 32) | (day << 16) | tz, -1)
+
+    def _prep_s3(self) -> dict:
+        s3 = self.inp["s3_day_effects"]
+        return {"df": s3, "key": self._keys(s3)}
+
+    def _prep_s4(self) -> dict:
+        s4 = self.inp["s4_group_weights"]
+        return {"df": s4, "key": self._keys(s4)}
+
+    def _prep_groups(self) -> dict:
+        """Each merchant's tz groups (distinct site tzids, sorted) keyed (merchant index << 16 | tz)."""
+        sites = self.need("sites")["sites"]
+        mi = _lookup(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
+        tz = self._tz_codes(sites["tzid"])
+        mg = _unique((mi << 16) | tz)  # tz codes follow tzid string order, so this is the sorted law
+        m_of = mg >> 16
+        rank = _seq_in_runs(m_of).astype(np.int64)
+        n_groups = _unique_counts(m_of)[1]
+        size = np.repeat(n_groups, n_groups)
+        return {"mg": mg, "rank": rank, "n_groups": size}
+
+    def _prep_day_grid(self) -> np.ndarray:
+        """The S3 day grid: the policy's inclusive day_range if given, else S3's own contiguous days."""
+        pol = self.policies.get("day_effect_policy_v1")
+        if pol is not None:
+            rng = pol.data["day_range"]
+            start, end = _day_codes(pl.Series([rng["start"], rng["end"]]))
+            if start < 0 or end < start:
+                raise _Blocked(f"day_effect_policy_v1.day_range malformed: {rng}")
+            return np.arange(start, end + 1)
+        days = _unique(_day_codes(self.inp["s3_day_effects"]["utc_day"].unique()))
+        if len(days) == 0 or days[0] < 0 or days[-1] - days[0] + 1 != len(days):
+            raise _Blocked("S3 days are not a contiguous YYYY-MM-DD grid")
+        return days
+
+    def _prep_index(self) -> dict:
+        idx = self.inp["s2_alias_index"]
+        entries = idx.get("merchants")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise _Blocked("s2_alias_index.merchants is not a list of objects")
+        schema = {"merchant_id": pl.UInt64, "offset": pl.Int64, "length": pl.Int64, "sites": pl.Int64,
+                  "quantised_bits": pl.Int64, "checksum": pl.String}
+        df = pl.DataFrame(entries, schema=schema)
+        nulls = [c for c in df.columns if df[c].null_count()]
+        if nulls:
+            raise _Blocked(f"s2_alias_index.merchants entries lack or null field(s) {nulls}")
+        align = idx.get("alignment_bytes")
+        if isinstance(align, bool) or not isinstance(align, int) or align < MIN_ALIGNMENT or align % MIN_ALIGNMENT:
+            raise _Blocked(f"s2_alias_index.alignment_bytes {align!r} is not a positive multiple of {MIN_ALIGNMENT}")
+        return {"df": df, "alignment": align, **{c: df[c].to_numpy() for c in df.columns if c != "checksum"}}
+
+    def _prep_slices(self) -> dict:
+        """Which index entries are usable slices (in bounds, aligned, right length), and the u32 view."""
+        ix = self.need("index")
+        blob = bytes(self.inp["s2_alias_blob"])
+        off, length, sites = ix["offset"], ix["length"], ix["sites"]
+        in_bounds = (off >= 0) & (off + length <= len(blob)) & (off % ix["alignment"] == 0)
+        shaped = (sites >= 1) & (length == 16 + 8 * sites)
+        words = np.frombuffer(blob, dtype="<u4", count=len(blob) // 4)
+        return {"blob": blob, "words": words, "in_bounds": in_bounds, "shaped": shaped, "usable": in_bounds & shaped}
+
+    def _prep_roster(self) -> dict:
+        """Arrivals in (merchant, roster order), keyed as the RNG law numbers them.
+
+        k = arrival_seq is the ordinal among the merchant's arrivals in roster order, and
+        virtual_seq the same among its virtual arrivals; a stable sort by merchant keeps roster
+        order inside each merchant, so both follow from run positions alone.
+        """
+        r = self.inp["s5_arrival_roster"]
+        mer = self.need("universe")["mer"]
+        mi = _lookup(mer, r["merchant_id"].to_numpy())
+        # Radix-sortable small integer keys (unknown merchants, -1, sort first and are set aside).
+        narrow = np.uint16 if len(mer) < (1 << 16) - 1 else np.uint32
+        order = np.argsort((mi + 1).astype(narrow), kind="stable")
+        mi_s = mi[order]
+        known = mi_s >= 0
+        seq = _seq_in_runs(mi_s).astype(np.int64)
+        key = (mi_s << SEQ_BITS) | seq
+        virtual = r["is_virtual"].to_numpy()[order] & known
+        vm = mi_s[virtual]
+        vkey = (vm << SEQ_BITS) | _seq_in_runs(vm).astype(np.int64)
+        day = r["utc_day"].gather(order)
+        return {"key": key[known], "day": day.filter(pl.Series(known)), "vkey": vkey,
+                "vday": day.filter(pl.Series(virtual)), "unknown": int((~known).sum()), "mer": mer}
+
+    def _event_keys(self, dataset_id: str, seq_col: str) -> dict:
+        ev = self.inp[dataset_id]
+        mer = self.need("universe")["mer"]
+        mi = _run_lookup(mer, ev["merchant_id"].to_numpy())
+        seq = ev[seq_col].to_numpy()
+        ok = (mi >= 0) & (seq < (1 << SEQ_BITS))
+        key = np.where(ok, (mi << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1)).astype(np.int64), -1)
+        return {"mi": mi, "key": key}
+
+    def _namer(self, dataset_id: str, seq_col: str):
+        ev = self.inp[dataset_id]
+        return lambda rows: ev[rows].select("merchant_id", seq_col).rows() if len(rows) else []
+
+    def _exp_namer(self, key_name: str):
+        rs = self.need("roster")
+        keys, mer = rs[key_name], rs["mer"]
+        return lambda rows: [(int(mer[k >> SEQ_BITS]), int(k & ((1 << SEQ_BITS) - 1))) for k in keys[rows]]
+
+    def _prep_group(self) -> dict:
+        ek = self._event_keys("rng_event_alias_pick_group", "arrival_seq")
+        m = _match(ek["key"], self.need("roster")["key"], self._namer("rng_event_alias_pick_group", "arrival_seq"),
+                   self._exp_namer("key"))
+        return {**ek, "match": m}
+
+    def _prep_site(self) -> dict:
+        ek = self._event_keys("rng_event_alias_pick_site", "arrival_seq")
+        m = _match(ek["key"], self.need("roster")["key"], self._namer("rng_event_alias_pick_site", "arrival_seq"),
+                   self._exp_namer("key"))
+        return {**ek, "match": m}
+
+    def _prep_edge(self) -> dict:
+        ek = self._event_keys("rng_event_cdn_edge_pick", "virtual_seq")
+        m = _match(ek["key"], self.need("roster")["vkey"], self._namer("rng_event_cdn_edge_pick", "virtual_seq"),
+                   self._exp_namer("vkey"))
+        return {**ek, "match": m}
+
+    def _prep_site_lookup(self) -> dict:
+        """For each site event, the S1 site row its site_id names (-1 when none).
+
+        site_ids are hashes, so the lookups are random: a hash join beats a binary search here."""
+        sites = self.need("sites")["sites"]
+        table = pl.DataFrame({"site_id": sites["site_id"], "row": np.arange(sites.height, dtype=np.int64)})
+        ev = self.inp["rng_event_alias_pick_site"].select(pl.col("site_id").cast(pl.UInt64))
+        row = ev.join(table, on="site_id", how="left", maintain_order="left")["row"]
+        return {"row": row.fill_null(-1).to_numpy()}
+
+    # -- S0 and policies ------------------------------------------------------------------------
+    def _c_receipt(self):
+        rec, sealed = self.inp["s0_gate_receipt"], self.inp["sealed_inputs"]
+        problems = []
+        for key, want in (("manifest_fingerprint", self.ctx.mf), ("seed", self.ctx.seed),
+                          ("verified_at_utc", self.ctx.created_utc)):
+            if rec.get(key) != want:
+                problems.append(f"receipt {key} = {rec.get(key)!r}, run has {want!r}")
+        rows = sealed if isinstance(sealed, list) else sealed.get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "asset_id" in r for r in rows):
+            problems.append("sealed_inputs is not a list of rows with asset_id")
+        else:
+            ids = [r["asset_id"] for r in rows]
+            if ids != sorted(ids) or len(set(ids)) != len(ids):
+                problems.append("sealed_inputs rows are not unique and sorted by asset_id")
+            listed = rec.get("sealed_inputs")
+            if isinstance(listed, list) and sorted(listed) != sorted(ids):
+                problems.append("receipt sealed_inputs ids differ from the sealed_inputs rows")
+        return not problems, "; ".join(problems) or "receipt matches the run; sealed_inputs well-formed"
+
+    def _c_policies(self):
+        sealed = self.need("receipt_policies")
+        rows = self.inp["sealed_inputs"]
+        rows = rows if isinstance(rows, list) else rows.get("rows", [])
+        sealed_rows = {r.get("asset_id"): r.get("sha256_hex") for r in rows if isinstance(r, dict)}
+        problems = []
+        for name in sorted(self.policies):
+            pol = self.policies[name]
+            want = sealed.get(name)
+            if want is None:
+                problems.append(f"{name}: not sealed in the receipt")
+                continue
+            if sealed_rows.get(name) != want:
+                problems.append(f"{name}: sealed_inputs row {str(sealed_rows.get(name))[:12]} != receipt {want[:12]}")
+            if pol.sha256 != want:
+                problems.append(f"{name}: loaded digest {pol.sha256[:12]} != sealed {want[:12]}")
+            try:
+                fresh = sha256_hex(pol.path.read_bytes())
+            except OSError as exc:
+                problems.append(f"{name}: cannot re-read {pol.path}: {exc}")
+                continue
+            if fresh != want:
+                problems.append(f"{name}: file bytes changed after sealing ({fresh[:12]} != sealed {want[:12]})")
+        self.metrics["policies_checked"] = len(self.policies)
+        return not problems, "; ".join(problems) or f"{len(self.policies)} policies match their sealed digests"
+
+    # -- S1 sites -----------------------------------------------------------------------------
+    def _c_site_keyset(self):
+        p = self.need("sites")
+        s1, tz = p["s1"], p["tz"]
+        problems = []
+        for name, df in (("s1_site_weights", s1), ("site_timezones", tz)):
+            dups = df.select(SITE_PK).is_duplicated().sum()
+            if dups:
+                problems.append(f"{name}: {dups} rows share a site key")
+        only_s1 = s1.select(SITE_PK).join(tz.select(SITE_PK), on=SITE_PK, how="anti")
+        only_tz = tz.select(SITE_PK).join(s1.select(SITE_PK), on=SITE_PK, how="anti")
+        if only_s1.height:
+            problems.append(f"{only_s1.height} S1 sites without a tzid{_examples(only_s1.rows())}")
+        if only_tz.height:
+            problems.append(f"{only_tz.height} site_timezones sites without S1 weight{_examples(only_tz.rows())}")
+        self.metrics["sites"] = s1.height
+        self.metrics["merchants"] = int(s1["merchant_id"].n_unique())
+        return not problems, "; ".join(problems) or f"{s1.height} sites, same keys in S1 and site_timezones"
+
+    # -- S2 alias tables ----------------------------------------------------------------------
+    def _c_index_header(self):
+        idx = self.inp["s2_alias_index"]
+        ix = self.need("index")
+        problems = []
+        expect = {"layout_version": LAYOUT_VERSION, "endianness": "little", "quantised_bits": GRID_BITS, "merchants_count": ix["df"].height,
+                  "blob_size_bytes": len(self.inp["s2_alias_blob"]), "created_utc": self.ctx.created_utc}
+        for key, want in expect.items():
+            if idx.get(key) != want:
+                problems.append(f"{key} = {idx.get(key)!r}, expected {want!r}")
+        bad_bits = int((ix["quantised_bits"] != GRID_BITS).sum())
+        if bad_bits:
+            problems.append(f"{bad_bits} merchants with quantised_bits != {GRID_BITS}")
+        mids = ix["merchant_id"]
+        if len(mids) > 1 and not bool((mids[1:] > mids[:-1]).all()):
+            problems.append("merchants are not in strictly ascending merchant_id order")
+        try:
+            sealed = self.need("receipt_policies")
+            pid = idx.get("policy_id")
+            if sealed.get(pid) is None or idx.get("policy_digest") != sealed.get(pid):
+                problems.append(f"policy_digest of {pid!r} is not the digest S0 sealed")
+        except _Blocked as exc:
+            problems.append(str(exc))
+        return not problems, "; ".join(problems) or f"{LAYOUT_VERSION}, {len(mids)} merchants"
+
+    def _c_blob_digest(self):
+        idx = self.inp["s2_alias_index"]
+        blob = bytes(self.inp["s2_alias_blob"])
+        got = sha256_hex(blob)
+        problems = []
+        if got != idx.get("blob_sha256"):
+            problems.append(f"blob sha256 {got[:16]} != index blob_sha256 {str(idx.get('blob_sha256'))[:16]}")
+        if len(blob) != idx.get("blob_size_bytes"):
+            problems.append(f"blob has {len(blob)} bytes, index says {idx.get('blob_size_bytes')}")
+        self.metrics["blob_size_bytes"] = len(blob)
+        return not problems, "; ".join(problems) or f"blob sha256 {got[:16]}, {len(blob)} bytes"
+
+    def _c_slice_bounds(self):
+        ix, sl = self.need("index"), self.need("slices")
+        mids = ix["merchant_id"]
+        problems = []
+        align = ix["alignment"]
+        for mask, what in ((~sl["in_bounds"], f"outside the blob or not {align}-byte aligned"),
+                           (~sl["shaped"], "with length != 16 + 8 x sites (or no sites)")):
+            if mask.any():
+                problems.append(f"{int(mask.sum())} slices {what}{_examples(mids[mask])}")
+        ok = sl["in_bounds"]
+        starts, ends = ix["offset"][ok], (ix["offset"] + ix["length"])[ok]
+        order = np.argsort(starts, kind="stable")
+        starts, ends = starts[order], ends[order]
+        if len(starts) > 1:
+            overlap = starts[1:] < ends[:-1]
+            if overlap.any():
+                problems.append(f"{int(overlap.sum())} slices overlap their predecessor{_examples(mids[ok][order][1:][overlap])}")
+        blob = sl["blob"]
+        if len(starts) and not problems:
+            # Padding is whatever no slice covers: zero bytes, and never a whole alignment unit.
+            gaps = np.r_[starts[0], starts[1:] - ends[:-1], len(blob) - ends[-1]]
+            if (gaps >= align).any():
+                problems.append(f"{int((gaps >= align).sum())} gaps of {align}+ bytes between slices")
+            cover = np.zeros(len(blob) + 1, dtype=np.int64)
+            np.add.at(cover, starts, 1)
+            np.add.at(cover, ends, -1)
+            pad = np.cumsum(cover[:-1]) == 0
+            nonzero = int((np.frombuffer(blob, dtype=np.uint8)[pad] != 0).sum())
+            if nonzero:
+                problems.append(f"{nonzero} padding bytes are not 0x00")
+        return not problems, "; ".join(problems) or f"{len(mids)} slices in bounds, aligned, disjoint, zero-padded"
+
+    def _c_slice_headers(self):
+        ix, sl = self.need("index"), self.need("slices")
+        use = sl["usable"]
+        mids, K = ix["merchant_id"][use], ix["sites"][use]
+        base = ix["offset"][use] // 4
+        w = sl["words"]
+        problems = []
+        if (~use).any():
+            problems.append(f"{int((~use).sum())} slices unusable (see S2.SLICE_BOUNDS)")
+        hdr = np.stack([w[base + i] for i in range(4)], axis=1) if len(base) else np.zeros((0, 4), np.uint32)
+        bad = (hdr[:, 0] != K) | (hdr[:, 1] != Q_BITS) | (hdr[:, 2] != 0) | (hdr[:, 3] != 0)
+        if bad.any():
+            problems.append(f"{int(bad.sum())} slice headers are not [K, {Q_BITS}, 0, 0]{_examples(mids[bad])}")
+        q, a, owner = self._entries(use)
+        bad_q = (q == 0)  # q = 2^32 cannot be stored in a u32, so only the lower clamp can break
+        bad_a = a >= K[owner]
+        for mask, what in ((bad_q, "q outside [1, 2^32 - 1]"), (bad_a, "alias index >= K")):
+            if mask.any():
+                problems.append(f"{int(mask.sum())} entries with {what}{_examples(_unique(mids[owner[mask]]))}")
+        self.metrics["alias_entries"] = int(len(q))
+        return not problems, "; ".join(problems) or f"{len(mids)} headers [K, {Q_BITS}, 0, 0], {len(q)} entries in range"
+
+    def _entries(self, use: np.ndarray):
+        """(q, alias, owning slice position) of every entry of the usable slices, in slice order."""
+        ix, sl = self.need("index"), self.need("slices")
+        K = ix["sites"][use]
+        first = ix["offset"][use] // 4 + 4
+        owner = np.repeat(np.arange(len(K)), K)
+        local = np.arange(int(K.sum())) - np.repeat(np.cumsum(K) - K, K)
+        pos = np.repeat(first, K) + 2 * local
+        return sl["words"][pos], sl["words"][pos + 1], owner
+
+    def _c_slice_checksums(self):
+        ix, sl = self.need("index"), self.need("slices")
+        view = memoryview(sl["blob"])
+        off, length, mids = ix["offset"], ix["length"], ix["merchant_id"]
+        sums = ix["df"]["checksum"].to_list()
+        bad = [int(mids[i]) for i in range(len(mids))
+               if not sl["in_bounds"][i] or hashlib.sha256(view[off[i]:off[i] + length[i]]).hexdigest() != sums[i]]
+        if bad:
+            return False, f"{len(bad)} of {len(mids)} slice checksums do not verify{_examples(bad)}"
+        return True, f"{len(mids)} slice checksums verify"
+
+    def _c_s2_coverage(self):
+        ix = self.need("index")
+        s1 = self.need("sites")["s1"]
+        m1, n1 = _unique_counts(s1["merchant_id"].to_numpy())
+        order = np.argsort(ix["merchant_id"], kind="stable")
+        mi, ni = ix["merchant_id"][order], ix["sites"][order]
+        problems = []
+        missing, extra = _only_in(m1, mi), _only_in(mi, m1)
+        if len(missing):
+            problems.append(f"{len(missing)} S1 merchants without a slice{_examples(missing)}")
+        if len(extra):
+            problems.append(f"{len(extra)} slices for merchants not in S1{_examples(extra)}")
+        if len(_unique(mi)) != len(mi):
+            problems.append("merchants listed more than once in the index")
+        if not problems:
+            wrong = mi[ni != n1]
+            if len(wrong):
+                problems.append(f"{len(wrong)} slices whose site count differs from S1{_examples(wrong)}")
+        return not problems, "; ".join(problems) or f"{len(m1)} merchants, site counts equal S1"
+
+    def _c_decode_parity(self):
+        for dep in ("S2.SLICE_BOUNDS", "S2.SLICE_HEADERS", "S2.COVERAGE"):
+            if self.results[dep]["status"] != "PASS":
+                raise _Blocked(f"{dep} failed, slices cannot be decoded safely")
+        ix = self.need("index")
+        s1 = self.need("sites")["s1"]
+        order = np.argsort(ix["merchant_id"], kind="stable")
+        use = np.ones(len(order), dtype=bool)
+        q, a, owner = self._entries(use)
+        K = ix["sites"]
+        offsets = np.r_[0, np.cumsum(K)].astype(np.int64)
+        p_hat = alias.decode_many(q, a, offsets)
+        # Entries are in index order; S1 is in PK order (merchant ascending): permute slices to match.
+        p_hat = np.concatenate([p_hat[offsets[i]:offsets[i + 1]] for i in order]) if len(order) else p_hat
+        p = s1["p_weight"].to_numpy()
+        delta = np.abs(p_hat - p)
+        worst = float(np.nanmax(delta)) if len(delta) else 0.0
+        bad = ~(delta <= DECODE_TOL)
+        self.metrics["decode_max_abs_delta"] = _num(worst)
+        if bad.any():
+            rows = s1.filter(pl.Series(bad)).select(SITE_PK).rows()
+            return False, f"{int(bad.sum())} sites decode more than {DECODE_TOL} from p_weight (max {worst:.3e}){_examples(rows)}"
+        return True, f"{len(p)} sites decode within {DECODE_TOL}; max abs delta {worst:.3e}"
+
+    # -- S3 / S4 ------------------------------------------------------------------------------
+    def _c_s3_coverage(self):
+        s3 = self.need("s3")
+        g = self.need("groups")
+        days = self.need("day_grid")
+        mg = g["mg"]
+        m_of, tz_of = mg >> 16, mg & 0xFFFF
+        want = ((np.repeat(m_of, len(days)) << 32) | (np.tile(days, len(mg)) << 16) | np.repeat(tz_of, len(days)))
+        have = s3["key"]
+        problems = []
+        if (have < 0).any():
+            problems.append(f"{int((have < 0).sum())} rows with an unknown merchant, malformed day or unknown tz")
+        want_s, have_s = np.sort(want), np.sort(have[have >= 0])
+        if not np.array_equal(want_s, have_s):
+            missing = _only_in(want_s, have_s)
+            extra = _only_in(have_s, want_s)
+            if len(missing):
+                problems.append(f"{len(missing)} merchant x day x group rows missing{_examples(self._describe(missing))}")
+            if len(extra):
+                problems.append(f"{len(extra)} rows outside the grid{_examples(self._describe(extra))}")
+            if not len(missing) and not len(extra):
+                problems.append("duplicate keys")
+        self.metrics["s3_rows"] = s3["df"].height
+        self.metrics["merchant_groups"] = len(mg)
+        self.metrics["days"] = len(days)
+        return not problems, "; ".join(problems) or f"{len(want)} rows = {len(mg)} merchant groups x {len(days)} days"
+
+    def _describe(self, keys: np.ndarray, with_tz: bool = True) -> list:
+        """Readable (merchant_id, day[, tzid]) of a few encoded keys, for failure details only."""
+        u = self.need("universe")
+        out = []
+        for k in keys[:EXAMPLES]:
+            k = int(k)
+            day = str(np.datetime64((k >> 16) & 0xFFFF, "D"))
+            out.append((int(u["mer"][k >> 32]), day, u["tz"][k & 0xFFFF]) if with_tz else (int(u["mer"][k >> 32]), day))
+        return out
+
+    def _c_s3_domain(self):
+        s3 = self.inp["s3_day_effects"]
+        g, s = s3["gamma"].to_numpy(), s3["sigma_gamma"].to_numpy()
+        bad = ~(np.isfinite(g) & (g > 0)) | ~(np.isfinite(s) & (s > 0))
+        if bad.any():
+            return False, f"{int(bad.sum())} rows with gamma or sigma_gamma not finite and > 0"
+        return True, f"{len(g)} rows with finite positive gamma and sigma_gamma"
+
+    def _c_s3_counters(self):
+        s3 = self.need("s3")
+        g = self.need("groups")
+        days = self.need("day_grid")
+        df, key = s3["df"], s3["key"]
+        if (key < 0).any():
+            raise _Blocked("S3 rows with unknown keys (see S3.COVERAGE)")
+        mg_key = (key >> 32 << 16) | (key & 0xFFFF)
+        pos = _lookup(g["mg"], mg_key)
+        day_idx = (key >> 16 & 0xFFFF) - days[0]
+        if (pos < 0).any():
+            raise _Blocked("S3 rows for groups the merchant has no site in (see S3.COVERAGE)")
+        lo_want = (day_idx * g["n_groups"][pos] + g["rank"][pos]).astype(np.uint64)
+        hi = df["rng_counter_hi"].to_numpy()
+        lo = df["rng_counter_lo"].to_numpy()
+        bad = (hi != df["merchant_id"].to_numpy()) | (lo != lo_want)
+        problems = []
+        if bad.any():
+            rows = df.filter(pl.Series(bad)).select("merchant_id", "utc_day", "tz_group_id").rows()
+            problems.append(f"{int(bad.sum())} rows whose counter is not (merchant_id, day x n_groups + group){_examples(rows)}")
+        streams = df["rng_stream_id"].unique().to_list()
+        if len(streams) > 1:
+            problems.append(f"several rng_stream_id values {sorted(streams)[:EXAMPLES]}")
+        if not bad.any():
+            # Counters that follow the law are unique exactly when the keys are (checked in S3S4.KEYSET).
+            dups = len(key) - len(_unique(key))
+            if dups:
+                problems.append(f"{dups} duplicate counters")
+        return not problems, "; ".join(problems) or f"{len(key)} S3 counters follow the law"
+
+    def _c_s3s4_keyset(self):
+        k3, k4 = self.need("s3")["key"], self.need("s4")["key"]
+        problems = []
+        for name, k in (("S3", k3), ("S4", k4)):
+            if (k < 0).any():
+                problems.append(f"{name}: {int((k < 0).sum())} rows with unknown merchant, malformed day or unknown tz")
+            dups = len(k) - len(_unique(k))
+            if dups:
+                problems.append(f"{name}: {dups} duplicate keys")
+        a, b = _unique(k3[k3 >= 0]), _unique(k4[k4 >= 0])
+        if not np.array_equal(a, b):
+            only3, only4 = _only_in(a, b), _only_in(b, a)
+            if len(only3):
+                problems.append(f"{len(only3)} keys only in S3{_examples(self._describe(only3))}")
+            if len(only4):
+                problems.append(f"{len(only4)} keys only in S4{_examples(self._describe(only4))}")
+        self.metrics["s4_rows"] = len(k4)
+        return not problems, "; ".join(problems) or f"{len(k3)} keys, identical in S3 and S4"
+
+    def _c_gamma_echo(self):
+        s3, s4 = self.need("s3"), self.need("s4")
+        k3, k4 = s3["key"], s4["key"]
+        order3 = np.argsort(k3, kind="stable")
+        pos = _lookup(k3[order3], k4)
+        keep = (pos >= 0) & (k4 >= 0)
+        i4 = np.flatnonzero(keep)
+        i3 = order3[pos[keep]]
+        g3 = s3["df"]["gamma"].to_numpy()[i3]
+        g4 = s4["df"]["gamma"].to_numpy()[i4]
+        # Echo means the same float, bit for bit (a recomputation would not be an echo).
+        bad = g3.view(np.uint64) != g4.view(np.uint64)
+        self.metrics["gamma_echo_mismatches"] = int(bad.sum())
+        if bad.any():
+            worst = float(np.nanmax(np.abs(g3[bad] - g4[bad])))
+            return False, f"{int(bad.sum())} S4 rows whose gamma differs from S3 (max {worst:.3e}){_examples(self._describe(k4[i4][bad]))}"
+        if len(i4) != len(s4["key"]):
+            return False, f"{len(s4['key']) - len(i4)} S4 rows without an S3 row to echo"
+        return True, f"{len(i4)} S4 gammas equal S3 exactly"
+
+    def _c_mass(self):
+        s4 = self.need("s4")
+        key, p = s4["key"], s4["df"]["p_group"].to_numpy()
+        if (key < 0).any():
+            raise _Blocked("S4 rows with unknown keys (see S3S4.KEYSET)")
+        md = key >> 16
+        order = np.argsort(md, kind="stable")
+        md_s, p_s = md[order], p[order]
+        starts = np.r_[0, np.flatnonzero(md_s[1:] != md_s[:-1]) + 1] if len(md_s) else np.zeros(0, np.int64)
+        sums = np.add.reduceat(p_s, starts) if len(starts) else np.zeros(0)
+        dev = np.abs(sums - 1.0)
+        worst = float(np.nanmax(dev)) if len(dev) else 0.0
+        bad = ~(dev <= MASS_TOL)
+        out_of_range = int((~((p >= 0) & (p <= 1))).sum())
+        self.metrics["merchant_days"] = len(starts)
+        self.metrics["mass_max_abs_delta"] = _num(worst)
+        problems = []
+        if bad.any():
+            problems.append(f"{int(bad.sum())} merchant-days with |sum p_group - 1| > {MASS_TOL} (max {worst:.3e})"
+                            f"{_examples(self._describe(md_s[starts][bad] << 16, with_tz=False))}")
+        if out_of_range:
+            problems.append(f"{out_of_range} p_group values outside [0, 1]")
+        return not problems, "; ".join(problems) or f"{len(starts)} merchant-days sum to 1 within {MASS_TOL}; max {worst:.3e}"
+
+    def _c_base_share(self):
+        sites = self.need("sites")["sites"]
+        s4 = self.need("s4")
+        key = s4["key"]
+        mi = _lookup(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
+        tz = self._tz_codes(sites["tzid"])
+        mg_site = (mi << 16) | tz
+        mg = _unique(mg_site)
+        inv = np.searchsorted(mg, mg_site)
+        share = np.bincount(inv, weights=sites["p_weight"].to_numpy(), minlength=len(mg))
+        pos = _lookup(mg, np.where(key >= 0, (key >> 32 << 16) | (key & 0xFFFF), -1))
+        b = s4["df"]["base_share"].to_numpy()
+        no_site = pos < 0
+        dev = np.abs(b - share[np.maximum(pos, 0)])
+        dev[no_site] = np.inf
+        finite = dev[~no_site]
+        worst = float(np.nanmax(finite)) if len(finite) else 0.0
+        bad = ~(dev <= BASE_SHARE_TOL)
+        self.metrics["base_share_max_abs_delta"] = _num(worst)
+        if bad.any():
+            return False, (f"{int(bad.sum())} S4 rows whose base_share is not the S1 sum over the group's sites "
+                           f"({int(no_site.sum())} without any site; max delta {worst:.3e})"
+                           f"{_examples(self._describe(np.where(key >= 0, key, 0)[bad]))}")
+        return True, f"{len(b)} base shares recomputed within {BASE_SHARE_TOL}; max {worst:.3e}"
+
+    # -- S5 -----------------------------------------------------------------------------------
+    def _c_roster(self):
+        r = self.inp["s5_arrival_roster"]
+        ts, m = r["utc_timestamp"], r["merchant_id"]
+        problems = []
+        if not ts.is_sorted():
+            problems.append("rows are not in utc_timestamp order")
+        else:
+            # Timestamps are in order; ties must then be in merchant_id order.
+            tie = (ts == ts.shift(1)).fill_null(False).to_numpy()
+            mm = m.to_numpy()
+            bad = int((tie[1:] & (mm[1:] < mm[:-1])).sum()) if len(mm) > 1 else 0
+            if bad:
+                problems.append(f"{bad} rows out of merchant_id order within one utc_timestamp")
+        wrong_day = int((r["utc_day"] != ts.str.slice(0, 10)).sum())
+        if wrong_day:
+            problems.append(f"{wrong_day} rows whose utc_day is not the date of utc_timestamp")
+        rs = self.need("roster")
+        if rs["unknown"]:
+            mer = self.need("universe")["mer"]
+            unknown = _only_in(m.to_numpy(), mer)
+            problems.append(f"{rs['unknown']} arrivals of merchants without S1 sites{_examples(unknown)}")
+        s1_merchants = _unique(self.need("sites")["s1"]["merchant_id"].to_numpy())
+        outside = _only_in(m.to_numpy()[:0] if not rs["unknown"] else m.to_numpy(), s1_merchants)
+        if len(outside) and not rs["unknown"]:
+            problems.append(f"arrivals of merchants without S1 sites{_examples(outside)}")
+        self.metrics["arrivals"] = r.height
+        self.metrics["virtual_arrivals"] = int(r["is_virtual"].sum())
+        return not problems, "; ".join(problems) or f"{r.height} arrivals in order, days consistent, merchants known"
+
+    def _c_s5_count(self):
+        n = len(self.need("roster")["key"])
+        g, s = self.need("group")["match"], self.need("site")["match"]
+        ng, ns = self.inp["rng_event_alias_pick_group"].height, self.inp["rng_event_alias_pick_site"].height
+        self.metrics["s5_group_events"] = ng
+        self.metrics["s5_site_events"] = ns
+        ok = g.ok and s.ok
+        detail = f"group: {_match_detail('group', g, n, ng)} | site: {_match_detail('site', s, n, ns)}"
+        return ok, detail if not ok else f"{n} arrivals, exactly one group and one site event each"
+
+    def _c_s5_counters(self):
+        grp, site = self.inp["rng_event_alias_pick_group"], self.inp["rng_event_alias_pick_site"]
+        two = np.uint64(2)
+        bad_g = _counter_faults(grp, "arrival_seq", lambda k: two * k)
+        bad_s = _counter_faults(site, "arrival_seq", lambda k: two * k + np.uint64(1))
+        problems = []
+        for name, df, bad in (("group", grp, bad_g), ("site", site, bad_s)):
+            if bad.any():
+                rows = df.filter(pl.Series(bad)).select("merchant_id", "arrival_seq").rows()
+                problems.append(f"{int(bad.sum())} {name} events off the counter law{_examples(rows)}")
+        # Law-abiding counters are unique iff (merchant_id, arrival_seq) is unique per log (group
+        # counters even, site counters odd); count duplicates outright only when that proof fails.
+        key_dups = self.need("group")["match"].duplicated + self.need("site")["match"].duplicated
+        if problems or key_dups:
+            dups = _duplicate_counters([grp, site])
+            if dups:
+                problems.append(f"{dups} events share a counter")
+        return not problems, "; ".join(problems) or f"{grp.height + site.height} counters unique and on the law"
+
+    def _day_faults(self, dataset_id: str, seq_col: str, match: _Match, roster_day: pl.Series) -> str | None:
+        ev = self.inp[dataset_id]
+        if match.aligned:
+            bad = (ev["utc_day"] != roster_day).to_numpy()
+        else:
+            hit = match.pos >= 0
+            bad = np.zeros(ev.height, dtype=bool)
+            bad[hit] = (ev["utc_day"].filter(pl.Series(hit)) != roster_day.gather(match.pos[hit])).to_numpy()
+        if not bad.any():
+            return None
+        rows = ev.filter(pl.Series(bad)).select("merchant_id", seq_col, "utc_day").rows()
+        return f"{int(bad.sum())} {dataset_id} events whose utc_day is not the roster day{_examples(rows)}"
+
+    def _c_s5_day(self):
+        day = self.need("roster")["day"]
+        problems = [p for p in (
+            self._day_faults("rng_event_alias_pick_group", "arrival_seq", self.need("group")["match"], day),
+            self._day_faults("rng_event_alias_pick_site", "arrival_seq", self.need("site")["match"], day)) if p]
+        return not problems, "; ".join(problems) or "every S5 event carries its arrival's roster day"
+
+    def _c_s5_echo(self):
+        grp = self.inp["rng_event_alias_pick_group"]
+        s4 = self.need("s4")
+        mi = self.need("group")["mi"]
+        day = _day_codes(grp["utc_day"])
+        tz = self._tz_codes(grp["tz_group_id"])
+        ok = (mi >= 0) & (day >= 0) & (day < (1 << 16)) & (tz >= 0)
+        key = np.where(ok, (mi << 32) | (day << 16) | tz, -1)
+        order = np.argsort(s4["key"], kind="stable")
+        pos = _lookup(s4["key"][order], key)
+        absent = pos < 0
+        p4 = s4["df"]["p_group"].to_numpy()[order][np.maximum(pos, 0)]
+        p_ev = grp["p_group"].to_numpy()
+        diff = ~absent & (p_ev.view(np.uint64) != p4.view(np.uint64))
+        zero = ~absent & ~diff & ~(p_ev > 0)
+        problems = []
+        for mask, what in ((absent, "pick a group absent from S4 for that merchant-day"),
+                           (diff, "carry a p_group that is not S4's"),
+                           (zero, "pick a group whose p_group is not > 0")):
+            if mask.any():
+                rows = grp.filter(pl.Series(mask)).select("merchant_id", "arrival_seq", "utc_day", "tz_group_id").rows()
+                problems.append(f"{int(mask.sum())} group events {what}{_examples(rows)}")
+        return not problems, "; ".join(problems) or f"{grp.height} group picks exist in S4 with p_group echoed"
+
+    def _c_s5_site_key(self):
+        ev = self.inp["rng_event_alias_pick_site"]
+        sites = self.need("sites")["sites"]
+        row = self.need("site_lookup")["row"]
+        known = row >= 0
+        r = np.maximum(row, 0)
+        same = (known
+                & (sites["merchant_id"].to_numpy()[r] == ev["merchant_id"].to_numpy())
+                & (sites["site_order"].to_numpy()[r] == ev["site_order"].to_numpy())
+                & (sites["legal_country_iso"].gather(r) == ev["legal_country_iso"]).to_numpy())
+        bad = ~same
+        if bad.any():
+            rows = ev.filter(pl.Series(bad)).select("merchant_id", "arrival_seq", "site_id").rows()
+            return False, (f"{int(bad.sum())} site events whose site_id is not the hash of a site of the merchant "
+                           f"with the logged key ({int((~known).sum())} unknown ids){_examples(rows)}")
+        return True, f"{ev.height} site events name real sites of their merchant"
+
+    def _c_s5_site_tz(self):
+        ev = self.inp["rng_event_alias_pick_site"]
+        grp = self.inp["rng_event_alias_pick_group"]
+        sites = self.need("sites")["sites"]
+        row = self.need("site_lookup")["row"]
+        known = row >= 0
+        site_tz = sites["tzid"].gather(np.maximum(row, 0))
+        wrong = ~known | (site_tz != ev["tz_group_id"]).to_numpy()
+        problems = []
+        if wrong.any():
+            rows = ev.filter(pl.Series(wrong)).select("merchant_id", "arrival_seq", "tz_group_id").rows()
+            problems.append(f"{int(wrong.sum())} picked sites are not in the event's tz group{_examples(rows)}")
+        g, s = self.need("group")["match"], self.need("site")["match"]
+        if g.aligned and s.aligned:
+            # Both logs line up with the roster, so row i of each is the same arrival.
+            split = (grp["tz_group_id"] != ev["tz_group_id"]).to_numpy()
+        else:
+            # Put each log's groups on the roster's rows, then compare arrivals both logs cover.
+            n = len(self.need("roster")["key"])
+            at_g, at_s = np.full(n, -1), np.full(n, -1)
+            at_g[g.pos[g.pos >= 0]] = np.flatnonzero(g.pos >= 0)
+            at_s[s.pos[s.pos >= 0]] = np.flatnonzero(s.pos >= 0)
+            both = (at_g >= 0) & (at_s >= 0)
+            split = np.zeros(ev.height, dtype=bool)
+            split[at_s[both]] = (grp["tz_group_id"].gather(at_g[both]) != ev["tz_group_id"].gather(at_s[both])).to_numpy()
+        if split.any():
+            rows = ev.filter(pl.Series(split)).select("merchant_id", "arrival_seq").rows()
+            problems.append(f"{int(split.sum())} arrivals whose site event group differs from the group event{_examples(rows)}")
+        return not problems, "; ".join(problems) or f"{ev.height} picked sites lie in the picked tz group"
+
+    # -- S6 -----------------------------------------------------------------------------------
+    def _c_s6_count(self):
+        n = len(self.need("roster")["vkey"])
+        e = self.need("edge")["match"]
+        ne = self.inp["rng_event_cdn_edge_pick"].height
+        self.metrics["s6_edge_events"] = ne
+        if not e.ok:
+            return False, _match_detail("edge", e, n, ne)
+        return True, f"{n} virtual arrivals, exactly one edge event each, none for other arrivals"
+
+    def _c_s6_counters(self):
+        ev = self.inp["rng_event_cdn_edge_pick"]
+        bad = _counter_faults(ev, "virtual_seq", lambda v: v)
+        problems = []
+        if bad.any():
+            rows = ev.filter(pl.Series(bad)).select("merchant_id", "virtual_seq").rows()
+            problems.append(f"{int(bad.sum())} edge events off the counter law{_examples(rows)}")
+        if problems or self.need("edge")["match"].duplicated:
+            dups = _duplicate_counters([ev])
+            if dups:
+                problems.append(f"{dups} events share a counter")
+        return not problems, "; ".join(problems) or f"{ev.height} edge counters unique and on the law"
+
+    def _c_s6_day(self):
+        p = self._day_faults("rng_event_cdn_edge_pick", "virtual_seq", self.need("edge")["match"], self.need("roster")["vday"])
+        return p is None, p or "every edge event carries its virtual arrival's roster day"
+
+    # -- traces -------------------------------------------------------------------------------
+    def _c_trace(self):
+        problems = []
+        for trace_id, logs in (("rng_trace_s5", ("rng_event_alias_pick_group", "rng_event_alias_pick_site")),
+                               ("rng_trace_s6", ("rng_event_cdn_edge_pick",))):
+            try:
+                problems += self._trace_problems(trace_id, logs)
+            except Exception as exc:  # one malformed trace must not hide the other's verdict
+                problems.append(f"{trace_id}: cannot run: {type(exc).__name__}: {exc}")
+        return not problems, "; ".join(problems) or "trace totals and first/last counters equal the event logs"
+
+    def _trace_problems(self, trace_id: str, logs: tuple[str, ...]) -> list[str]:
+        want = pl.concat([_trace_of(self.inp[d]) for d in logs])
+        # A substream spread over several logs (not expected) still totals once, in counter order.
+        want = want.sort("first_counter_hi", "first_counter_lo").group_by(["module", "substream_label"], maintain_order=True).agg(
+            pl.col("events", "draws", "blocks").sum(),
+            pl.col("first_counter_hi", "first_counter_lo").first(),
+            pl.col("last_counter_hi", "last_counter_lo").last(),
+        )
+        trace = self.inp[trace_id]
+        cols = want.columns
+        have = trace.select(cols).with_columns(pl.col(c).cast(pl.UInt64) for c in cols[2:])
+        want = want.with_columns(pl.col(c).cast(pl.UInt64) for c in cols[2:])
+        key = ["module", "substream_label"]
+        problems = []
+        if have.select(key).is_duplicated().any():
+            problems.append(f"{trace_id}: more than one row per (module, substream_label)")
+        joined = want.join(have, on=key, how="full", suffix="_trace", coalesce=True)
+        for row in joined.sort(key).iter_rows(named=True):
+            label = f"{trace_id}[{row['module']}/{row['substream_label']}]"
+            if row["events"] is None:
+                # A substream that drew nothing may still be traced, as all zeros.
+                if any(row[c + "_trace"] for c in cols[2:]):
+                    problems.append(f"{label}: trace row without events")
+                continue
+            if row["events_trace"] is None:
+                problems.append(f"{label}: {row['events']} events but no trace row")
+                continue
+            diffs = [f"{c}: trace {row[c + '_trace']}, logs {row[c]}" for c in cols[2:] if row[c + "_trace"] != row[c]]
+            if diffs:
+                problems.append(f"{label}: " + ", ".join(diffs))
+        return problems
+
+
+_TRACE_SCHEMA = {"module": pl.String, "substream_label": pl.String, "events": pl.UInt64, "draws": pl.UInt64,
+                 "blocks": pl.UInt64, "first_counter_hi": pl.UInt64, "first_counter_lo": pl.UInt64,
+                 "last_counter_hi": pl.UInt64, "last_counter_lo": pl.UInt64}
+
+
+def _trace_of(events: pl.DataFrame) -> pl.DataFrame:
+    """What a trace must say about one event log: per (module, substream_label), in log order,
+    events, draws, blocks, the first event's before counter and the last event's after counter."""
+    key = ["module", "substream_label"]
+    if events.height == 0:
+        return pl.DataFrame(schema=_TRACE_SCHEMA)
+    mod, sub = events["module"], events["substream_label"]
+    if bool((mod == mod[0]).all()) and bool((sub == sub[0]).all()):
+        # One substream per log (the normal case): plain column totals, no group-by over strings.
+        return pl.DataFrame({
+            "module": [mod[0]], "substream_label": [sub[0]], "events": [events.height],
+            "draws": [int(events["draws"].cast(pl.UInt64).sum())], "blocks": [int(events["blocks"].cast(pl.UInt64).sum())],
+            "first_counter_hi": [events["rng_counter_before_hi"][0]], "first_counter_lo": [events["rng_counter_before_lo"][0]],
+            "last_counter_hi": [events["rng_counter_after_hi"][-1]], "last_counter_lo": [events["rng_counter_after_lo"][-1]],
+        }, schema=_TRACE_SCHEMA)
+    return events.group_by(key, maintain_order=True).agg(
+        pl.len().cast(pl.UInt64).alias("events"),
+        pl.col("draws").cast(pl.UInt64).sum(),
+        pl.col("blocks").cast(pl.UInt64).sum(),
+        pl.col("rng_counter_before_hi").first().alias("first_counter_hi"),
+        pl.col("rng_counter_before_lo").first().alias("first_counter_lo"),
+        pl.col("rng_counter_after_hi").last().alias("last_counter_hi"),
+        pl.col("rng_counter_after_lo").last().alias("last_counter_lo"),
+    )

@@ -1,0 +1,299 @@
+"""S3 day effects: coverage and PK order, the RNG counter law, determinism and shard invariance,
+volatility regimes (the scalar negative control must fail T-S3-01's B+ tail), local-weekday weekly
+terms that differ across a merchant's groups, clip accounting, and every bad input named.
+
+`make_world` (also used by the S4 and metrics tests) builds a synthetic upstream with a realistic
+topology: about half the merchants in one tzid, the rest in 2..8 tzids with uneven site counts,
+and non-uniform (Dirichlet) S1 weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from certification import metrics as M
+from engine import contracts
+from engine.context import Context
+from engine.errors import EngineError
+from engine.policies import Policy, load_policy
+from engine.rng import STREAM_S3, Stream
+from engine.states import s3_day_effects as s3
+
+CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
+              created_utc="2026-01-01T00:00:00.000000Z")
+SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
+
+# Real IANA zones, most popular first (popularity ~ rank^-0.9), covering every area and a few
+# Fri/Sat-weekend zones.
+TZ_POOL = [
+    "America/New_York", "Europe/London", "Europe/Paris", "Europe/Berlin", "America/Chicago",
+    "America/Los_Angeles", "Asia/Tokyo", "Asia/Shanghai", "Asia/Kolkata", "America/Sao_Paulo",
+    "Europe/Madrid", "Europe/Rome", "Australia/Sydney", "America/Toronto", "America/Mexico_City",
+    "Asia/Singapore", "Asia/Dubai", "Europe/Amsterdam", "Asia/Seoul", "America/Denver",
+    "Europe/Warsaw", "Europe/Istanbul", "Asia/Riyadh", "Africa/Johannesburg", "Africa/Lagos",
+    "Asia/Jakarta", "Asia/Bangkok", "America/Bogota", "America/Argentina/Buenos_Aires", "Europe/Stockholm",
+    "Europe/Zurich", "Europe/Vienna", "Europe/Brussels", "Europe/Lisbon", "Europe/Dublin",
+    "Asia/Manila", "Asia/Hong_Kong", "Asia/Taipei", "America/Lima", "America/Santiago",
+    "Africa/Cairo", "Africa/Nairobi", "Asia/Karachi", "Asia/Dhaka", "Europe/Athens",
+    "Australia/Perth", "Pacific/Auckland", "America/Halifax", "Asia/Jerusalem", "Atlantic/Reykjavik",
+    "Indian/Mauritius", "Pacific/Honolulu", "Asia/Tehran", "America/Caracas",
+]
+CLASSES = ["grocery", "restaurants", "fuel", "apparel", "electronics", "general_merchandise", "pharmacy",
+           "lodging", "travel", "transport", "digital"]
+
+
+def make_world(n_merchants=300, seed=0, single_share=0.5):
+    """(merchants, site_timezones, s1_site_weights) in contract shapes; ids span the whole u64 range."""
+    rng = np.random.default_rng(seed)
+    pop = 1.0 / np.arange(1, len(TZ_POOL) + 1) ** 0.9
+    pop /= pop.sum()
+    country = {t: chr(65 + i // 26) + chr(65 + i % 26) for i, t in enumerate(TZ_POOL)}
+    mids = np.unique(rng.integers(1, np.iinfo(np.uint64).max, size=n_merchants, dtype=np.uint64))
+    n = mids.size
+    classes = rng.choice(CLASSES, size=n)
+    sites = np.maximum(2, np.round(np.exp(rng.normal(np.log(16), 0.8, n)))).astype(int)
+    k_multi = rng.choice(np.arange(2, 9), size=n, p=[.36, .12, .11, .11, .1, .1, .1])
+    k = np.where(rng.random(n) < single_share, 1, np.minimum(k_multi, sites))
+    st_m, st_c, st_o, st_t, weights = [], [], [], [], []
+    for i in range(n):
+        tzs = rng.choice(TZ_POOL, size=k[i], replace=False, p=pop)
+        # uneven site counts: one site per tz, the rest by a Dirichlet-weighted multinomial
+        alloc = 1 + rng.multinomial(sites[i] - k[i], rng.dirichlet(np.full(k[i], 0.8)))
+        for t, c in zip(tzs, alloc):
+            st_m += [mids[i]] * c
+            st_c += [country[t]] * c
+            st_o += list(range(1, c + 1))
+            st_t += [t] * c
+        weights.append(rng.dirichlet(np.full(sites[i], 1.5)))
+    merchants = pl.DataFrame({
+        "merchant_id": pl.Series(mids, dtype=pl.UInt64),
+        "home_country_iso": ["US"] * n,
+        "mcc": pl.Series(rng.integers(4000, 6000, n), dtype=pl.Int32),
+        "merchant_class": classes.tolist(),
+        "channel": rng.choice(["card_present", "card_not_present", "omni"], n).tolist(),
+        "is_virtual": (classes == "digital").tolist(),
+    })
+    st = pl.DataFrame({"merchant_id": pl.Series(np.array(st_m, dtype=np.uint64), dtype=pl.UInt64),
+                       "legal_country_iso": st_c, "site_order": pl.Series(st_o, dtype=pl.Int32), "tzid": st_t})
+    s1 = st.select(SITE_PK).with_columns(p_weight=pl.Series(np.concatenate(weights)))
+    st = st.with_columns(tzid_source=pl.lit("synthetic")).sort(SITE_PK)
+    return merchants, st, s1.sort(SITE_PK)
+
+
+def day_policy(**changes) -> Policy:
+    """The shipped day-effect policy with `changes` applied (keys are '/'-separated paths)."""
+    base = load_policy("day_effect_policy_v1")
+    data = copy.deepcopy(base.data)
+    for path, value in changes.items():
+        node, keys = data, path.split("/")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return dataclasses.replace(base, data=data, sha256="0" * 64)
+
+
+def run_s3(world, policy=None, ctx=CTX, **changes):
+    merchants, st, _ = world
+    pol = policy or day_policy(day_range={"start": "2026-01-05", "end": "2026-02-01"}, **changes)
+    return s3.run({"merchants": merchants, "site_timezones": st}, {"day_effect_policy_v1": pol}, ctx)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(n_merchants=160, seed=3)
+
+
+@pytest.fixture(scope="module")
+def out(world):
+    return run_s3(world)
+
+
+def test_coverage_schema_and_pk_order(world, out):
+    df = out["s3_day_effects"]
+    _, st, _ = world
+    groups = st.group_by("merchant_id").agg(pl.col("tzid").n_unique().alias("g"))
+    assert df.height == 28 * int(groups["g"].sum())
+    contracts.conform("s3_day_effects", df)  # exact column set and types
+    contracts.check_key_order("s3_day_effects", df)  # PK order, no duplicate key
+    cells = df.group_by("merchant_id").agg(pl.col("utc_day").n_unique().alias("d"), pl.col("tz_group_id").n_unique().alias("g"))
+    joined = cells.join(groups, on="merchant_id", suffix="_st")
+    assert (joined["d"] == 28).all() and (joined["g"] == joined["g_st"]).all()
+    assert df["utc_day"].min() == "2026-01-05" and df["utc_day"].max() == "2026-02-01"
+    assert (df["created_utc"] == CTX.created_utc).all()
+    assert out["_report"]["rows"] == df.height
+
+
+def test_counter_law_and_recomputable_draws(out):
+    df = out["s3_day_effects"]
+    assert (df["rng_stream_id"] == STREAM_S3).all()
+    assert (df["rng_counter_hi"] == df["merchant_id"]).all()
+    # counter_lo = day_index * n_groups + group_index, i.e. 0..D*n-1 in PK order per merchant
+    expect = df.select(pl.int_range(pl.len(), dtype=pl.UInt64).over("merchant_id").alias("k"))["k"]
+    assert (df["rng_counter_lo"] == expect).all()
+    assert int(df["rng_counter_lo"].max()) < 2**63  # the top bit is reserved for merchant-level draws
+    # The residual log_gamma + sigma^2/2 - sigma Z is the weekly term: bounded by its amplitude (+ the
+    # small mean-one correction), which shows each row's Z is the recorded counter's draw.
+    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+        df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    sig = df["sigma_gamma"].to_numpy()
+    resid = df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z
+    assert np.all(np.abs(resid) <= df["weekly_amp"].to_numpy() * 1.1 + 1e-12)
+
+
+def test_scalar_mode_is_exactly_the_lognormal():
+    world = make_world(n_merchants=30, seed=5)
+    df = run_s3(world, day_policy(mode="scalar", day_range={"start": "2026-01-01", "end": "2026-01-10"}))["s3_day_effects"]
+    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+        df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    s = 0.06
+    np.testing.assert_allclose(df["log_gamma"].to_numpy(), -0.5 * s * s + s * z, rtol=0, atol=1e-15)
+    assert (df["sigma_source"] == "scalar").all() and (df["weekly_amp"] == 0).all()
+
+
+def test_deterministic_and_seeded(world, out):
+    again = run_s3(world)["s3_day_effects"]
+    assert again.equals(out["s3_day_effects"])
+    other = run_s3(world, ctx=dataclasses.replace(CTX, seed=7))["s3_day_effects"]
+    assert not np.array_equal(other["gamma"].to_numpy(), out["s3_day_effects"]["gamma"].to_numpy())
+
+
+def test_shard_invariance(world, out):
+    merchants, st, s1 = world
+    full = out["s3_day_effects"]
+    ids = merchants["merchant_id"].to_numpy()
+    rng = np.random.default_rng(1)
+    shard = pl.Series(rng.choice(ids, size=len(ids) // 3, replace=False), dtype=pl.UInt64)
+    # a shard, with its input rows shuffled: the same bytes for the same merchants
+    part = run_s3((merchants.filter(pl.col("merchant_id").is_in(shard.to_list())).sample(fraction=1.0, shuffle=True, seed=2),
+                   st.filter(pl.col("merchant_id").is_in(shard.to_list())).sample(fraction=1.0, shuffle=True, seed=3), s1))
+    assert part["s3_day_effects"].equals(full.filter(pl.col("merchant_id").is_in(shard.to_list())))
+
+
+def test_sigma_provenance_regimes_and_bounds(out):
+    df = out["s3_day_effects"]
+    v2 = load_policy("day_effect_policy_v1").data["sigma_gamma_policy_v2"]
+    assert df["sigma_gamma"].min() >= v2["sigma_min"] and df["sigma_gamma"].max() <= v2["sigma_max"]
+    src = df.select("merchant_id", "sigma_source").unique()
+    assert src["sigma_source"].str.contains(r"^segment:[a-z_]+\|(region:[A-Za-z]+|tz:[A-Za-z_/]+)\|regime:(stable|bursty)").all()
+    bursty = df.group_by("merchant_id").agg(pl.col("sigma_source").str.contains("regime:bursty").any().alias("b"))
+    share = float(bursty["b"].mean())
+    assert 0.08 < share < 0.35  # policy share 0.2 over 160 merchants
+    # every row of a merchant shares one regime (a per-merchant draw), sigma is constant per (merchant, group)
+    assert df.group_by("merchant_id", "tz_group_id").agg(pl.col("sigma_gamma").n_unique())["sigma_gamma"].max() == 1
+
+
+def test_sigma_clamp_is_recorded(world):
+    df = run_s3(world, **{"sigma_gamma_policy_v2/sigma_max": 0.06})["s3_day_effects"]
+    at_max = df.filter(pl.col("sigma_gamma") == 0.06)
+    assert at_max.height > 0 and at_max["sigma_source"].str.ends_with("|clamp:max").all()
+    assert df["sigma_gamma"].max() == 0.06
+
+
+def test_clipping_is_counted(world):
+    res = run_s3(world, **{"sigma_gamma_policy_v2/gamma_clip": {"min": 0.95, "max": 1.05}})
+    df, rep = res["s3_day_effects"], res["_report"]
+    g = df["gamma"]
+    assert g.min() >= 0.95 and g.max() <= 1.05
+    assert rep["clipped_rows"] == rep["clipped_low"] + rep["clipped_high"] > 0
+    assert rep["clipped_rows"] == int(((g == 0.95) | (g == 1.05)).sum())
+    np.testing.assert_allclose(np.exp(df["log_gamma"].to_numpy()), g.to_numpy(), rtol=1e-15)
+    assert run_s3(world)["_report"]["clipped_rows"] == 0  # the shipped clip is not under pressure
+
+
+def test_weekly_term_follows_local_weekday():
+    days = [(dt.date(2026, 1, 5) + dt.timedelta(days=i)).isoformat() for i in range(14)]  # Mon 5 Jan
+    tz = ["Asia/Tokyo", "Europe/London", "America/Los_Angeles"]
+    shape = np.array([[-1.0, -0.5, 0.0, 0.0, 0.5, 1.0, 0.0]])
+    amp = np.array([0.1])
+    table = s3._weekly_table(tz, days, np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64),
+                             np.arange(3), amp, shape)
+    corr = np.log(np.mean(np.exp(amp[0] * shape[0])))
+    wd = np.array([dt.date.fromisoformat(d).weekday() for d in days])
+    # London in winter is UTC+0: exactly the UTC weekday
+    np.testing.assert_allclose(table[1], 0.1 * shape[0][wd] - corr, atol=1e-15)
+    # Tokyo is UTC+9: 15 h of the UTC day are local day w, 9 h are w + 1
+    np.testing.assert_allclose(table[0], 0.1 * (15 / 24 * shape[0][wd] + 9 / 24 * shape[0][(wd + 1) % 7]) - corr, atol=1e-15)
+    # Los Angeles is UTC-8: 8 h belong to the previous local day
+    np.testing.assert_allclose(table[2], 0.1 * (8 / 24 * shape[0][(wd - 1) % 7] + 16 / 24 * shape[0][wd]) - corr, atol=1e-15)
+    # the cycle therefore differs across a merchant's groups and survives renormalisation in S4:
+    # the group ratio exp(w_Tokyo - w_LA) is not constant over the week
+    assert np.ptp(table[0] - table[2]) > 0.05
+    # a Fri/Sat weekend zone is the profile rotated by one day
+    shifted = s3._weekly_table(["Europe/London"], days, np.array([1]), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), amp, shape)
+    np.testing.assert_allclose(shifted[0], 0.1 * shape[0][(wd + 1) % 7] - corr, atol=1e-15)
+
+
+def test_weekly_term_differs_within_merchants(out):
+    """On the state output: for multi-tz merchants spanning offsets, the day-by-day difference of
+    the weekly residual between groups is not constant (the weekly term does not cancel in S4)."""
+    df = out["s3_day_effects"]
+    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+        df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    sig = df["sigma_gamma"].to_numpy()
+    w = df.with_columns(w=pl.Series(df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z))
+    spread = (w.group_by("merchant_id", "utc_day").agg((pl.col("w").max() - pl.col("w").min()).alias("r"))
+              .group_by("merchant_id").agg(pl.col("r").max()))
+    assert (spread["r"] > 1e-3).mean() > 0.2
+
+
+def test_realism_gates_bplus_and_scalar_negative_control():
+    world = make_world(n_merchants=400, seed=11)
+    pol = dict(day_range={"start": "2026-01-01", "end": "2026-02-14"})
+    v2 = run_s3(world, day_policy(**pol))
+    m = M.s3_metrics(v2["s3_day_effects"], clipped_rows=v2["_report"]["clipped_rows"])
+    assert m["s3_std_median"] >= 0.04 and m["s3_std_p90_over_p50"] >= 1.25  # T-S3-01 B+
+    assert m["s3_tz_levene_p"] < 1e-3 and m["s3_tz_std_cv"] >= 0.02  # T-S3-02 B+
+    assert m["s3_min_gamma"] > 0 and m["s3_clipped_share"] <= 0.01  # T-S3-03
+    assert m["s3_mean_gamma_dev"] <= 0.02 and m["s3_max_abs_log_gamma"] <= 4
+    scalar = run_s3(world, day_policy(mode="scalar", **pol))["s3_day_effects"]
+    ms = M.t_s3_01_merchant_std(scalar)
+    assert ms["s3_std_p90_over_p50"] < 1.25  # no regimes: no visible upper tail -> fails B+
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"day_range": {"start": "2026-03-01", "end": "2026-02-01"}}, "/day_range"),
+    ({"day_range": {"start": "2026-02-30", "end": "2026-03-01"}}, "/day_range"),
+    ({"sigma_gamma_policy_v2/sigma_min": 0.5, "sigma_gamma_policy_v2/sigma_max": 0.2}, "/sigma_gamma_policy_v2/sigma_min"),
+    ({"sigma_gamma_policy_v2/gamma_clip": {"min": 3.0, "max": 0.5}}, "/sigma_gamma_policy_v2/gamma_clip"),
+    ({"sigma_gamma_policy_v2/gamma_clip": {"min": 1.2, "max": 4.0}}, "/sigma_gamma_policy_v2/gamma_clip"),
+    ({"sigma_gamma_policy_v2/regimes": [{"name": "stable", "share": 0.7, "sigma_multiplier": 1.0}]},
+     "/sigma_gamma_policy_v2/regimes"),
+    ({"mode": "bogus"}, "/mode"),
+])
+def test_bad_policy_raises(world, changes, field):
+    with pytest.raises(EngineError) as err:
+        run_s3(world, day_policy(**changes))
+    assert err.value.where == "day_effect_policy_v1" and err.value.field == field
+
+
+def test_bad_policy_file_fails_schema(tmp_path):
+    data = copy.deepcopy(load_policy("day_effect_policy_v1").data)
+    data["sigma_gamma_policy_v2"]["surprise"] = 1  # additionalProperties: false
+    (tmp_path / "day_effect_policy_v1.json").write_text(__import__("json").dumps(data))
+    with pytest.raises(EngineError):
+        load_policy("day_effect_policy_v1", tmp_path)
+
+
+def test_bad_inputs_raise(world):
+    merchants, st, s1 = world
+    orphan = st.head(1).with_columns(merchant_id=pl.lit(12345, dtype=pl.UInt64))
+    with pytest.raises(EngineError, match="no merchants row"):
+        run_s3((merchants, pl.concat([orphan, st]).sort(SITE_PK), s1))
+    with pytest.raises(EngineError, match="not a known IANA time zone"):
+        run_s3((merchants, st.with_columns(tzid=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("Mars/Olympus"))
+                                           .otherwise(pl.col("tzid"))), s1))
+    with pytest.raises(EngineError, match="duplicate merchant_id"):
+        run_s3((pl.concat([merchants, merchants.head(1)]), st, s1))
+
+
+def test_empty_world_gives_empty_table():
+    merchants, st, s1 = make_world(n_merchants=5, seed=1)
+    res = run_s3((merchants, st.head(0), s1))
+    assert res["s3_day_effects"].height == 0
+    contracts.conform("s3_day_effects", res["s3_day_effects"])
