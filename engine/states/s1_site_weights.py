@@ -48,6 +48,7 @@ import numpy as np
 import polars as pl
 
 from ..context import Context
+from .. import alias
 from ..errors import EngineError
 from ..policies import Policy
 from ..rng import STREAM_S1, Stream
@@ -313,25 +314,19 @@ def quantise_check(p: np.ndarray, merchant_ids: np.ndarray, epsilon: float) -> n
 
 
 def _check_quantisation(p: np.ndarray, segs: Segments, epsilon: float) -> np.ndarray:
-    """m = round-half-even(p 2^24), then +-1 fixes until sum m = 2^24, then |m/2^24 - p| <= epsilon.
+    """The 2^24 grid check of STATES.md through the one alias law (engine/alias.py).
 
-    The residual d = 2^24 - sum m is fixed on |d| sites: +1 on the sites with the largest
-    rounding remainder p 2^24 - m (those rounded down most) when d > 0, -1 on the smallest
-    remainders (rounded up most) when d < 0; ties go to the lower site index. This is only a
-    check here: S2 derives its alias grid independently and must agree within epsilon too.
+    Returns the grid masses; raises naming the merchant when a merchant cannot be quantised
+    within epsilon (the policy's epsilon, never looser than the alias law's own).
     """
-    grid = float(1 << GRID_BITS)
-    scaled = p * grid
-    m = np.rint(scaled)  # numpy rounds half to even
-    remainder = scaled - m
-    d = (1 << GRID_BITS) - segs.sum(m.astype(np.int64))
-    d_row = d[segs.seg]
-    pos = segs.rank_by(np.where(d_row > 0, -remainder, remainder))
-    m = m.astype(np.int64) + np.where(pos < np.abs(d_row), np.sign(d_row), 0)
-    bad_sum = segs.sum(m) != (1 << GRID_BITS)
-    err = np.abs(m / grid - p)
-    if bad_sum.any() or (err > epsilon).any():
-        i = int(np.argmax(bad_sum)) if bad_sum.any() else int(segs.seg[np.argmax(err)])
+    offsets = np.append(segs.starts, p.size).astype(np.int64)
+    try:
+        m = alias.quantise_many(p, offsets)
+    except EngineError as exc:
+        raise EngineError("s1_site_weights", "quantisation", f"{exc.field}: {exc.rule}") from None
+    err = np.abs(m / float(alias.GRID) - p)
+    if (err > epsilon).any():
+        i = int(segs.seg[np.argmax(err)])
         raise EngineError("s1_site_weights", f"merchant_id={segs.merchant_ids[i]}",
-                          f"2^{GRID_BITS} quantisation off by {err.max():.3e} > epsilon {epsilon:g} or mass != 2^{GRID_BITS}")
+                          f"2^24 quantisation off by {err.max():.3e} > epsilon {epsilon:g}")
     return m

@@ -24,6 +24,7 @@ from .. import alias
 from ..context import Context
 from ..errors import EngineError
 from ..rng import STREAM_S6, Stream
+from .s5_router import blocked_uniforms
 
 READS = ("s5_arrival_roster", "merchants")
 POLICIES = ("virtual_edge_policy_v1",)
@@ -138,7 +139,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
         raise EngineError(POLICY, f"merchant_id={mid[r]}",
                           f"virtual arrival but the merchant's edge list ({where}) is empty")
 
-    u = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S6).uniforms(mid, vseq)
+    u = blocked_uniforms(Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S6), mid, vseq)
     edge = lists.seg_first[seg] + alias.sample_many(lists.q, lists.alias, lists.seg_offsets, seg, u)
 
     mid_s = pl.Series("merchant_id", mid, dtype=pl.UInt64)

@@ -143,8 +143,10 @@ def _lookup(universe: np.ndarray, values: np.ndarray) -> np.ndarray:
 def _unique(a: np.ndarray) -> np.ndarray:
     """Sorted distinct values. numpy 2's np.unique hashes integer keys, which is many times slower
     than sorting them on the key sizes met here; the audit's budget is a second for a million rows."""
+    if len(a) < 2 or bool((a[1:] > a[:-1]).all()):  # keys built in table order usually are already
+        return a
     s = np.sort(a)
-    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+    return s[np.r_[True, s[1:] != s[:-1]]]
 
 
 def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,13 +344,15 @@ class _Audit:
         """S1 weights with each site's tzid and site_id, in S1 PK order (the order S2 slices follow)."""
         s1 = self.inp["s1_site_weights"].select(*SITE_PK, "p_weight").sort(SITE_PK, maintain_order=True)
         tz = self.inp["site_timezones"].select(*SITE_PK, "tzid").sort(SITE_PK, maintain_order=True)
-        if s1.height == tz.height and s1.select(SITE_PK).equals(tz.select(SITE_PK)):
+        same_keys = s1.height == tz.height and s1.select(SITE_PK).equals(tz.select(SITE_PK))
+        if same_keys:
             sites = s1.with_columns(tz["tzid"])
         else:
             sites = s1.join(tz, on=SITE_PK, how="inner", maintain_order="left")
         sids = site_ids(sites["merchant_id"].to_list(), sites["legal_country_iso"].to_list(),
                         sites["site_order"].to_list())
-        return {"s1": s1, "tz": tz, "sites": sites.with_columns(site_id=pl.Series(sids, dtype=pl.UInt64))}
+        return {"s1": s1, "tz": tz, "same_keys": same_keys,
+                "sites": sites.with_columns(site_id=pl.Series(sids, dtype=pl.UInt64))}
 
     def _prep_universe(self) -> dict:
         """Sorted merchant ids and tzids every key code refers to (S1, site tz, S3 and S4)."""
@@ -458,8 +462,10 @@ class _Audit:
         vm = mi_s[virtual]
         vkey = (vm << SEQ_BITS) | _seq_in_runs(vm).astype(np.int64)
         day = r["utc_day"].gather(order)
+        # Merchants outside every table S7 knows cannot be keyed; S5.ROSTER names them from the raw ids.
+        merchants = _unique(r["merchant_id"].to_numpy()) if (~known).any() else mer[_unique(mi_s)]
         return {"key": key[known], "day": day.filter(pl.Series(known)), "vkey": vkey,
-                "vday": day.filter(pl.Series(virtual)), "unknown": int((~known).sum()), "mer": mer}
+                "vday": day.filter(pl.Series(virtual)), "merchants": merchants, "mer": mer}
 
     def _event_keys(self, dataset_id: str, seq_col: str) -> dict:
         ev = self.inp[dataset_id]
@@ -562,12 +568,13 @@ class _Audit:
             dups = df.select(SITE_PK).is_duplicated().sum()
             if dups:
                 problems.append(f"{name}: {dups} rows share a site key")
-        only_s1 = s1.select(SITE_PK).join(tz.select(SITE_PK), on=SITE_PK, how="anti")
-        only_tz = tz.select(SITE_PK).join(s1.select(SITE_PK), on=SITE_PK, how="anti")
-        if only_s1.height:
-            problems.append(f"{only_s1.height} S1 sites without a tzid{_examples(only_s1.rows())}")
-        if only_tz.height:
-            problems.append(f"{only_tz.height} site_timezones sites without S1 weight{_examples(only_tz.rows())}")
+        if not p["same_keys"]:
+            only_s1 = s1.select(SITE_PK).join(tz.select(SITE_PK), on=SITE_PK, how="anti")
+            only_tz = tz.select(SITE_PK).join(s1.select(SITE_PK), on=SITE_PK, how="anti")
+            if only_s1.height:
+                problems.append(f"{only_s1.height} S1 sites without a tzid{_examples(only_s1.rows())}")
+            if only_tz.height:
+                problems.append(f"{only_tz.height} site_timezones sites without S1 weight{_examples(only_tz.rows())}")
         self.metrics["sites"] = s1.height
         self.metrics["merchants"] = int(s1["merchant_id"].n_unique())
         return not problems, "; ".join(problems) or f"{s1.height} sites, same keys in S1 and site_timezones"
@@ -908,15 +915,10 @@ class _Audit:
         wrong_day = int((r["utc_day"] != ts.str.slice(0, 10)).sum())
         if wrong_day:
             problems.append(f"{wrong_day} rows whose utc_day is not the date of utc_timestamp")
-        rs = self.need("roster")
-        if rs["unknown"]:
-            mer = self.need("universe")["mer"]
-            unknown = _only_in(m.to_numpy(), mer)
-            problems.append(f"{rs['unknown']} arrivals of merchants without S1 sites{_examples(unknown)}")
         s1_merchants = _unique(self.need("sites")["s1"]["merchant_id"].to_numpy())
-        outside = _only_in(m.to_numpy()[:0] if not rs["unknown"] else m.to_numpy(), s1_merchants)
-        if len(outside) and not rs["unknown"]:
-            problems.append(f"arrivals of merchants without S1 sites{_examples(outside)}")
+        outside = _only_in(self.need("roster")["merchants"], s1_merchants)
+        if len(outside):
+            problems.append(f"{len(outside)} merchants with arrivals but without S1 sites{_examples(outside)}")
         self.metrics["arrivals"] = r.height
         self.metrics["virtual_arrivals"] = int(r["is_virtual"].sum())
         return not problems, "; ".join(problems) or f"{r.height} arrivals in order, days consistent, merchants known"
