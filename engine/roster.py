@@ -72,7 +72,6 @@ _GROUP_SHIFT = 38  # segmented running max: key = group << 38 | (tod - k + 2^20)
 MAX_MERCHANT_DAYS = 1 << (64 - _GROUP_SHIFT)
 CHANNELS = ("card_present", "card_not_present", "omni")
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.6fZ"
 # Hours, minutes and seconds in range; the date part is checked against utc_day and the day grid.
 # ASCII classes, not \d: Unicode digits are not RFC 3339 (and the ASCII class is faster).
 _TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z$"
@@ -326,6 +325,37 @@ def _unique_times(tod: np.ndarray, group: np.ndarray, rank: np.ndarray, counts: 
     return out, int((out != drawn).sum())
 
 
+def _format_timestamps(ts_us: np.ndarray, epoch_days: np.ndarray) -> pl.Series:
+    """RFC 3339 strings 'YYYY-MM-DDTHH:MM:SS.ffffffZ' of microsecond instants inside the given days.
+
+    Written as a byte matrix (one row of 27 ASCII bytes per instant; the date part from a per-day
+    table) and handed to Arrow without a copy. Same text as polars' strftime (tested), at about
+    half its cost, which matters on a million rows.
+    """
+    first = int(epoch_days[0])
+    prefix = np.frombuffer("".join(_day_string(int(d)) + "T" for d in epoch_days).encode("ascii"),
+                           dtype=np.uint8).reshape(-1, 11)
+    day = ts_us // DAY_US
+    tod = ts_us - day * DAY_US
+    sec = tod // 1_000_000
+    frac = tod - sec * 1_000_000
+    cols = np.empty((27, ts_us.size), dtype=np.uint8)  # column-major: each write is contiguous
+    cols[:11] = prefix[day - first].T
+    for at, value in ((11, sec // 3600), (14, sec // 60 % 60), (17, sec % 60)):
+        cols[at] = 48 + value // 10  # ASCII '0' is 48
+        cols[at + 1] = 48 + value % 10
+    cols[13] = cols[16] = ord(":")
+    cols[19] = ord(".")
+    for at in range(25, 19, -1):
+        frac, digit = np.divmod(frac, 10)
+        cols[at] = 48 + digit
+    cols[26] = ord("Z")
+    data = np.ascontiguousarray(cols.T).reshape(-1)
+    offsets = np.arange(0, 27 * (ts_us.size + 1), 27, dtype=np.int32)
+    arrow = pa.Array.from_buffers(pa.string(), ts_us.size, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pl.Series("utc_timestamp", arrow)
+
+
 # ---------------------------------------------------------------------------------------------
 # build
 # ---------------------------------------------------------------------------------------------
@@ -430,7 +460,7 @@ def build_roster(
     idx_m = pl.Series(a_m.astype(np.uint32))
     roster = pl.DataFrame({
         "merchant_id": pl.Series(mid[a_m], dtype=pl.UInt64),
-        "utc_timestamp": pl.from_epoch(pl.Series(ts_us), time_unit="us").dt.strftime(_TS_FORMAT),
+        "utc_timestamp": _format_timestamps(ts_us, epoch_days),
         "utc_day": day_strings.gather(pl.Series(a_d.astype(np.uint32))),
         "is_virtual": mt["is_virtual"].gather(idx_m),
         "merchant_class": mt["merchant_class"].gather(idx_m),
@@ -439,8 +469,7 @@ def build_roster(
     roster = validate_roster(roster, merchants, day_range, f"{DATASET_ID} (built by engine/roster.py)")
 
     card = _card(
-        policy, mt, grid, (h_start, h_end), active, counts, d_idx, m_idx, local_weekday[tz_of[m_idx], d_idx],
-        roster, defaulted, n_normal, n_capped, n_bumped, len(tzids),
+        policy, mt, grid, (h_start, h_end), active, counts, m_idx, wd, defaulted, n_normal, n_capped, n_bumped, len(tzids),
     )
     return roster, card
 
@@ -449,17 +478,18 @@ def build_roster(
 # card
 # ---------------------------------------------------------------------------------------------
 
-def _card(policy, mt, grid, horizon, active, counts, d_idx, m_idx, weekday, roster, defaulted,
+def _card(policy, mt, grid, horizon, active, counts, m_idx, weekday, defaulted,
           n_normal, n_capped, n_bumped, n_tzids) -> dict:
     """The roster card: the facts PRE-01..03 are judged on, plus the law's diagnostics."""
     n_m, n_days = active.shape
     c = counts.astype(np.float64)
     virt = mt["is_virtual"].to_numpy()
+    # per-merchant arrivals from the counts, so the card never scans the million-row roster
+    per_merchant = np.bincount(m_idx, weights=counts, minlength=n_m).astype(np.int64)
     cells = (
-        mt.group_by("merchant_class", "channel").agg(pl.len().alias("merchants"))
-        .join(roster.group_by("merchant_class", "channel").agg(pl.len().alias("arrivals")),
-              on=["merchant_class", "channel"], how="left")
-        .with_columns(pl.col("arrivals").fill_null(0))
+        mt.with_columns(pl.Series("arrivals", per_merchant))
+        .group_by("merchant_class", "channel")
+        .agg(pl.len().alias("merchants"), pl.col("arrivals").sum())
         .sort("merchant_class", "channel")
     )
     by_wd = [
@@ -480,7 +510,7 @@ def _card(policy, mt, grid, horizon, active, counts, d_idx, m_idx, weekday, rost
         "merchant_days": n_m * n_days,
         "active_merchant_days": int(active.sum()),
         "active_days_per_merchant_min": int(active.sum(axis=1).min()),
-        "arrivals_total": int(roster.height),
+        "arrivals_total": int(per_merchant.sum()),
         "arrivals_per_merchant_day": {
             "p10": float(np.quantile(c, 0.10)), "p50": float(np.quantile(c, 0.50)),
             "p90": float(np.quantile(c, 0.90)), "max": int(counts.max()), "min": int(counts.min()),
@@ -493,7 +523,7 @@ def _card(policy, mt, grid, horizon, active, counts, d_idx, m_idx, weekday, rost
         "class_channel_cells": cells.to_dicts(),
         "classes_on_default_profile": defaulted,
         "virtual_merchants": int(virt.sum()),
-        "virtual_share_of_arrivals": float(roster["is_virtual"].mean()),
+        "virtual_share_of_arrivals": float(per_merchant[virt].sum() / per_merchant.sum()),
         "home_tzids": n_tzids,
         "count_draws": {"normal_approximation": n_normal, "inverse_cdf": int(counts.size) - n_normal, "rate_capped": n_capped},
         "timestamps_bumped": n_bumped,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import time
 import zoneinfo
 
 import numpy as np
@@ -239,13 +238,7 @@ def test_size_quantile_function_hits_its_knots(policy):
 
 
 # ---------------------------------------------------------------------------------------------
-# Performance and scale
-
-
-def test_default_world_builds_fast(policy, fingerprint):
-    world.build_world(policy.data, 42, fingerprint)  # reference data already cached
-    best = min(_timed(lambda: world.build_world(policy.data, 42, fingerprint)) for _ in range(3))
-    assert best < 0.5, best
+# Scale (timings live in benchmarks/)
 
 
 def test_scale_smoke_20000(policy, fingerprint):
@@ -259,12 +252,6 @@ def test_scale_smoke_20000(policy, fingerprint):
     assert applies["total_sites"]["target"] == pytest.approx(31257 * 20000 / 1238)
     for ds in UPSTREAM_DATASETS:
         contracts.check_key_order(ds, getattr(w, ds))
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------------------------------------
