@@ -174,7 +174,8 @@ def s4_merchant_days(s4: pl.DataFrame) -> pl.DataFrame:
     return s4.group_by(_MD).agg(
         pl.len().alias("n"),
         _PG.max().alias("max_p"),
-        (pl.when(_PG > 0).then(-_PG * _PG.log()).otherwise(0.0).sum() + 0.0).alias("entropy"),  # + 0.0: no -0.0
+        # every term is >= 0; abs() only turns the -0.0 of a single-group day into 0.0
+        pl.when(_PG > 0).then(-_PG * _PG.log()).otherwise(0.0).sum().abs().alias("entropy"),
         (_PG >= GROUP_SHARE_FLOOR).sum().alias("n_ge_005"),
         (_PG.sum() - 1.0).abs().alias("mass_error"),
         (_PG.sort_by("mass_raw").diff().fill_null(0.0) >= 0).all().alias("rank_ok"),
@@ -316,6 +317,36 @@ def s3_s4_cohorts(s3: pl.DataFrame, s4: pl.DataFrame, site_timezones: pl.DataFra
 
 def cohort_tables(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, site_timezones: pl.DataFrame,
                   merchants: pl.DataFrame | None = None, size_buckets: dict | None = None) -> dict:
-    """All diagnostic cohort tables as JSON-ready rows: {"S1": [...], "S3_S4": [...]}."""
-    return {"S1": s1_cohorts(s1, site_timezones).to_dicts(),
-            "S3_S4": s3_s4_cohorts(s3, s4, site_timezones, merchants, size_buckets, s1).to_dicts()}
+    """All diagnostic cohort tables as JSON-ready rows: {"S1": [...], "S3_S4": [...]}; a metric
+    that is undefined for a cohort (NaN, e.g. T-S3-02 with < 2 large tz groups) becomes None."""
+    def rows(df: pl.DataFrame) -> list[dict]:
+        return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in df.to_dicts()]
+
+    return {"S1": rows(s1_cohorts(s1, site_timezones)),
+            "S3_S4": rows(s3_s4_cohorts(s3, s4, site_timezones, merchants, size_buckets, s1))}
+
+
+# --- plot data (evidence pack) ---
+
+PLOT_TOP_TZ_GROUPS = 8  # "gamma by top tz groups": the groups with the most S3 rows
+
+
+def plot_series(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame) -> dict:
+    """The raw series behind the evidence plots of CERTIFICATION.md, as plain lists: S1 HHI and
+    top1/top2 per merchant; S3 merchant std(gamma) and gamma of the largest tz groups; S4 max
+    p_group and entropy per merchant-day and the merchant-day count by number of groups."""
+    s1m = _per_merchant(s1).sort(_BY_MERCHANT)
+    top_tz = s3.group_by("tz_group_id").len().sort(["len", "tz_group_id"], descending=[True, False]) \
+        .head(PLOT_TOP_TZ_GROUPS)["tz_group_id"].to_list()
+    md = s4_merchant_days(s4).sort(_MD)
+    groups = md.group_by("n").len().sort("n")
+    return {
+        "s1_hhi": s1m["hhi"].to_list(),
+        "s1_top1": s1m["top1"].to_list(),
+        "s1_top2": s1m["top2"].fill_null(0.0).to_list(),
+        "s3_merchant_std": s3_merchant_std(s3).sort(_BY_MERCHANT)["gamma_std"].to_list(),
+        "s3_gamma_by_tz": {tz: s3.filter(pl.col("tz_group_id") == tz)["gamma"].to_list() for tz in top_tz},
+        "s4_max_p": md["max_p"].to_list(),
+        "s4_entropy": md["entropy"].to_list(),
+        "s4_groups_per_day": dict(zip(groups["n"].to_list(), groups["len"].to_list())),
+    }

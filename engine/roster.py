@@ -3,9 +3,12 @@
 The plan's validation precondition needs repeated arrivals per merchant-day over the whole S3 day
 grid (WORLD.md, "The realism-grade roster"; CERTIFICATION.md PRE-01..03). The law, per merchant:
 
+* horizon: the S3 day grid, or an explicit sub-range of it (a short horizon is the PRE-01 negative
+  control of the certification harness);
 * activity: each day of the horizon is active unless its activity uniform falls below
-  `inactive_day_prob`; if that leaves fewer than `min_active_days`, the days with the largest
-  activity uniforms are switched back on, so the minimum holds by construction;
+  `inactive_day_prob`; if that leaves fewer than `min_active_days` (or than the horizon's days,
+  if fewer), the days with the largest activity uniforms are switched back on, so the minimum
+  holds by construction;
 * count: an active day gets N = `min_arrivals_per_active_day` + Poisson(rate) arrivals, with
   rate = rate_scale x base_rate[class] x weekday[class][local weekday]
          x (sites / size_reference_sites) ^ size_exponent x merchant volume factor,
@@ -107,7 +110,7 @@ def _day_grid(day_range: tuple[str, str], where: str) -> tuple[int, int]:
 def _horizon(policy: dict, grid: tuple[int, int]) -> tuple[int, int]:
     """The roster's days: the S3 day grid, or an explicit sub-range of it (S5 needs S4 rows for every day)."""
     h = policy["horizon"]
-    if h["mode"] == "follow_day_grid":
+    if h == "follow_day_grid":
         return grid
     start = _parse_day(h["start"], POLICY_NAME, "/horizon/start")
     end = _parse_day(h["end"], POLICY_NAME, "/horizon/end")
@@ -149,6 +152,14 @@ def _profiles(policy: dict, classes: list[str]) -> tuple[dict[str, int], np.ndar
 # merchants: facts, size, home time zone
 # ---------------------------------------------------------------------------------------------
 
+def _cast(df: pl.DataFrame, where: str, **types) -> pl.DataFrame:
+    """The named columns under the given types; a value that cannot take its type is an input error."""
+    try:
+        return df.select(pl.col(name).cast(dtype) for name, dtype in types.items())
+    except pl.exceptions.PolarsError as exc:  # e.g. a negative merchant_id
+        raise EngineError(where, ",".join(types), f"column cannot take its contract type: {exc}") from None
+
+
 def _merchant_table(merchants: pl.DataFrame, site_timezones: pl.DataFrame) -> pl.DataFrame:
     """One row per merchant (ascending merchant_id): facts, number of sites and home tzid."""
     need = {"merchant_id", "home_country_iso", "merchant_class", "channel", "is_virtual"}
@@ -158,11 +169,8 @@ def _merchant_table(merchants: pl.DataFrame, site_timezones: pl.DataFrame) -> pl
     missing = sorted({"merchant_id", "legal_country_iso", "tzid"} - set(site_timezones.columns))
     if missing:
         raise EngineError("site_timezones", ",".join(missing), "missing column(s)")
-    m = merchants.select(
-        pl.col("merchant_id").cast(pl.UInt64), pl.col("home_country_iso").cast(pl.String),
-        pl.col("merchant_class").cast(pl.String), pl.col("channel").cast(pl.String),
-        pl.col("is_virtual").cast(pl.Boolean),
-    ).sort("merchant_id")
+    m = _cast(merchants, "merchants", merchant_id=pl.UInt64, home_country_iso=pl.String,
+              merchant_class=pl.String, channel=pl.String, is_virtual=pl.Boolean).sort("merchant_id")
     if m.height == 0:
         raise EngineError("merchants", "(table)", "no merchants: a roster needs at least one")
     for col in m.columns:
@@ -176,9 +184,10 @@ def _merchant_table(merchants: pl.DataFrame, site_timezones: pl.DataFrame) -> pl
         raise EngineError("merchants", f"merchant_id {m['merchant_id'][int(bad.arg_max())]}",
                           f"channel {m['channel'][int(bad.arg_max())]!r} not one of {CHANNELS}")
 
-    sites = site_timezones.select(
-        pl.col("merchant_id").cast(pl.UInt64), pl.col("legal_country_iso").cast(pl.String), pl.col("tzid").cast(pl.String)
-    )
+    sites = _cast(site_timezones, "site_timezones", merchant_id=pl.UInt64, legal_country_iso=pl.String, tzid=pl.String)
+    for col in sites.columns:
+        if sites[col].null_count():
+            raise EngineError("site_timezones", col, "null value(s); column is non-nullable")
     orphan = sites.join(m.select("merchant_id"), on="merchant_id", how="anti")
     if orphan.height:
         # S1 routes every site's merchant; one missing here would have no arrivals (PRE-03).
@@ -377,10 +386,9 @@ def build_roster(
     grid = _day_grid(day_range, POLICY_NAME)
     h_start, h_end = _horizon(policy, grid)
     n_days = h_end - h_start + 1
-    min_active = int(policy["min_active_days"])
-    if min_active > n_days:
-        raise EngineError(POLICY_NAME, "/min_active_days",
-                          f"min_active_days {min_active} exceeds the horizon of {n_days} day(s)")
+    # A horizon shorter than min_active_days (the one-day negative control) makes every day active;
+    # PRE-01 then judges the horizon, which is the point of such a roster.
+    min_active = min(int(policy["min_active_days"]), n_days)
     floor_n = int(policy["min_arrivals_per_active_day"])
     rate_pol = policy["rate"]
 
@@ -468,9 +476,12 @@ def build_roster(
     })
     roster = validate_roster(roster, merchants, day_range, f"{DATASET_ID} (built by engine/roster.py)")
 
-    card = _card(
-        policy, mt, grid, (h_start, h_end), active, counts, m_idx, wd, defaulted, n_normal, n_capped, n_bumped, len(tzids),
-    )
+    # the card from the counts already in hand (the same recipe roster_card applies to a frame)
+    per_day = pl.DataFrame({"merchant_id": pl.Series(mid[m_idx], dtype=pl.UInt64),
+                            "utc_day": day_strings.gather(pl.Series(d_idx.astype(np.uint32))),
+                            "len": pl.Series(counts, dtype=pl.UInt32)})
+    card = _card_from_counts(per_day, merchants, day_range) | _law_card(
+        policy, (h_start, h_end), min_active, active, counts, wd, defaulted, n_normal, n_capped, n_bumped, len(tzids))
     return roster, card
 
 
@@ -478,24 +489,73 @@ def build_roster(
 # card
 # ---------------------------------------------------------------------------------------------
 
-def _card(policy, mt, grid, horizon, active, counts, m_idx, weekday, defaulted,
-          n_normal, n_capped, n_bumped, n_tzids) -> dict:
-    """The roster card: the facts PRE-01..03 are judged on, plus the law's diagnostics."""
-    n_m, n_days = active.shape
-    c = counts.astype(np.float64)
-    virt = mt["is_virtual"].to_numpy()
-    # per-merchant arrivals from the counts, so the card never scans the million-row roster
-    per_merchant = np.bincount(m_idx, weights=counts, minlength=n_m).astype(np.int64)
+def roster_card(roster: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[str, str]) -> dict:
+    """The facts PRE-01..03 are judged on, measured on a roster frame (built or user-supplied)."""
+    return _card_from_counts(roster.group_by("merchant_id", "utc_day").len(), merchants, day_range)
+
+
+def _card_from_counts(per_day: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[str, str]) -> dict:
+    """The roster card from arrivals per (merchant_id, utc_day) (column `len`), one recipe for all rosters.
+
+    Recipes as in CERTIFICATION.md: horizon = (max utc_day - min utc_day) + 1; arrivals per
+    active merchant-day (a merchant-day with at least one arrival) with linear-interpolation
+    quantiles (p50 is the midpoint median); coverage of the merchants table's classes and channels.
+    The virtual share uses the merchants table's is_virtual, which a valid roster repeats.
+    """
+    grid = _day_grid(day_range, DATASET_ID)
+    facts = merchants.select(
+        pl.col("merchant_id").cast(pl.UInt64), pl.col("merchant_class").cast(pl.String),
+        pl.col("channel").cast(pl.String), pl.col("is_virtual").cast(pl.Boolean),
+    )
+    per_day = per_day.sort("merchant_id", "utc_day")  # group_by order varies; the card's floats must not
+    n = per_day["len"].to_numpy().astype(np.float64)
+    per_merchant = per_day.group_by("merchant_id").agg(pl.col("len").sum().alias("arrivals"), pl.len().alias("days"))
+    with_arrivals = facts.join(per_merchant, on="merchant_id", how="left").with_columns(
+        pl.col("arrivals", "days").fill_null(0))
     cells = (
-        mt.with_columns(pl.Series("arrivals", per_merchant))
-        .group_by("merchant_class", "channel")
+        with_arrivals.group_by("merchant_class", "channel")
         .agg(pl.len().alias("merchants"), pl.col("arrivals").sum())
         .sort("merchant_class", "channel")
     )
-    by_wd = [
-        float(c[weekday == w].mean()) if (weekday == w).any() else None for w in range(7)
-    ]
+    present = with_arrivals.filter(pl.col("arrivals") > 0)
+    first, last = (per_day["utc_day"].min(), per_day["utc_day"].max()) if per_day.height else (None, None)
+    span = (_parse_day(last, DATASET_ID, "utc_day") - _parse_day(first, DATASET_ID, "utc_day") + 1) if first else 0
+    total = int(n.sum())
+
+    def quantile(q: float) -> float | None:
+        return float(np.quantile(n, q)) if n.size else None
+
     return {
+        "day_grid": {"start": _day_string(grid[0]), "end": _day_string(grid[1]), "days": grid[1] - grid[0] + 1},
+        "horizon": {"start": first, "end": last, "days": span},
+        "merchants": facts.height,
+        "merchants_with_arrivals": present.height,
+        "merchant_days": facts.height * span,
+        "active_merchant_days": int(n.size),
+        "active_days_per_merchant_min": int(with_arrivals["days"].min()) if facts.height else 0,
+        "arrivals_total": total,
+        "arrivals_per_merchant_day": {
+            "p10": quantile(0.10), "p50": quantile(0.50), "p90": quantile(0.90),
+            "min": int(n.min()) if n.size else None, "max": int(n.max()) if n.size else None,
+            "mean": float(n.mean()) if n.size else None,
+        },
+        "share_active_merchant_days_ge2": float((n >= 2).mean()) if n.size else 0.0,
+        "merchant_classes": sorted(facts["merchant_class"].unique().to_list()),
+        "channels": sorted(facts["channel"].unique().to_list()),
+        "merchant_classes_without_arrivals": sorted(set(facts["merchant_class"]) - set(present["merchant_class"])),
+        "channels_without_arrivals": sorted(set(facts["channel"]) - set(present["channel"])),
+        "class_channel_cells": cells.to_dicts(),
+        "virtual_merchants": int(facts["is_virtual"].sum()),
+        "virtual_share_of_arrivals": float(present.filter("is_virtual")["arrivals"].sum() / total) if total else 0.0,
+    }
+
+
+def _law_card(policy, horizon, min_active, active, counts, weekday, defaulted, n_normal, n_capped, n_bumped, n_tzids) -> dict:
+    """What only the builder knows: the policy, RNG layout and the law's own diagnostics."""
+    c = counts.astype(np.float64)
+    by_weekday = [float(c[weekday == w].mean()) if (weekday == w).any() else None for w in range(7)]
+    return {
+        "source": "built",
         "policy_id": policy["policy_id"],
         "version_tag": policy["version_tag"],
         "rng": {
@@ -504,26 +564,11 @@ def _card(policy, mt, grid, horizon, active, counts, m_idx, weekday, defaulted,
             "counter_lo": "epoch_day * 2^20 + slot (0 activity, 1 count uniform, 2 count normal, 8 + j arrival j); "
                           "merchant level 2^63 + slot (0 volume normal)",
         },
-        "day_grid": {"start": _day_string(grid[0]), "end": _day_string(grid[1]), "days": grid[1] - grid[0] + 1},
-        "horizon": {"start": _day_string(horizon[0]), "end": _day_string(horizon[1]), "days": n_days},
-        "merchants": n_m,
-        "merchant_days": n_m * n_days,
-        "active_merchant_days": int(active.sum()),
-        "active_days_per_merchant_min": int(active.sum(axis=1).min()),
-        "arrivals_total": int(per_merchant.sum()),
-        "arrivals_per_merchant_day": {
-            "p10": float(np.quantile(c, 0.10)), "p50": float(np.quantile(c, 0.50)),
-            "p90": float(np.quantile(c, 0.90)), "max": int(counts.max()), "min": int(counts.min()),
-            "mean": float(c.mean()),
-        },
-        "share_active_merchant_days_ge2": float((counts >= 2).mean()),
-        "arrivals_per_merchant_day_by_local_weekday": by_wd,
-        "merchant_classes": sorted(set(mt["merchant_class"].to_list())),
-        "channels": sorted(set(mt["channel"].to_list())),
-        "class_channel_cells": cells.to_dicts(),
+        "policy_horizon": {"start": _day_string(horizon[0]), "end": _day_string(horizon[1]), "days": active.shape[1]},
+        "min_active_days_applied": min_active,
+        "inactive_merchant_days": int(active.size - active.sum()),
+        "arrivals_per_merchant_day_by_local_weekday": by_weekday,  # Monday..Sunday, home time zone
         "classes_on_default_profile": defaulted,
-        "virtual_merchants": int(virt.sum()),
-        "virtual_share_of_arrivals": float(per_merchant[virt].sum() / per_merchant.sum()),
         "home_tzids": n_tzids,
         "count_draws": {"normal_approximation": n_normal, "inverse_cdf": int(counts.size) - n_normal, "rate_capped": n_capped},
         "timestamps_bumped": n_bumped,
@@ -542,34 +587,23 @@ def validate_roster(df: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[
     """The roster under the exact contract schema, or an EngineError naming `where`, the row and the rule.
 
     Rules: contract schema; utc_timestamp RFC 3339 with 6 fractional digits and Z; utc_day equal to
-    the timestamp's date and inside the day grid; merchant known, with the merchants table's
-    is_virtual, merchant_class and channel; rows sorted by (utc_timestamp, merchant_id); no
-    duplicate (merchant_id, utc_timestamp). Row numbers are 0-based positions in the file.
+    the timestamp's date; rows sorted by (utc_timestamp, merchant_id); no duplicate
+    (merchant_id, utc_timestamp); utc_day inside the day grid; merchant known, with the merchants
+    table's is_virtual, merchant_class and channel. Row numbers are 0-based positions in the file.
     """
-    df = _conformed(df, where)
+    df = _check_rows(_conformed(df, where), where)
     grid = _day_grid(day_range, where)
-    ts, day, mid = df["utc_timestamp"], df["utc_day"], df["merchant_id"]
-
-    bad = _first(~ts.str.contains(_TS_PATTERN))
-    if bad is not None:
-        raise EngineError(where, f"row {bad}", f"utc_timestamp {ts[bad]!r} is not RFC 3339 UTC with 6 fractional digits and Z")
-    bad = _first(~ts.str.starts_with(day))
-    if bad is not None:
-        raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} differs from the date of utc_timestamp {ts[bad]!r}")
-    # the date part equals utc_day, so membership in the grid also proves it is a calendar date
+    day, mid = df["utc_day"], df["merchant_id"]
+    # the date part equals utc_day (checked above), so grid membership also proves a calendar date
     grid_days = [_day_string(d) for d in range(grid[0], grid[1] + 1)]
     bad = _first(~day.is_in(grid_days))
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} outside the day grid {grid_days[0]}..{grid_days[-1]}")
 
-    facts = merchants.select(
-        pl.col("merchant_id").cast(pl.UInt64),
-        pl.col("is_virtual").cast(pl.Boolean).alias("_v"),
-        pl.col("merchant_class").cast(pl.String).alias("_c"),
-        pl.col("channel").cast(pl.String).alias("_ch"),
-    ).unique("merchant_id", keep="first")
+    facts = _cast(merchants, "merchants", merchant_id=pl.UInt64, is_virtual=pl.Boolean, merchant_class=pl.String,
+                  channel=pl.String).rename({"is_virtual": "_v", "merchant_class": "_c", "channel": "_ch"})
     joined = df.select("merchant_id", "is_virtual", "merchant_class", "channel").join(
-        facts, on="merchant_id", how="left", maintain_order="left")
+        facts.unique("merchant_id", keep="first"), on="merchant_id", how="left", maintain_order="left")
     bad = _first(joined["_c"].is_null())
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"merchant_id {mid[bad]} not in the merchants table")
@@ -582,8 +616,20 @@ def validate_roster(df: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[
                           f"merchant {row['merchant_id']}: (is_virtual, merchant_class, channel) = "
                           f"({row['is_virtual']}, {row['merchant_class']}, {row['channel']}) differ from the merchants table "
                           f"({row['_v']}, {row['_c']}, {row['_ch']})")
+    return df
 
+
+def _check_rows(df: pl.DataFrame, where: str) -> pl.DataFrame:
+    """The rules a roster file shows on its own: timestamp format, utc_day agreement, order, uniqueness."""
+    ts, day, mid = df["utc_timestamp"], df["utc_day"], df["merchant_id"]
+    bad = _first(~ts.str.contains(_TS_PATTERN))
+    if bad is not None:
+        raise EngineError(where, f"row {bad}", f"utc_timestamp {ts[bad]!r} is not RFC 3339 UTC with 6 fractional digits and Z")
+    bad = _first(~ts.str.starts_with(day))
+    if bad is not None:
+        raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} differs from the date of utc_timestamp {ts[bad]!r}")
     if df.height > 1:
+        # fixed-width RFC 3339 strings compare like the instants they name
         t0, t1, m0, m1 = ts[:-1], ts[1:], mid[:-1], mid[1:]
         bad = _first((t0 > t1) | ((t0 == t1) & (m0 > m1)))
         if bad is not None:
@@ -619,8 +665,13 @@ def _conformed(df: pl.DataFrame, where: str) -> pl.DataFrame:
         raise EngineError(where, "(schema)", f"column cannot take the contract type: {exc}") from None
 
 
-def load_user_roster(path, merchants: pl.DataFrame, day_range: tuple[str, str]) -> pl.DataFrame:
-    """A user-supplied Parquet roster, validated like a built one (errors name the file)."""
+def load_user_roster(path, merchants: pl.DataFrame | None = None, day_range: tuple[str, str] | None = None) -> pl.DataFrame:
+    """A user-supplied Parquet roster under the contract schema; errors name the file, row and rule.
+
+    With `merchants` and `day_range` the roster is fully validated (validate_roster). Without them
+    only what the file alone can show is checked (schema, timestamp format, utc_day agreement,
+    order, duplicates); the caller must then run validate_roster before using it.
+    """
     path = Path(path)
     if not path.is_file():
         raise EngineError(path, "(file)", "roster file not found")
@@ -628,4 +679,6 @@ def load_user_roster(path, merchants: pl.DataFrame, day_range: tuple[str, str]) 
         df = pl.read_parquet(path)
     except Exception as exc:  # polars raises several types for a damaged or foreign file
         raise EngineError(path, "(file)", f"not a readable Parquet file: {exc}") from None
+    if merchants is None or day_range is None:
+        return _check_rows(_conformed(df, str(path)), str(path))
     return validate_roster(df, merchants, day_range, str(path))

@@ -137,6 +137,20 @@ def test_pre03_every_merchant_class_and_channel_has_arrivals(world, built):
     assert set(roster["channel"]) == set(merchants["channel"])
 
 
+def test_card_reports_the_preconditions_facts(built):
+    card = built[1]
+    assert card["horizon"]["days"] == 90
+    assert card["arrivals_per_merchant_day"]["p50"] >= 2
+    assert card["share_active_merchant_days_ge2"] >= 0.9
+    assert card["merchants_with_arrivals"] == card["merchants"] == 100
+    assert card["merchant_classes_without_arrivals"] == card["channels_without_arrivals"] == []
+
+
+def test_built_card_equals_the_card_measured_on_the_roster_frame(world, built):
+    measured = R.roster_card(built[0], world[0], GRID)
+    assert measured == {k: built[1][k] for k in measured}
+
+
 def test_every_merchant_keeps_min_active_days_even_when_days_drop_often(world, policy):
     roster, card = R.build_roster(*world, variant(policy, inactive_day_prob=0.9), GRID, MF, SEED)
     active = roster.group_by("merchant_id").agg(pl.col("utc_day").n_unique())["utc_day"]
@@ -289,22 +303,25 @@ def test_home_time_zone_is_the_most_frequent_home_country_tzid():
 # --- horizon -----------------------------------------------------------------------------------
 
 def test_one_day_horizon_policy_gives_a_one_day_roster(world, policy):
-    pol = variant(policy, horizon={"mode": "explicit", "start": "2026-02-01", "end": "2026-02-01"}, min_active_days=1)
+    # the harness's PRE-01 negative control: only the horizon changes, min_active_days stays 28
+    pol = variant(policy, horizon={"start": "2026-02-01", "end": "2026-02-01"})
     roster, card = R.build_roster(*world, pol, GRID, MF, SEED)
     assert roster["utc_day"].unique().to_list() == ["2026-02-01"]
-    assert card["horizon"]["days"] == 1
+    assert card["horizon"]["days"] == 1 and card["min_active_days_applied"] == 1
+    assert roster["merchant_id"].n_unique() == world[0].height
 
 
 def test_explicit_horizon_outside_the_day_grid_is_refused(world, policy):
-    pol = variant(policy, horizon={"mode": "explicit", "start": "2025-12-31", "end": "2026-01-30"})
+    pol = variant(policy, horizon={"start": "2025-12-31", "end": "2026-01-30"})
     with pytest.raises(EngineError, match="leaves the day grid"):
         R.build_roster(*world, pol, GRID, MF, SEED)
 
 
-def test_min_active_days_longer_than_the_horizon_is_refused(world, policy):
-    pol = variant(policy, horizon={"mode": "explicit", "start": "2026-02-01", "end": "2026-02-10"})
-    with pytest.raises(EngineError, match="min_active_days 28 exceeds the horizon of 10"):
-        R.build_roster(*world, pol, GRID, MF, SEED)
+def test_explicit_horizon_form_is_accepted_by_the_schema(tmp_path, policy):
+    import json
+    pol = variant(policy, horizon={"start": "2026-01-05", "end": "2026-01-05"})
+    (tmp_path / "roster_policy_v1.json").write_text(json.dumps(pol))
+    assert load_policy("roster_policy_v1", tmp_path).data["horizon"] == {"start": "2026-01-05", "end": "2026-01-05"}
 
 
 # --- inputs ------------------------------------------------------------------------------------
@@ -340,6 +357,23 @@ def test_a_valid_user_roster_loads_unchanged(tmp_path, world, built):
     path = tmp_path / "roster.parquet"
     built[0].write_parquet(path)
     assert R.load_user_roster(path, world[0], GRID).equals(built[0])
+
+
+def test_a_user_roster_with_signed_merchant_ids_is_conformed_to_u64(tmp_path, world, built):
+    path = tmp_path / "roster.parquet"
+    small_roster(built).with_columns(pl.col("merchant_id").cast(pl.Int64)).write_parquet(path)
+    loaded = R.load_user_roster(path, world[0], GRID)
+    assert loaded.schema["merchant_id"] == pl.UInt64
+    assert loaded.equals(small_roster(built))
+
+
+def test_without_merchants_a_user_roster_gets_the_file_level_rules_only(tmp_path, built):
+    path = tmp_path / "roster.parquet"
+    small_roster(built).write_parquet(path)
+    assert R.load_user_roster(path).equals(small_roster(built))  # grid and merchants checked later
+    _swap(small_roster(built), 3, 4).write_parquet(path)
+    with pytest.raises(EngineError, match="not sorted"):
+        R.load_user_roster(path)
 
 
 def _swap(df: pl.DataFrame, i: int, j: int) -> pl.DataFrame:
@@ -401,9 +435,12 @@ def test_a_file_that_is_not_parquet_is_refused(tmp_path, world):
 def test_a_million_arrivals_build_in_under_one_and_a_half_seconds(policy):
     world = synthetic_world(1238, seed=7)
     best = float("inf")
-    for _ in range(3):  # best of three: the budget is for the code, not for a busy neighbour
-        t0 = time.perf_counter()
+    for _ in range(3):
+        # CPU time of this process, best of three: the budget is for the code, and the test
+        # machine's two cores are often shared with other jobs (wall time then doubles). The
+        # build is nearly single-threaded, so on an idle machine wall time is about the same.
+        t0 = time.process_time()
         roster, _ = R.build_roster(*world, policy, GRID, MF, SEED)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     assert 800_000 <= roster.height <= 1_200_000
     assert best < 1.5

@@ -8,6 +8,8 @@ import dataclasses
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from engine import alias, contracts
@@ -101,6 +103,11 @@ def route(world, ctx=CTX, **over):
 @pytest.fixture(scope="module")
 def world():
     return synth_world()
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    return synth_world(n_merchants=30, n_arrivals=3_000, n_days=5, mean_sites=4, seed=17)
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +263,23 @@ def test_deterministic_and_shard_invariant(world, routed):
             assert again[name].equals(routed[name]), (shard, name)
 
 
+def test_inner_block_size_is_invisible(world, routed, monkeypatch):
+    monkeypatch.setattr(s5_router, "BLOCK", 997)  # a prime: blocks cut merchants at odd places
+    again = route(world, selection_log=True, shard_merchants=13)
+    for name in ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5", "s5_selection_log"):
+        assert again[name].equals(routed[name]), name
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shard=st.integers(min_value=1, max_value=40), seed=st.integers(min_value=0, max_value=2**32 - 1))
+def test_shard_invariance_property(small_world, shard, seed):
+    ctx = dataclasses.replace(CTX, seed=seed)
+    one = route(small_world, ctx=ctx, selection_log=True)
+    many = route(small_world, ctx=ctx, selection_log=True, shard_merchants=shard)
+    for name in ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5", "s5_selection_log"):
+        assert many[name].equals(one[name]), (shard, name)
+
+
 def test_seed_changes_the_draws(world, routed):
     other = route(world, ctx=dataclasses.replace(CTX, seed=43))
     a, b = routed["rng_event_alias_pick_site"], other["rng_event_alias_pick_site"]
@@ -273,8 +297,10 @@ def test_trace_reconciles_with_events(routed):
         assert row["events"] == ev.height == ev["draws"].sum() and row["blocks"] == ev["blocks"].sum()
         assert row["draws"] == ev["draws"].sum()
         first, last = ev.row(0, named=True), ev.row(-1, named=True)
-        assert (row["first_counter_hi"], row["first_counter_lo"]) == (first["rng_counter_before_hi"], first["rng_counter_before_lo"])
-        assert (row["last_counter_hi"], row["last_counter_lo"]) == (last["rng_counter_after_hi"], last["rng_counter_after_lo"])
+        assert row["first_counter_hi"] == first["rng_counter_before_hi"]
+        assert row["first_counter_lo"] == first["rng_counter_before_lo"]
+        assert row["last_counter_hi"] == last["rng_counter_after_hi"]
+        assert row["last_counter_lo"] == last["rng_counter_after_lo"]
 
 
 def test_empty_roster(world):

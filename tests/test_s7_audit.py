@@ -21,7 +21,7 @@ SEED = 42
 MF = "ab" * 32
 CREATED = "2026-01-01T00:00:00.000000Z"
 CTX = Context(seed=SEED, manifest_fingerprint=MF, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED)
-POLICY_NAMES = ("alias_layout_policy_v1", "day_effect_policy_v1", "route_rng_policy_v1")
+POLICY_NAMES = ("alias_layout_policy_v1", "day_effect_policy_v1", "route_rng_policy_v1", "virtual_edge_policy_v1")
 TZS = ["America/New_York", "Asia/Tokyo", "Europe/Berlin", "Europe/London"]
 ISOS = ["DE", "GB", "JP", "US"]
 MODULE5, MODULE6 = "2B.S5.router", "2B.S6.edge_router"
@@ -401,6 +401,24 @@ def test_real_s5_router_output_passes(world):
     out = s5_router.run({k: inputs[k] for k in s5_router.READS}, {"route_rng_policy_v1": policies["route_rng_policy_v1"]}, CTX)
     routed = with_(inputs, **{k: out[k] for k in ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5")})
     assert failed(audit(routed, policies)) == set()
+
+
+def test_real_s6_edge_router_output_passes(world):
+    s6 = pytest.importorskip("engine.states.s6_edge_router")
+    inputs, policies = world
+    roster = inputs["s5_arrival_roster"]
+    merchants = (roster.group_by("merchant_id").agg(pl.col("is_virtual", "merchant_class", "channel").first())
+                 .with_columns(home_country_iso=pl.lit("US"), mcc=pl.lit(5411, pl.Int32)).sort("merchant_id")
+                 .select("merchant_id", "home_country_iso", "mcc", "merchant_class", "channel", "is_virtual"))
+    available = {**inputs, "merchants": merchants}
+    out = s6.run({k: available[k] for k in s6.READS}, {k: policies[k] for k in s6.POLICIES}, CTX)
+    routed = with_(inputs, **{k: out[k] for k in ("rng_event_cdn_edge_pick", "rng_trace_s6")})
+    assert failed(audit(routed, policies)) == set()
+
+
+def test_no_policies_to_recheck_fails(world):
+    inputs, _ = world
+    assert failed(audit(inputs, {})) == {"POLICY.DIGESTS"}
 
 
 def test_pass_report_bundles_and_verifies(world, tmp_path):

@@ -200,6 +200,13 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
     days = day_grid(policy)
     n_days = len(days)
     mode = policy.get("mode", "sigma_gamma_policy_v2")
+    # Fail closed on the policy before any work is done.
+    if mode == "sigma_gamma_policy_v2":
+        _check_v2(policy["sigma_gamma_policy_v2"])
+    elif mode == "scalar":
+        _check_clip(policy["sigma_gamma_policy_v2"]["gamma_clip"], "/sigma_gamma_policy_v2/gamma_clip")
+    else:
+        _fail("/mode", f"unknown mode {mode!r}")
 
     per_merchant, pairs = _topology(inputs["merchants"], inputs["site_timezones"])
     mid = per_merchant["merchant_id"].to_numpy().astype(np.uint64)
@@ -243,14 +250,12 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         if not sigma_scalar > 0:
             _fail("/sigma_gamma_scalar", "must be > 0")
         clip = policy["sigma_gamma_policy_v2"]["gamma_clip"]
-        _check_clip(clip, "/sigma_gamma_policy_v2/gamma_clip")
         sigma_pair = np.full(len(pair_merchant), sigma_scalar)
         source_pair = ["scalar"] * len(pair_merchant)
         amp_merchant = np.zeros(n_merchants)
         weekly_pair_day = np.zeros((len(pair_merchant), n_days))
-    elif mode == "sigma_gamma_policy_v2":
+    else:
         v2 = policy["sigma_gamma_policy_v2"]
-        _check_v2(v2)
         clip = v2["gamma_clip"]
         sigma_pair, source_pair = _resolve_sigma(v2, stream, mid, classes, seg_of_merchant,
                                                  pair_merchant, tz_of_pair, tz_names)
@@ -269,8 +274,6 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         amp_merchant = amp_seg[seg_of_merchant] if n_merchants else np.zeros(0)
         weekly_pair_day = (_weekly_table(tz_names, days, shift_by_tz, seg_of_merchant[pair_merchant], tz_of_pair,
                                          amp_seg, shapes) if n_rows else np.zeros((0, n_days)))
-    else:
-        _fail("/mode", f"unknown mode {mode!r}")
 
     # log_gamma = (-sigma^2/2 + weekly) + sigma Z; the bracket depends on (pair, day) only.
     drift = (-0.5 * sigma_pair * sigma_pair)[:, None] + weekly_pair_day
