@@ -280,12 +280,13 @@ def _inverse_cdf_counts(lam: np.ndarray, u: np.ndarray, k_max: int) -> np.ndarra
     return k
 
 
-def _quarter_cdf_table(offsets: np.ndarray, intraday: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _quarter_cdf_table(offsets: np.ndarray, intraday: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer CDF rows over the 96 UTC quarter hours, one per (profile, offset pattern).
 
     Distinct offset patterns (a constant offset, or a DST day's mixed quarters) are few, so the
     table stays small however many tzids and days there are. Returns the flat key table
-    (row << ROW_SHIFT | cdf) and, per (tz, day), its pattern index.
+    (row << ROW_SHIFT | cdf, row = profile x patterns + pattern), the pattern index of each
+    (tz, day) and the number of patterns.
     """
     n_tz, n_days, _ = offsets.shape
     patterns, pattern_of = np.unique(offsets.reshape(n_tz * n_days, QUARTERS), axis=0, return_inverse=True)

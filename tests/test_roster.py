@@ -39,7 +39,9 @@ CHANNELS = ["card_present", "card_not_present", "omni"]
 def synthetic_world(n: int, seed: int = 0, zones=ZONES) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Merchants and site time zones shaped like the world module's output (test data only)."""
     rng = np.random.default_rng(seed)
-    mid = np.sort(rng.choice(1 << 40, n, replace=False)).astype(np.uint64) + 1
+    # ids over the whole u64 range: the RNG counter's high word and the contract type are u64
+    mid = np.unique(rng.integers(1, np.iinfo(np.uint64).max, n, dtype=np.uint64))
+    assert mid.size == n
     n_sites = np.maximum(2, np.round(np.exp(rng.normal(np.log(16), 0.75, n)))).astype(np.int64)
     home = rng.integers(0, len(zones), n)
     cls = np.array(CLASSES)[np.arange(n) % len(CLASSES)]  # every class present
@@ -361,10 +363,11 @@ def test_a_valid_user_roster_loads_unchanged(tmp_path, world, built):
 
 def test_a_user_roster_with_signed_merchant_ids_is_conformed_to_u64(tmp_path, world, built):
     path = tmp_path / "roster.parquet"
-    small_roster(built).with_columns(pl.col("merchant_id").cast(pl.Int64)).write_parquet(path)
+    fits = small_roster(built).filter(pl.col("merchant_id") < 2**63)  # ids an i64 column can hold
+    fits.with_columns(pl.col("merchant_id").cast(pl.Int64)).write_parquet(path)
     loaded = R.load_user_roster(path, world[0], GRID)
     assert loaded.schema["merchant_id"] == pl.UInt64
-    assert loaded.equals(small_roster(built))
+    assert loaded.equals(fits)
 
 
 def test_without_merchants_a_user_roster_gets_the_file_level_rules_only(tmp_path, built):

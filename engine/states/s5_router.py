@@ -112,7 +112,7 @@ def blocked_uniforms(stream: Stream, hi: np.ndarray, lo: np.ndarray) -> np.ndarr
     return out
 
 
-def _const(name: str, value, n: int, dtype) -> pl.Series:
+def constant_column(name: str, value, n: int, dtype) -> pl.Series:
     # new_from_index broadcasts one value without building a Python list of n items
     return pl.Series(name, [value], dtype=dtype).new_from_index(0, n) if n else pl.Series(name, [], dtype=dtype)
 
@@ -333,7 +333,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
     seq_s = pl.Series("arrival_seq", seq, dtype=pl.UInt64)
     utc_day = run_text.gather(day_run).alias("utc_day")
     group_tz = tz_cats.gather(mixes.tzc[s4_row]).alias("tz_group_id")
-    ones = _const("draws", 1, n, pl.UInt32)
+    ones = constant_column("draws", 1, n, pl.UInt32)
 
     def counters(before_lo: np.ndarray) -> list[pl.Series]:
         return [mid_s.alias("rng_counter_before_hi"), pl.Series("rng_counter_before_lo", before_lo, dtype=pl.UInt64),
@@ -341,14 +341,14 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
                 ones, ones.alias("blocks")]
 
     group_events = pl.DataFrame([
-        _const("module", MODULE, n, pl.String), _const("substream_label", SUB_GROUP, n, pl.String),
+        constant_column("module", MODULE, n, pl.String), constant_column("substream_label", SUB_GROUP, n, pl.String),
         mid_s, seq_s, utc_day, group_tz, pl.Series("p_group", mixes.p[s4_row], dtype=pl.Float64), *counters(lo),
     ])
     site_iso = sites.iso.gather(site_row).alias("legal_country_iso")
     site_id = pl.Series("site_id", sites.site_id[site_row], dtype=pl.UInt64)
     site_order = pl.Series("site_order", sites.site_order[site_row], dtype=pl.Int32)
     site_events = pl.DataFrame([
-        _const("module", MODULE, n, pl.String), _const("substream_label", SUB_SITE, n, pl.String),
+        constant_column("module", MODULE, n, pl.String), constant_column("substream_label", SUB_SITE, n, pl.String),
         mid_s, seq_s, utc_day, group_tz, site_id, site_iso, site_order, *counters(lo + one),
     ])
     last = int(seq[-1]) * 2 if n else 0

@@ -24,7 +24,7 @@ from .. import alias
 from ..context import Context
 from ..errors import EngineError
 from ..rng import STREAM_S6, Stream
-from .s5_router import blocked_uniforms
+from .s5_router import TRACE_SCHEMA, blocked_uniforms, constant_column
 
 READS = ("s5_arrival_roster", "merchants")
 POLICIES = ("virtual_edge_policy_v1",)
@@ -34,14 +34,6 @@ MODULE = "2B.S6.edge_router"
 SUBSTREAM = "cdn_edge_pick"
 POLICY = "virtual_edge_policy_v1"
 EDGE_FIELDS = ("edge_id", "ip_country", "edge_lat", "edge_lon")
-TRACE_SCHEMA = {"module": pl.String, "substream_label": pl.String, "events": pl.UInt64, "draws": pl.UInt64,
-                "blocks": pl.UInt64, "first_counter_hi": pl.UInt64, "first_counter_lo": pl.UInt64,
-                "last_counter_hi": pl.UInt64, "last_counter_lo": pl.UInt64}
-
-
-def _const(name: str, value: str, n: int) -> pl.Series:
-    # new_from_index broadcasts one value without building a Python list of n items
-    return pl.Series(name, [value], dtype=pl.String).new_from_index(0, n) if n else pl.Series(name, [], dtype=pl.String)
 
 
 def _sorted_list(edges: list[dict], where: str) -> list[dict]:
@@ -146,9 +138,9 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
     vseq_s = pl.Series("virtual_seq", vseq, dtype=pl.UInt64)
     attrs = [lists.edge_id.gather(edge), lists.ip_country.gather(edge),
              pl.Series("edge_lat", lists.lat[edge], dtype=pl.Float64), pl.Series("edge_lon", lists.lon[edge], dtype=pl.Float64)]
-    ones = pl.Series("draws", np.ones(n, dtype=np.uint32), dtype=pl.UInt32)
+    ones = constant_column("draws", 1, n, pl.UInt32)
     events = pl.DataFrame([
-        _const("module", MODULE, n), _const("substream_label", SUBSTREAM, n),
+        constant_column("module", MODULE, n, pl.String), constant_column("substream_label", SUBSTREAM, n, pl.String),
         mid_s, vseq_s, roster["utc_day"].cast(pl.String).gather(rows).alias("utc_day"), *attrs,
         mid_s.alias("rng_counter_before_hi"), vseq_s.alias("rng_counter_before_lo"),
         mid_s.alias("rng_counter_after_hi"), pl.Series("rng_counter_after_lo", vseq + np.uint64(1), dtype=pl.UInt64),

@@ -495,11 +495,12 @@ class _Audit:
         virtual = r["is_virtual"].to_numpy()[order] & known
         vm = mi_s[virtual]
         vkey = (vm << SEQ_BITS) | _seq_in_runs(vm).astype(np.int64)
-        day = r["utc_day"].gather(order)
+        # Days travel as epoch-day numbers: gathering a million strings costs more than parsing them.
+        day = _day_codes(r["utc_day"])[order]
         # Merchants outside every table S7 knows cannot be keyed; S5.ROSTER names them from the raw ids.
         merchants = _unique(r["merchant_id"].to_numpy()) if (~known).any() else mer[_unique(mi_s)]
-        return {"key": key[known], "day": day.filter(pl.Series(known)), "vkey": vkey,
-                "vday": day.filter(pl.Series(virtual)), "merchants": merchants, "mer": mer}
+        return {"key": key[known], "day": day[known], "vkey": vkey, "vday": day[virtual],
+                "merchants": merchants, "mer": mer}
 
     def _event_keys(self, dataset_id: str, seq_col: str) -> dict:
         ev = self.inp[dataset_id]
@@ -508,7 +509,7 @@ class _Audit:
         seq = ev[seq_col].to_numpy()
         ok = (mi >= 0) & (seq < (1 << SEQ_BITS))
         key = np.where(ok, (mi << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1)).astype(np.int64), -1)
-        return {"mi": mi, "key": key}
+        return {"mi": mi, "key": key, "day": _day_codes(ev["utc_day"])}
 
     def _namer(self, dataset_id: str, seq_col: str):
         ev = self.inp[dataset_id]
@@ -993,14 +994,11 @@ class _Audit:
                 problems.append(f"{dups} events share a counter")
         return not problems, "; ".join(problems) or f"{grp.height + site.height} counters unique and on the law"
 
-    def _day_faults(self, dataset_id: str, seq_col: str, match: _Match, roster_day: pl.Series) -> str | None:
-        ev = self.inp[dataset_id]
-        if match.aligned:
-            bad = (ev["utc_day"] != roster_day).to_numpy()
-        else:
-            hit = match.pos >= 0
-            bad = np.zeros(ev.height, dtype=bool)
-            bad[hit] = (ev["utc_day"].filter(pl.Series(hit)) != roster_day.gather(match.pos[hit])).to_numpy()
+    def _day_faults(self, dataset_id: str, seq_col: str, prep: dict, roster_day: np.ndarray) -> str | None:
+        ev, match = self.inp[dataset_id], prep["match"]
+        hit = match.pos >= 0
+        # Malformed days (-1) never equal a roster day, which is a real YYYY-MM-DD (S5.ROSTER).
+        bad = hit & ((prep["day"] != roster_day[np.maximum(match.pos, 0)]) | (prep["day"] < 0))
         if not bad.any():
             return None
         rows = ev.filter(pl.Series(bad)).select("merchant_id", seq_col, "utc_day").rows()
@@ -1009,20 +1007,21 @@ class _Audit:
     def _c_s5_day(self):
         day = self.need("roster")["day"]
         problems = [p for p in (
-            self._day_faults("rng_event_alias_pick_group", "arrival_seq", self.need("group")["match"], day),
-            self._day_faults("rng_event_alias_pick_site", "arrival_seq", self.need("site")["match"], day)) if p]
+            self._day_faults("rng_event_alias_pick_group", "arrival_seq", self.need("group"), day),
+            self._day_faults("rng_event_alias_pick_site", "arrival_seq", self.need("site"), day)) if p]
         return not problems, "; ".join(problems) or "every S5 event carries its arrival's roster day"
 
     def _c_s5_echo(self):
         grp = self.inp["rng_event_alias_pick_group"]
         s4 = self.need("s4")
-        mi = self.need("group")["mi"]
-        day = _day_codes(grp["utc_day"])
+        g = self.need("group")
+        mi, day = g["mi"], g["day"]
         tz = self._tz_codes(grp["tz_group_id"])
         ok = (mi >= 0) & (day >= 0) & (day < (1 << 16)) & (tz >= 0)
         key = np.where(ok, (mi << 32) | (day << 16) | tz, -1)
-        order = np.argsort(s4["key"], kind="stable")
-        pos = _lookup(s4["key"][order], key)
+        k4 = s4["key"]
+        order = np.arange(len(k4)) if bool((k4[1:] > k4[:-1]).all()) else np.argsort(k4, kind="stable")
+        pos = _lookup(k4[order], key)
         absent = pos < 0
         p4 = s4["df"]["p_group"].to_numpy()[order][np.maximum(pos, 0)]
         p_ev = grp["p_group"].to_numpy()
@@ -1108,7 +1107,7 @@ class _Audit:
         return not problems, "; ".join(problems) or f"{ev.height} edge counters unique and on the law"
 
     def _c_s6_day(self):
-        p = self._day_faults("rng_event_cdn_edge_pick", "virtual_seq", self.need("edge")["match"], self.need("roster")["vday"])
+        p = self._day_faults("rng_event_cdn_edge_pick", "virtual_seq", self.need("edge"), self.need("roster")["vday"])
         return p is None, p or "every edge event carries its virtual arrival's roster day"
 
     # -- traces -------------------------------------------------------------------------------
