@@ -170,18 +170,30 @@ def _safe_numeric(have: pa.DataType, want: pa.DataType) -> bool:
 
 
 def check_key_order(dataset_id: str, df: pl.DataFrame) -> None:
-    """Rows in key order, and a primary key without duplicates."""
+    """Rows in key order, and a primary key without duplicates.
+
+    One pass over neighbouring rows (no sort): row i+1 must not compare lexicographically below
+    row i, and must differ from it somewhere in the primary key.
+    """
     ds = get(dataset_id)
     key = list(ds.order)
     if not key or df.height < 2:
         return
-    keyed = df.select(key)
-    sorted_df = keyed.sort(key, maintain_order=True)
-    if not keyed.equals(sorted_df):
-        bad = keyed.with_row_index("row").filter(pl.any_horizontal(pl.col(c) != sorted_df[c] for c in key)).row(0, named=True)
-        raise EngineError(dataset_id, f"row {bad['row']}", f"rows not sorted by {tuple(key)}")
+    undecided = pl.lit(True)
+    descending = pl.lit(False)
+    for c in key:
+        nxt, prev = pl.col(c).shift(-1), pl.col(c)
+        descending = descending | (undecided & (nxt < prev))
+        undecided = undecided & (nxt == prev)
+    flags = df.select(descending.alias("desc"), undecided.alias("tie")).slice(0, df.height - 1)
+    if flags["desc"].any():
+        row = int(flags["desc"].arg_max()) + 1
+        raise EngineError(dataset_id, f"row {row}", f"rows not sorted by {tuple(key)}")
     if ds.primary_key:
-        dup = df.select(list(ds.primary_key)).is_duplicated()
-        if dup.any():
-            row = int(dup.arg_max())
+        if tuple(key) == tuple(ds.primary_key):
+            dup_flags = flags["tie"]
+        else:
+            dup_flags = df.select(list(ds.primary_key)).is_duplicated()
+        if dup_flags.any():
+            row = int(dup_flags.arg_max())
             raise EngineError(dataset_id, f"row {row}", f"duplicate primary key {tuple(ds.primary_key)}: {df.row(row, named=True)}")

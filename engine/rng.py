@@ -35,7 +35,7 @@ STREAM_S6 = "2B.S6.edge"
 
 
 def _mulhilo(a: np.ndarray, b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
-    """(high, low) 64-bit halves of the 128-bit products a * b."""
+    """(high, low) 64-bit halves of the 128-bit products a * b (reference form, used by tests)."""
     a_lo, a_hi = a & _MASK32, a >> _SHIFT32
     b_lo, b_hi = b & _MASK32, b >> _SHIFT32
     ll = a_lo * b_lo
@@ -47,21 +47,67 @@ def _mulhilo(a: np.ndarray, b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
     return high, a * b
 
 
+_M_LO = PHILOX_M2x64_0 & _MASK32
+_M_HI = PHILOX_M2x64_0 >> _SHIFT32
+
+
+BLOCK = 1 << 15  # counters per cache-sized block
+
+
 def philox2x64_10(counter_lo, counter_hi, key) -> tuple[np.ndarray, np.ndarray]:
     """Philox2x64 with 10 rounds over arrays of counters (ctr = [counter_lo, counter_hi]).
 
-    `key` may be a scalar or an array broadcastable against the counters.
+    `key` may be a scalar or an array broadcastable against the counters. Work proceeds in
+    blocks that fit in cache, each with in-place ufuncs on preallocated buffers (the same
+    arithmetic as `_mulhilo`); the result does not depend on the blocking.
     """
     c0 = np.atleast_1d(np.asarray(counter_lo, dtype=np.uint64))
     c1 = np.atleast_1d(np.asarray(counter_hi, dtype=np.uint64))
-    c0, c1 = np.broadcast_arrays(c0, c1)
     k = np.asarray(key, dtype=np.uint64)
+    c0, c1, k = np.broadcast_arrays(c0, c1, k)
+    shape = c0.shape
+    c0, c1, k = c0.ravel(), c1.ravel(), k.ravel()
+    n = c0.size
+    if n <= BLOCK:
+        o0, o1 = _philox_block(c0.copy(), c1.copy(), k)
+        return o0.reshape(shape), o1.reshape(shape)
+    out0, out1 = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+    for start in range(0, n, BLOCK):
+        sl = slice(start, start + BLOCK)
+        out0[sl], out1[sl] = _philox_block(c0[sl].copy(), c1[sl].copy(), k[sl])
+    return out0.reshape(shape), out1.reshape(shape)
+
+
+def _philox_block(c0: np.ndarray, c1: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    k = k.copy()
+    a_lo, a_hi, t, mid, hi = (np.empty_like(c0) for _ in range(5))
     with np.errstate(over="ignore"):
         for r in range(ROUNDS):
-            hi, lo = _mulhilo(c0, PHILOX_M2x64_0)
-            c0, c1 = hi ^ k ^ c1, lo
+            np.bitwise_and(c0, _MASK32, out=a_lo)
+            np.right_shift(c0, _SHIFT32, out=a_hi)
+            np.multiply(c0, PHILOX_M2x64_0, out=c0)  # low word of the product (wrapping)
+            # high word = hh + (lh >> 32) + (hl >> 32) + carry out of the middle column
+            np.multiply(a_lo, _M_LO, out=mid)
+            np.right_shift(mid, _SHIFT32, out=mid)  # ll >> 32
+            np.multiply(a_lo, _M_HI, out=t)  # lh
+            np.right_shift(t, _SHIFT32, out=hi)
+            np.bitwise_and(t, _MASK32, out=t)
+            np.add(mid, t, out=mid)
+            np.multiply(a_hi, _M_LO, out=t)  # hl
+            np.bitwise_and(t, _MASK32, out=a_lo)
+            np.add(mid, a_lo, out=mid)
+            np.right_shift(t, _SHIFT32, out=t)
+            np.add(hi, t, out=hi)
+            np.multiply(a_hi, _M_HI, out=t)  # hh
+            np.add(hi, t, out=hi)
+            np.right_shift(mid, _SHIFT32, out=mid)
+            np.add(hi, mid, out=hi)
+            np.bitwise_xor(hi, k, out=hi)
+            np.bitwise_xor(hi, c1, out=hi)
+            # (c0, c1) <- (hi ^ key ^ c1, lo); the old c1 buffer is scratch for the next round
+            c0, c1, hi = hi, c0, c1
             if r + 1 < ROUNDS:
-                k = k + PHILOX_W64_0
+                np.add(k, PHILOX_W64_0, out=k)
     return c0, c1
 
 
