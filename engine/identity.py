@@ -109,8 +109,11 @@ def check_bundle_path(rel: str) -> str | None:
 
 
 def site_ids(merchant_id, legal_country_iso, site_order) -> np.ndarray:
-    """site_id = LE u64 of bytes 24..31 of SHA-256("{merchant_id}:{iso}:{site_order}")."""
-    out = np.empty(len(merchant_id), dtype=np.uint64)
-    for i, (m, c, s) in enumerate(zip(merchant_id, legal_country_iso, site_order)):
-        out[i] = int.from_bytes(hashlib.sha256(f"{m}:{c}:{s}".encode()).digest()[24:32], "little")
-    return out
+    """site_id = LE u64 of bytes 24..31 of SHA-256("{merchant_id}:{iso}:{site_order}").
+
+    One digest per site (a site table, never per arrival); the tails are gathered in one buffer.
+    """
+    sha = hashlib.sha256
+    tails = b"".join(sha(f"{m}:{c}:{s}".encode()).digest()[24:32]
+                     for m, c, s in zip(merchant_id, legal_country_iso, site_order))
+    return np.frombuffer(tails, dtype="<u8").astype(np.uint64)

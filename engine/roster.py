@@ -289,7 +289,7 @@ def _quarter_cdf_table(offsets: np.ndarray, intraday: np.ndarray) -> tuple[np.nd
     (tz, day) and the number of patterns.
     """
     n_tz, n_days, _ = offsets.shape
-    patterns, pattern_of = np.unique(offsets.reshape(n_tz * n_days, QUARTERS), axis=0, return_inverse=True)
+    patterns, pattern_of = _offset_patterns(offsets.reshape(n_tz * n_days, QUARTERS))
     quarter_start = np.arange(QUARTERS, dtype=np.int64) * QUARTER_S
     local_hour = ((quarter_start[None, :] + patterns) // 3600) % 24  # (patterns, 96)
     weights = intraday[:, local_hour]  # (profiles, patterns, 96)
@@ -303,6 +303,28 @@ def _quarter_cdf_table(offsets: np.ndarray, intraday: np.ndarray) -> tuple[np.nd
     rows = np.arange(cdf_int.shape[0], dtype=np.uint64)[:, None]
     keys = (rows << np.uint64(ROW_SHIFT)) | cdf_int
     return keys.reshape(-1), pattern_of.reshape(n_tz, n_days).astype(np.int64), patterns.shape[0]
+
+
+def _offset_patterns(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of a (tz x day, 96) offset array and the index of each row's pattern.
+
+    Nearly every row is one constant offset: those are told apart by that single number (a 1-D
+    unique). Only DST days vary inside the day; they are few (at most a couple per tzid and
+    year), so a dict over their bytes is cheap. np.unique(axis=0) would sort whole rows instead.
+    """
+    constant = (rows == rows[:, :1]).all(axis=1)
+    values, inverse = np.unique(rows[constant, 0], return_inverse=True)
+    pattern_of = np.empty(rows.shape[0], dtype=np.int64)
+    pattern_of[constant] = inverse
+    patterns = [np.repeat(values[:, None], rows.shape[1], axis=1)]
+    seen: dict[bytes, int] = {}
+    for r in np.flatnonzero(~constant):
+        key = rows[r].tobytes()
+        if key not in seen:
+            seen[key] = values.size + len(seen)
+            patterns.append(rows[r][None, :])
+        pattern_of[r] = seen[key]
+    return np.concatenate(patterns), pattern_of
 
 
 def _groups_and_ranks(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -269,6 +269,17 @@ def test_larger_merchants_get_more_arrivals(world, policy, built):
     assert volume.select(pl.corr("len", "sites", method="spearman")).item() > 0.2
 
 
+def test_offset_patterns_rebuild_every_tz_day_row():
+    flat = np.full((5, R.QUARTERS), 3600, dtype=np.int64)
+    flat[1] = -18000
+    flat[2, :28] = -18000  # a DST day: the offset changes at 07:00 UTC
+    flat[2, 28:] = -14400
+    flat[4] = flat[2]
+    patterns, pattern_of = R._offset_patterns(flat)
+    assert len(patterns) == 3
+    assert (patterns[pattern_of] == flat).all()
+
+
 def test_poisson_inverse_cdf_reproduces_the_pmf():
     lam, n = 7.5, 200_000
     u = (np.arange(n) + 0.5) / n  # an exact grid of quantiles

@@ -326,6 +326,32 @@ def test_group_event_on_wrong_day(world):
     assert "S5.GROUP_DAY" in failed(report) <= {"S5.GROUP_DAY", "S5.GROUP_ECHO"}
 
 
+def test_days_swapped_between_two_arrivals_of_one_merchant(world):
+    """Same (merchant, day) counts, wrong order: the cheap proof must not be fooled."""
+    inputs, policies = world
+    grp, site = inputs["rng_event_alias_pick_group"], inputs["rng_event_alias_pick_site"]
+    m0 = grp["merchant_id"][0]
+    rows = grp.with_row_index().filter(pl.col("merchant_id") == m0)
+    i = int(rows["index"][0])
+    j = int(rows.filter(pl.col("utc_day") != rows["utc_day"][0])["index"][0])
+    di, dj = grp["utc_day"][i], grp["utc_day"][j]
+    swapped = {k: edit(edit(df, i, utc_day=dj), j, utc_day=di)
+               for k, df in (("rng_event_alias_pick_group", grp), ("rng_event_alias_pick_site", site))}
+    report = audit(with_(inputs, **swapped), policies)
+    assert "S5.GROUP_DAY" in failed(report) <= {"S5.GROUP_DAY", "S5.GROUP_ECHO"}
+    assert "2 rng_event_alias_pick_group events" in detail(report, "S5.GROUP_DAY")
+
+
+def test_roster_out_of_time_order(world):
+    inputs, policies = world
+    roster = inputs["s5_arrival_roster"]
+    last = roster.height - 1
+    moved = pl.concat([roster.slice(last, 1), roster.slice(0, last)])
+    report = audit(with_(inputs, s5_arrival_roster=moved), policies)
+    assert "S5.ROSTER" in failed(report)
+    assert "utc_timestamp order" in detail(report, "S5.ROSTER")
+
+
 def test_virtual_arrival_without_edge_event(world):
     inputs, policies = world
     edge = inputs["rng_event_cdn_edge_pick"]

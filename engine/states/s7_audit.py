@@ -186,6 +186,10 @@ def _run_lookup(universe: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _day_codes(days: pl.Series) -> np.ndarray:
     """Epoch day of each YYYY-MM-DD string, -1 where it is not exactly that form."""
+    if len(days) > 4096 and days.is_sorted():
+        # A column in time order (the roster) holds few long runs: parse one value per run.
+        starts = np.flatnonzero((days != days.shift(1)).fill_null(True).to_numpy())
+        return np.repeat(_day_codes(days.gather(starts)), np.diff(np.r_[starts, len(days)]))
     parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
     parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
     return parsed.fill_null(-1).to_numpy()
@@ -202,6 +206,37 @@ def _seq_in_runs(sorted_ids: np.ndarray) -> np.ndarray:
 
 
 SEQ_BITS = 40  # an event key is (merchant index << 40 | ordinal): room for 2^40 arrivals per merchant
+
+
+def _keys_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Sorted keys (m << 40 | k) for k = 0..counts[m] - 1 of every merchant index m."""
+    m = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    first = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    return (m << SEQ_BITS) | (np.arange(len(m), dtype=np.int64) - first[m])
+
+
+def _same_days(r_mi: np.ndarray, r_day: np.ndarray, e_mi: np.ndarray, e_day: np.ndarray) -> bool:
+    """Whether events in (merchant, k) order carry exactly the days of the roster's arrivals.
+
+    Holds for a roster in time order, where each merchant's days never decrease with k: two
+    non-decreasing sequences with the same values counted alike are the same sequence, so it is
+    enough that event days never decrease within a merchant and that every (merchant, day) is
+    counted alike in both. No arrival has to be moved to compare them.
+    """
+    if len(e_day) != len(r_day) or (e_day < 0).any() or (r_day < 0).any():
+        return False
+    if len(e_day) == 0:
+        return True
+    if ((e_mi[1:] == e_mi[:-1]) & (e_day[1:] < e_day[:-1])).any():
+        return False
+    lo = min(int(r_day.min()), int(e_day.min()))
+    span = max(int(r_day.max()), int(e_day.max())) - lo + 1
+    n_m = int(max(r_mi.max(), e_mi.max())) + 1
+    if span * n_m > 1 << 26:  # a count table too large to be worth it: let the caller compare rows
+        return False
+    size = span * n_m
+    return np.array_equal(np.bincount(r_mi * span + (r_day - lo), minlength=size),
+                          np.bincount(e_mi * span + (e_day - lo), minlength=size))
 
 
 @dataclass
@@ -305,7 +340,7 @@ class _Audit:
                 self._memo[name] = (True, getattr(self, f"_prep_{name}")())
             except _Blocked as exc:
                 self._memo[name] = (False, str(exc))
-            except Exception as exc:  # malformed input: fail closed, naming it
+            except Exception as exc:  # noqa: BLE001 - malformed input: fail closed, naming it
                 self._memo[name] = (False, f"{name}: {type(exc).__name__}: {exc}")
         ok, value = self._memo[name]
         if not ok:
@@ -317,7 +352,7 @@ class _Audit:
             ok, detail = fn()
         except _Blocked as exc:
             ok, detail = False, f"cannot run: {exc}"
-        except Exception as exc:  # an audit must not crash on bad data: the check fails and says why
+        except Exception as exc:  # noqa: BLE001 - an audit must not crash on bad data: the check fails and says why
             ok, detail = False, f"cannot run: {type(exc).__name__}: {exc}"
         self.results[check_id] = {"id": check_id, "status": "PASS" if ok else "FAIL", "detail": detail}
 
@@ -476,40 +511,44 @@ class _Audit:
         return {"blob": blob, "words": words, "in_bounds": in_bounds, "shaped": shaped, "usable": in_bounds & shaped}
 
     def _prep_roster(self) -> dict:
-        """Arrivals in (merchant, roster order), keyed as the RNG law numbers them.
+        """The (merchant, ordinal) keys the RNG law gives the roster's arrivals, in key order.
 
-        k = arrival_seq is the ordinal among the merchant's arrivals in roster order, and
-        virtual_seq the same among its virtual arrivals; a stable sort by merchant keeps roster
-        order inside each merchant, so both follow from run positions alone.
+        k = arrival_seq is the ordinal among the merchant's arrivals in roster order and
+        virtual_seq the same among its virtual arrivals, so the sorted key set follows from the
+        per-merchant counts alone: a million arrivals need no sort to be keyed.
         """
         r = self.inp["s5_arrival_roster"]
         mer = self.need("universe")["mer"]
         mi = _lookup(mer, r["merchant_id"].to_numpy(), scattered=True)
-        # Radix-sortable small integer keys (unknown merchants, -1, sort first and are set aside).
-        narrow = np.uint16 if len(mer) < (1 << 16) - 1 else np.uint32
-        order = np.argsort((mi + 1).astype(narrow), kind="stable")
-        mi_s = mi[order]
-        known = mi_s >= 0
-        seq = _seq_in_runs(mi_s).astype(np.int64)
-        key = (mi_s << SEQ_BITS) | seq
-        virtual = r["is_virtual"].to_numpy()[order] & known
-        vm = mi_s[virtual]
-        vkey = (vm << SEQ_BITS) | _seq_in_runs(vm).astype(np.int64)
-        # Days travel as epoch-day numbers: gathering a million strings costs more than parsing them.
-        day = _day_codes(r["utc_day"])[order]
+        known = mi >= 0
+        counts = np.bincount(mi[known], minlength=len(mer))
+        virtual = r["is_virtual"].to_numpy() & known
+        vmi = mi[virtual]
+        day = _day_codes(r["utc_day"])  # roster order
+        # The virtual arrivals are few: their days are put in key order by a (stable) sort.
+        vday = day[virtual][np.argsort(vmi, kind="stable")]
         # Merchants outside every table S7 knows cannot be keyed; S5.ROSTER names them from the raw ids.
-        merchants = _unique(r["merchant_id"].to_numpy()) if (~known).any() else mer[_unique(mi_s)]
-        return {"key": key[known], "day": day[known], "vkey": vkey, "vday": day[virtual],
-                "merchants": merchants, "mer": mer}
+        merchants = _unique(r["merchant_id"].to_numpy()) if not known.all() else mer[counts > 0]
+        return {"key": _keys_from_counts(counts), "vkey": _keys_from_counts(np.bincount(vmi, minlength=len(mer))),
+                "mi": mi, "known": known, "day": day, "vday": vday, "merchants": merchants, "mer": mer}
 
-    def _event_keys(self, dataset_id: str, seq_col: str) -> dict:
+    def _prep_roster_day_by_key(self) -> np.ndarray:
+        """Roster days in (merchant, ordinal) order: the row-by-row map, built only when the cheap
+        proof in S5.GROUP_DAY does not apply or fails (then its detail needs it)."""
+        rs = self.need("roster")
+        mi, known = rs["mi"], rs["known"]
+        narrow = np.uint16 if len(rs["mer"]) < (1 << 16) - 1 else np.uint32
+        order = np.argsort((mi + 1).astype(narrow), kind="stable")  # keeps roster order inside a merchant
+        return rs["day"][order][known[order]]
+
+    def _event_keys(self, dataset_id: str, seq_col: str, with_day: bool = True) -> dict:
         ev = self.inp[dataset_id]
         mer = self.need("universe")["mer"]
         mi = _run_lookup(mer, ev["merchant_id"].to_numpy())
         seq = ev[seq_col].to_numpy()
         ok = (mi >= 0) & (seq < (1 << SEQ_BITS))
         key = np.where(ok, (mi << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1)).astype(np.int64), -1)
-        return {"mi": mi, "key": key, "day": _day_codes(ev["utc_day"])}
+        return {"mi": mi, "key": key, "day": _day_codes(ev["utc_day"]) if with_day else None}
 
     def _namer(self, dataset_id: str, seq_col: str):
         ev = self.inp[dataset_id]
@@ -522,12 +561,15 @@ class _Audit:
 
     def _prep_group(self) -> dict:
         ek = self._event_keys("rng_event_alias_pick_group", "arrival_seq")
+        ek["tz"] = self._tz_codes(self.inp["rng_event_alias_pick_group"]["tz_group_id"])
         m = _match(ek["key"], self.need("roster")["key"], self._namer("rng_event_alias_pick_group", "arrival_seq"),
                    self._exp_namer("key"))
         return {**ek, "match": m}
 
     def _prep_site(self) -> dict:
-        ek = self._event_keys("rng_event_alias_pick_site", "arrival_seq")
+        # Site days and groups are compared with the group log's (checked against the roster and
+        # S4) row by row when both logs line up, so they are only decoded when they do not.
+        ek = self._event_keys("rng_event_alias_pick_site", "arrival_seq", with_day=False)
         m = _match(ek["key"], self.need("roster")["key"], self._namer("rng_event_alias_pick_site", "arrival_seq"),
                    self._exp_namer("key"))
         return {**ek, "match": m}
@@ -707,7 +749,7 @@ class _Audit:
         for mask, what in ((bad_q, "q outside [1, 2^32 - 1]"), (bad_a, "alias index >= K")):
             if mask.any():
                 problems.append(f"{int(mask.sum())} entries with {what}{_examples(_unique(mids[owner[mask]]))}")
-        self.metrics["alias_entries"] = int(len(q))
+        self.metrics["alias_entries"] = len(q)
         return not problems, "; ".join(problems) or f"{len(mids)} headers [K, {Q_BITS}, 0, 0], {len(q)} entries in range"
 
     def _entries(self, use: np.ndarray):
@@ -759,7 +801,7 @@ class _Audit:
         s1 = self.need("sites")["s1"]
         order = np.argsort(ix["merchant_id"], kind="stable")
         use = np.ones(len(order), dtype=bool)
-        q, a, owner = self._entries(use)
+        q, a, _ = self._entries(use)
         K = ix["sites"]
         offsets = np.r_[0, np.cumsum(K)].astype(np.int64)
         p_hat = alias.decode_many(q, a, offsets)
@@ -1005,18 +1047,29 @@ class _Audit:
         return f"{int(bad.sum())} {dataset_id} events whose utc_day is not the roster day{_examples(rows)}"
 
     def _c_s5_day(self):
-        day = self.need("roster")["day"]
+        g, s = self.need("group"), self.need("site")
+        grp, site = self.inp["rng_event_alias_pick_group"], self.inp["rng_event_alias_pick_site"]
+        if g["match"].aligned and s["match"].aligned:
+            # Same arrival on the same row of both logs: a site day equal to its group day is right
+            # exactly when the group day is.
+            s = {**s, "day": np.where((site["utc_day"] == grp["utc_day"]).to_numpy(), g["day"], -1)}
+            if self.results.get("S5.ROSTER", {}).get("status") == "PASS" and (s["day"] >= 0).all():
+                rs = self.need("roster")
+                if _same_days(rs["mi"][rs["known"]], rs["day"][rs["known"]], g["mi"], g["day"]):
+                    return True, "every S5 event carries its arrival's roster day"
+        else:
+            s = {**s, "day": _day_codes(site["utc_day"])}
+        day = self.need("roster_day_by_key")
         problems = [p for p in (
-            self._day_faults("rng_event_alias_pick_group", "arrival_seq", self.need("group"), day),
-            self._day_faults("rng_event_alias_pick_site", "arrival_seq", self.need("site"), day)) if p]
+            self._day_faults("rng_event_alias_pick_group", "arrival_seq", g, day),
+            self._day_faults("rng_event_alias_pick_site", "arrival_seq", s, day)) if p]
         return not problems, "; ".join(problems) or "every S5 event carries its arrival's roster day"
 
     def _c_s5_echo(self):
         grp = self.inp["rng_event_alias_pick_group"]
         s4 = self.need("s4")
         g = self.need("group")
-        mi, day = g["mi"], g["day"]
-        tz = self._tz_codes(grp["tz_group_id"])
+        mi, day, tz = g["mi"], g["day"], g["tz"]
         ok = (mi >= 0) & (day >= 0) & (day < (1 << 16)) & (tz >= 0)
         key = np.where(ok, (mi << 32) | (day << 16) | tz, -1)
         k4 = s4["key"]
@@ -1059,25 +1112,33 @@ class _Audit:
         sites = self.need("sites")["sites"]
         row = self.need("site_lookup")["row"]
         known = row >= 0
-        site_tz = sites["tzid"].gather(np.maximum(row, 0))
-        wrong = ~known | (site_tz != ev["tz_group_id"]).to_numpy()
+        g, s = self.need("group"), self.need("site")
+        if g["match"].aligned and s["match"].aligned:
+            # Row i of both logs is the same arrival: compare the two logged groups, then the
+            # picked site's tz with the group's (as codes; strings only where the logs disagree).
+            split = (grp["tz_group_id"] != ev["tz_group_id"]).to_numpy()
+            site_tz = self._tz_codes(sites["tzid"])[np.maximum(row, 0)]
+            wrong = ~known | (site_tz != g["tz"])
+            if split.any():
+                i = np.flatnonzero(split & known)
+                wrong[split] = ~known[split]
+                wrong[i] = (sites["tzid"].gather(row[i]) != ev["tz_group_id"].gather(i)).to_numpy()
+        else:
+            site_tz = sites["tzid"].gather(np.maximum(row, 0))
+            wrong = ~known | (site_tz != ev["tz_group_id"]).to_numpy()
+            # Put each log's groups on the roster's rows, then compare arrivals both logs cover.
+            gp, sp = g["match"].pos, s["match"].pos
+            n = len(self.need("roster")["key"])
+            at_g, at_s = np.full(n, -1), np.full(n, -1)
+            at_g[gp[gp >= 0]] = np.flatnonzero(gp >= 0)
+            at_s[sp[sp >= 0]] = np.flatnonzero(sp >= 0)
+            both = (at_g >= 0) & (at_s >= 0)
+            split = np.zeros(ev.height, dtype=bool)
+            split[at_s[both]] = (grp["tz_group_id"].gather(at_g[both]) != ev["tz_group_id"].gather(at_s[both])).to_numpy()
         problems = []
         if wrong.any():
             rows = ev.filter(pl.Series(wrong)).select("merchant_id", "arrival_seq", "tz_group_id").rows()
             problems.append(f"{int(wrong.sum())} picked sites are not in the event's tz group{_examples(rows)}")
-        g, s = self.need("group")["match"], self.need("site")["match"]
-        if g.aligned and s.aligned:
-            # Both logs line up with the roster, so row i of each is the same arrival.
-            split = (grp["tz_group_id"] != ev["tz_group_id"]).to_numpy()
-        else:
-            # Put each log's groups on the roster's rows, then compare arrivals both logs cover.
-            n = len(self.need("roster")["key"])
-            at_g, at_s = np.full(n, -1), np.full(n, -1)
-            at_g[g.pos[g.pos >= 0]] = np.flatnonzero(g.pos >= 0)
-            at_s[s.pos[s.pos >= 0]] = np.flatnonzero(s.pos >= 0)
-            both = (at_g >= 0) & (at_s >= 0)
-            split = np.zeros(ev.height, dtype=bool)
-            split[at_s[both]] = (grp["tz_group_id"].gather(at_g[both]) != ev["tz_group_id"].gather(at_s[both])).to_numpy()
         if split.any():
             rows = ev.filter(pl.Series(split)).select("merchant_id", "arrival_seq").rows()
             problems.append(f"{int(split.sum())} arrivals whose site event group differs from the group event{_examples(rows)}")
@@ -1117,7 +1178,7 @@ class _Audit:
                                ("rng_trace_s6", ("rng_event_cdn_edge_pick",))):
             try:
                 problems += self._trace_problems(trace_id, logs)
-            except Exception as exc:  # one malformed trace must not hide the other's verdict
+            except Exception as exc:  # noqa: BLE001 - one malformed trace must not hide the other's verdict
                 problems.append(f"{trace_id}: cannot run: {type(exc).__name__}: {exc}")
         return not problems, "; ".join(problems) or "trace totals and first/last counters equal the event logs"
 

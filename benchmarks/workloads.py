@@ -1,0 +1,106 @@
+"""Fixed workloads shared by the benchmark suite and the CI runtime gate.
+
+Each `make_*` builds its inputs once (outside any timing) and returns a zero-argument callable
+that does only the timed work. The inputs are fixed (seeded numpy generators), so every session
+on every machine times exactly the same work.
+
+Calibration workloads (the unit every per-benchmark budget is expressed in, see check_budgets):
+  * calibration_numpy_sort      np.sort of 2,000,000 float64 (single-threaded numpy)
+  * calibration_polars_groupby  polars group-by of 1,000,000 rows on 10,000 keys (sum, mean, len)
+Engine kernels:
+  * philox_2m                   Philox2x64-10 over 2,000,000 counters
+  * alias_build_many_110k       alias.build_many over 110,000 segments of 1..8 entries
+  * alias_sample_many_1m        alias.sample_many, 1,000,000 draws over those tables
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+CALIBRATION_SORT_N = 2_000_000
+CALIBRATION_GROUPBY_ROWS = 1_000_000
+CALIBRATION_GROUPBY_KEYS = 10_000
+PHILOX_COUNTERS = 2_000_000
+ALIAS_SEGMENTS = 110_000
+ALIAS_MAX_K = 8
+ALIAS_DRAWS = 1_000_000
+
+
+def make_calibration_numpy_sort() -> Callable[[], object]:
+    x = np.random.default_rng(20260101).random(CALIBRATION_SORT_N)
+    return lambda: np.sort(x)
+
+
+def make_calibration_polars_groupby() -> Callable[[], object]:
+    import polars as pl
+
+    g = np.random.default_rng(20260102)
+    df = pl.DataFrame({
+        "k": g.integers(0, CALIBRATION_GROUPBY_KEYS, CALIBRATION_GROUPBY_ROWS),
+        "v": g.random(CALIBRATION_GROUPBY_ROWS),
+    })
+    aggs = [pl.col("v").sum().alias("s"), pl.col("v").mean().alias("m"), pl.len().alias("n")]
+    return lambda: df.group_by("k").agg(aggs)
+
+
+def make_philox_2m() -> Callable[[], object]:
+    from engine.rng import philox2x64_10, stream_key
+
+    lo = np.arange(PHILOX_COUNTERS, dtype=np.uint64)
+    hi = np.repeat(np.arange(PHILOX_COUNTERS // 1000, dtype=np.uint64), 1000)  # 1,000 events per "merchant"
+    key = stream_key("00" * 32, 42, "bench.philox")
+    return lambda: philox2x64_10(lo, hi, key)
+
+
+def alias_inputs():
+    """(weights_flat, offsets) of ALIAS_SEGMENTS segments with 1..ALIAS_MAX_K entries each."""
+    g = np.random.default_rng(20260103)
+    sizes = g.integers(1, ALIAS_MAX_K + 1, ALIAS_SEGMENTS)
+    off = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    w = g.gamma(0.7, 1.0, int(off[-1])) + 1e-6
+    return w, off
+
+
+def make_alias_build_many() -> Callable[[], object]:
+    from engine.alias import build_many
+
+    w, off = alias_inputs()
+    return lambda: build_many(w, off)
+
+
+def make_alias_sample_many() -> Callable[[], object]:
+    from engine.alias import build_many, sample_many
+
+    w, off = alias_inputs()
+    q, a = build_many(w, off)
+    g = np.random.default_rng(20260104)
+    seg = g.integers(0, off.size - 1, ALIAS_DRAWS)
+    u = 1.0 - g.random(ALIAS_DRAWS)  # (0, 1]
+    return lambda: sample_many(q, a, off, seg, u)
+
+
+# name used in the benchmark JSON -> (factory, description)
+CALIBRATION = {
+    "test_calibration_numpy_sort": (make_calibration_numpy_sort, "np.sort of 2M float64"),
+    "test_calibration_polars_groupby": (make_calibration_polars_groupby, "polars group-by, 1M rows, 10k keys"),
+}
+KERNELS = {
+    "test_philox_2m": (make_philox_2m, "Philox2x64-10, 2M counters"),
+    "test_alias_build_many_110k": (make_alias_build_many, "alias.build_many, 110k segments of 1..8"),
+    "test_alias_sample_many_1m": (make_alias_sample_many, "alias.sample_many, 1M draws"),
+}
+
+
+def time_rounds(fn: Callable[[], object], rounds: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of `rounds` calls after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
