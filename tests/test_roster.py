@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -445,16 +444,8 @@ def test_a_file_that_is_not_parquet_is_refused(tmp_path, world):
 
 # --- scale -------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_a_million_arrivals_build_in_under_one_and_a_half_seconds(policy):
+def test_default_scale_is_about_a_million_arrivals(policy):
+    """WORLD.md's default scale (timing lives in benchmarks/, not here)."""
     world = synthetic_world(1238, seed=7)
-    best = float("inf")
-    for _ in range(3):
-        # CPU time of this process, best of three: the budget is for the code, and the test
-        # machine's two cores are often shared with other jobs (wall time then doubles). The
-        # build is nearly single-threaded, so on an idle machine wall time is about the same.
-        t0 = time.process_time()
-        roster, _ = R.build_roster(*world, policy, GRID, MF, SEED)
-        best = min(best, time.process_time() - t0)
+    roster, _ = R.build_roster(*world, policy, GRID, MF, SEED)
     assert 800_000 <= roster.height <= 1_200_000
-    assert best < 1.5
