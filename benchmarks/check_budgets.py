@@ -64,6 +64,13 @@ def calibration_seconds(benches: dict[str, dict], budgets: dict) -> dict[str, fl
     return out
 
 
+def bench_json_from_seconds(seconds: dict[str, float], extra_info: dict[str, dict] | None = None) -> dict:
+    """A minimal pytest-benchmark JSON (only what this module reads) from {name: seconds}."""
+    extra_info = extra_info or {}
+    return {"benchmarks": [{"name": n, "stats": {s: float(v) for s in ("min", "median", "mean", "max")},
+                            "extra_info": dict(extra_info.get(n, {}))} for n, v in seconds.items()]}
+
+
 def calibration_kind(entry: dict) -> str:
     return "numpy" if entry.get("extra_info", {}).get("kind") == "kernel" else "mixed"
 

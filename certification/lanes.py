@@ -45,11 +45,14 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     gp = load_policy("certification_gates_v1", policy_dir).data
     seeds = list(seeds) if seeds else list(gp["lanes"][lane])
     t0 = time.perf_counter()
-    results, scores = {}, {}
+    results, scores, replays = {}, {}, {}
     for s in seeds:
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
-        rep = Pipeline(s, runs_root, policy_dir, force=True).run() if replay else None
-        scores[s] = score_seed(results[s], rep)
+        if replay:  # T-STR-05 on the second core while this seed is scored and the next one runs
+            replays[s] = start_replay(s, runs_root, policy_dir)
+    for s in seeds:
+        scores[s] = score_seed(results[s], finish_replay(replays[s]) if replay else None)
+        results[s].forget()
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
     gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s) for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
@@ -68,6 +71,39 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     record["full_grid"] = full_grid
     record["grid_days"] = grid
     return LaneOutcome(record, results, scores)
+
+
+@dataclass
+class Replay:
+    seed: int
+    process: subprocess.Popen
+    report: Path
+
+
+def start_replay(seed: int, runs_root: Path, policy_dir: Path) -> Replay:
+    """A forced recompute of every stage of the seed, in its own process."""
+    report = Path(runs_root) / f"reports/layer1/2B/replay/seed={seed}/run_report.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(runs_root),
+           "--policies", str(policy_dir), "--force", "--quiet", "--run-report", str(report)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    return Replay(seed, proc, report)
+
+
+def finish_replay(rep: Replay):
+    """The replay's stage records (published statuses), or None with the reason when it failed."""
+    import json
+    from types import SimpleNamespace
+
+    from engine.pipeline import StageRecord
+
+    _, err = rep.process.communicate()
+    if rep.process.returncode != 0 or not rep.report.exists():
+        return SimpleNamespace(stages=[], error=err.decode(errors="replace").strip()[-500:] or "replay failed")
+    data = json.loads(rep.report.read_text())
+    return SimpleNamespace(stages=[StageRecord(st["stage"], st["status"], st["seconds"], st["rows"], st["published"])
+                                   for st in data["stages"]], error=None)
 
 
 def run_suite(record_path: Path, junit_path: Path) -> int:

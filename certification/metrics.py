@@ -112,20 +112,42 @@ def t_s3_01_merchant_std(s3: pl.DataFrame) -> dict:
     return {"s3_std_median": med, "s3_std_p90": p90, "s3_std_p90_over_p50": p90 / med if med else float("nan")}
 
 
-def t_s3_02_tz_differentiation(s3: pl.DataFrame, min_rows: int = TZ_GROUP_MIN_ROWS) -> dict:
-    """T-S3-02: Brown-Forsythe test (scipy.stats.levene, center='median') of log_gamma across the tz
-    groups (tz_group_id) with >= 500 rows -> p-value; D = CV (std ddof=1 / mean) across those groups
-    of their std(log_gamma) (ddof = 1). Fewer than two such groups: p = NaN, D = NaN."""
-    import numpy as np
-    from scipy.stats import levene
+def brown_forsythe(values: pl.Expr, groups: str, frame: pl.DataFrame) -> tuple[float, int, int]:
+    """Brown-Forsythe (Levene with center = median): W over the groups of `frame`, as (p, k, N).
 
-    big = s3.group_by("tz_group_id").agg(pl.len().alias("n"), _LOG_GAMMA.std(ddof=1).alias("sd"), _LOG_GAMMA) \
+    z = |y - median of y's group|; W = (N - k)/(k - 1) * sum n_i (zbar_i - zbar)^2 / sum (z - zbar_i)^2,
+    p = P(F(k - 1, N - k) > W). Written out here (a polars pass plus the F tail) rather than
+    calling scipy.stats, whose import alone costs more than the whole computation.
+    """
+    from scipy.special import fdtrc
+
+    z = frame.select(pl.col(groups), (values - values.median().over(groups)).abs().alias("z"))
+    per = z.group_by(groups).agg(pl.len().alias("n"), pl.col("z").mean().alias("zbar"))
+    zz = z.join(per, on=groups)
+    n_total, k = z.height, per.height
+    grand = z["z"].mean()
+    between = per.select((pl.col("n") * (pl.col("zbar") - grand) ** 2).sum()).item()
+    within = zz.select(((pl.col("z") - pl.col("zbar")) ** 2).sum()).item()
+    if k < 2 or n_total <= k:
+        return float("nan"), k, n_total
+    if within == 0:
+        return (0.0 if between > 0 else float("nan")), k, n_total
+    w = (n_total - k) / (k - 1) * between / within
+    return float(fdtrc(k - 1, n_total - k, w)), k, n_total
+
+
+def t_s3_02_tz_differentiation(s3: pl.DataFrame, min_rows: int = TZ_GROUP_MIN_ROWS) -> dict:
+    """T-S3-02: Brown-Forsythe test (Levene, center = median) of log_gamma across the tz groups
+    (tz_group_id) with >= 500 rows -> p-value; D = CV (std ddof=1 / mean) across those groups of
+    their std(log_gamma) (ddof = 1). Fewer than two such groups: p = NaN, D = NaN."""
+    sizes = s3.group_by("tz_group_id").agg(pl.len().alias("n"), _LOG_GAMMA.std(ddof=1).alias("sd")) \
         .filter(pl.col("n") >= min_rows).sort("tz_group_id")
-    if big.height < 2:
-        return {"s3_tz_levene_p": float("nan"), "s3_tz_std_cv": float("nan"), "s3_tz_groups_tested": big.height}
-    p = levene(*[np.asarray(v) for v in big["log_gamma"].to_list()], center="median").pvalue
-    d = big.select(pl.col("sd").std(ddof=1) / pl.col("sd").mean()).item()
-    return {"s3_tz_levene_p": float(p), "s3_tz_std_cv": _float(d), "s3_tz_groups_tested": big.height}
+    if sizes.height < 2:
+        return {"s3_tz_levene_p": float("nan"), "s3_tz_std_cv": float("nan"), "s3_tz_groups_tested": sizes.height}
+    rows = s3.join(sizes.select("tz_group_id"), on="tz_group_id", how="semi")
+    p, _, _ = brown_forsythe(_LOG_GAMMA, "tz_group_id", rows)
+    d = sizes.select(pl.col("sd").std(ddof=1) / pl.col("sd").mean()).item()
+    return {"s3_tz_levene_p": p, "s3_tz_std_cv": _float(d), "s3_tz_groups_tested": sizes.height}
 
 
 def t_s3_03_aggregate_stability(s3: pl.DataFrame, gamma_clip: tuple[float, float] | None = None,
@@ -324,29 +346,3 @@ def cohort_tables(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, site_tim
 
     return {"S1": rows(s1_cohorts(s1, site_timezones)),
             "S3_S4": rows(s3_s4_cohorts(s3, s4, site_timezones, merchants, size_buckets, s1))}
-
-
-# --- plot data (evidence pack) ---
-
-PLOT_TOP_TZ_GROUPS = 8  # "gamma by top tz groups": the groups with the most S3 rows
-
-
-def plot_series(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame) -> dict:
-    """The raw series behind the evidence plots of CERTIFICATION.md, as plain lists: S1 HHI and
-    top1/top2 per merchant; S3 merchant std(gamma) and gamma of the largest tz groups; S4 max
-    p_group and entropy per merchant-day and the merchant-day count by number of groups."""
-    s1m = _per_merchant(s1).sort(_BY_MERCHANT)
-    top_tz = s3.group_by("tz_group_id").len().sort(["len", "tz_group_id"], descending=[True, False]) \
-        .head(PLOT_TOP_TZ_GROUPS)["tz_group_id"].to_list()
-    md = s4_merchant_days(s4).sort(_MD)
-    groups = md.group_by("n").len().sort("n")
-    return {
-        "s1_hhi": s1m["hhi"].to_list(),
-        "s1_top1": s1m["top1"].to_list(),
-        "s1_top2": s1m["top2"].fill_null(0.0).to_list(),
-        "s3_merchant_std": s3_merchant_std(s3).sort(_BY_MERCHANT)["gamma_std"].to_list(),
-        "s3_gamma_by_tz": {tz: s3.filter(pl.col("tz_group_id") == tz)["gamma"].to_list() for tz in top_tz},
-        "s4_max_p": md["max_p"].to_list(),
-        "s4_entropy": md["entropy"].to_list(),
-        "s4_groups_per_day": dict(zip(groups["n"].to_list(), groups["len"].to_list())),
-    }

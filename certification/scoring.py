@@ -123,6 +123,8 @@ def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict
     # T-STR-05: a forced recompute published nothing new.
     if replay is None:
         checks["T-STR-05"] = {"ok": False, "detail": "replay not run"}
+    elif getattr(replay, "error", None):
+        checks["T-STR-05"] = {"ok": False, "detail": f"replay failed: {replay.error}"}
     else:
         changed = sorted(f"{r.name}:{d}" for r in replay.stages for d, st in r.published.items() if st != "identical")
         checks["T-STR-05"] = {"ok": not changed, "detail": f"{sum(len(r.published) for r in replay.stages)} outputs recomputed; "

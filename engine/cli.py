@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
     from .pipeline import Pipeline
 
     pipe = Pipeline(args.seed, args.runs_root, _policy_dir(args), roster_file=args.roster, force=args.force,
-                    upstream=getattr(args, "upstream", None),
+                    upstream=getattr(args, "upstream", None), report_path=getattr(args, "run_report", None),
                     progress=StageProgress(args.quiet))
     result = pipe.run(until=args.until)
     if not args.quiet:
@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_world(args) -> int:
-    args.until, args.roster, args.force, args.upstream = "world", None, False, None
+    args.until, args.roster, args.force, args.upstream, args.run_report = "world", None, False, None, None
     return cmd_run(args)
 
 
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", type=Path, default=None,
                    help="a user-supplied upstream folder (merchants/site_locations/site_timezones .parquet + validation/)")
     p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
+    p.add_argument("--run-report", type=Path, default=None, help="write the run report (stage times, publish statuses) here")
     _add_common(p)
     p.set_defaults(func=cmd_run)
 

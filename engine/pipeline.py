@@ -107,12 +107,21 @@ class RunResult:
     policy_dir: Path
     stages: list[StageRecord]
     seconds: float
+    _loaded: dict = field(default_factory=dict, repr=False)
 
     def path(self, dataset_id: str) -> Path:
         return dataset_path(dataset_id, self.runs_root, self.ctx)
 
-    def load(self, dataset_id: str):
-        return decode(dataset_id, self.path(dataset_id), partition_of(dataset_id, self.ctx))
+    def load(self, dataset_id: str, cache: bool = True):
+        """A published dataset under its contract (kept in memory for repeated readers)."""
+        if not cache:
+            return decode(dataset_id, self.path(dataset_id), partition_of(dataset_id, self.ctx))
+        if dataset_id not in self._loaded:
+            self._loaded[dataset_id] = decode(dataset_id, self.path(dataset_id), partition_of(dataset_id, self.ctx))
+        return self._loaded[dataset_id]
+
+    def forget(self) -> None:
+        self._loaded.clear()
 
     @property
     def replay_identical(self) -> bool:
@@ -189,7 +198,8 @@ class Pipeline:
     """Runs the stages for one seed under one runs root."""
 
     def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
-                 roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None):
+                 roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None,
+                 report_path: Path | None = None):
         self.seed = int(seed)
         self.runs_root = Path(runs_root)
         self.policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
@@ -197,6 +207,7 @@ class Pipeline:
         self.upstream = Path(upstream) if upstream else None
         self.stages = STAGES if self.upstream is None else (Stage("world", upstream_import),) + STAGES[1:]
         self.force = force
+        self.report_path = Path(report_path) if report_path else None
         self.progress = progress
         self.policies = load_policies(self.policy_dir, ENGINE_POLICIES)
         self.ctx = make_context(self.seed, self.policies, self.upstream)
@@ -333,7 +344,7 @@ class Pipeline:
         self._write_run_report(result)
         return result
 
-    def _write_run_report(self, result: RunResult) -> None:
+    def _write_run_report(self, result: RunResult, path: Path | None = None) -> None:
         report = {
             "seed": self.seed,
             "manifest_fingerprint": self.ctx.mf,
@@ -343,7 +354,8 @@ class Pipeline:
             "stages": [{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 4), "rows": r.rows,
                         "published": r.published, "report": r.report} for r in result.stages],
         }
-        replace_file(run_report_path(self.runs_root, self.ctx), json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+        replace_file(path or self.report_path or run_report_path(self.runs_root, self.ctx),
+                     json.dumps(report, indent=2, sort_keys=True, default=str).encode())
 
 
 def run_seed(seed: int, runs_root: Path, policy_dir: Path | None = None, until: str | None = None, **kw) -> RunResult:

@@ -156,9 +156,15 @@ def test_cohorts(frames):
     assert not any(isinstance(v, float) and v != v for r in tables["S3_S4"] for v in r.values())  # JSON-safe
 
 
-def test_plot_series(frames):
-    world, s3, s4 = frames
-    d = M.plot_series(world[2], s3, s4)
-    assert len(d["s1_hhi"]) == len(d["s3_merchant_std"]) == world[0].height
-    assert len(d["s4_max_p"]) == len(d["s4_entropy"]) == sum(d["s4_groups_per_day"].values()) == 60 * 28
-    assert 0 < len(d["s3_gamma_by_tz"]) <= M.PLOT_TOP_TZ_GROUPS
+
+
+def test_brown_forsythe_equals_scipy_levene_median():
+    import numpy as np
+    from scipy.stats import levene
+
+    rng = np.random.default_rng(3)
+    sizes, scales = [600, 700, 800, 900], [1.0, 1.1, 0.9, 1.05]
+    g = np.repeat(list("abcd"), sizes)
+    y = rng.normal(size=sum(sizes)) * np.repeat(scales, sizes)
+    p, k, n = M.brown_forsythe(pl.col("y"), "g", pl.DataFrame({"g": g, "y": y}))
+    assert p == pytest.approx(levene(*[y[g == c] for c in "abcd"], center="median").pvalue, rel=1e-9)
