@@ -32,11 +32,14 @@ def _loadavg() -> list[float] | None:
         return None
 
 
+LOADAVG_AT_IMPORT = _loadavg()  # this conftest is imported when the session starts
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     import numpy
     import polars
 
-    machine_info["loadavg_start"] = _loadavg()
+    machine_info["loadavg_start"] = LOADAVG_AT_IMPORT
     machine_info["cpu_count"] = os.cpu_count()
     machine_info["numpy_version"] = numpy.__version__
     machine_info["polars_version"] = polars.__version__
