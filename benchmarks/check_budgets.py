@@ -162,10 +162,15 @@ def evaluate(bench_json: dict, budgets: dict, *, scaling: dict | None = None, al
     which = budgets.get("statistic", "min")
     benches = benchmarks_by_name(bench_json)
     rep = Report(calibration=calibration_seconds(benches, budgets))
+    failed = bench_json.get("seg2b", {}).get("failed", {})
+    for name, err in sorted(failed.items()):
+        rep.failures.append(f"{name}: the benchmark itself failed ({err})")
     for name, b in sorted(budgets.get("benchmarks", {}).items()):
         kind = b["calibration"]
         row = {"name": name, "calibration": kind, "budget_ratio": b["budget_ratio"], "seconds": None, "ratio": None}
-        if name not in benches:
+        if name in failed:
+            row["status"] = "FAILED"
+        elif name not in benches:
             row["status"] = "missing"
             if not allow_missing:
                 rep.failures.append(f"{name}: budgeted benchmark missing from the JSON")
@@ -188,7 +193,8 @@ def evaluate(bench_json: dict, budgets: dict, *, scaling: dict | None = None, al
             continue
         s = _seconds(benches, name, which)
         row = {"name": name, "ceiling": ceiling, "seconds": s,
-               "status": "not measured" if s is None else ("ok" if s <= ceiling else "BREACH")}
+               "status": ("FAILED" if name in failed else "not measured") if s is None
+               else ("ok" if s <= ceiling else "BREACH")}
         if row["status"] == "BREACH":
             rep.failures.append(f"{name}: {s:.1f} s above the plan's ceiling {ceiling} s")
         rep.ceiling_rows.append(row)

@@ -33,6 +33,14 @@ def _loadavg() -> list[float] | None:
 
 
 LOADAVG_AT_IMPORT = _loadavg()  # this conftest is imported when the session starts
+FAILED: dict[str, str] = {}  # benchmark test name -> first error line (failed tests leave no stats)
+
+
+def pytest_runtest_logreport(report):
+    if report.failed:
+        lines = report.longreprtext.splitlines()
+        err = next((ln[1:].strip() for ln in lines if ln.startswith("E ")), lines[-1] if lines else "failed")
+        FAILED[report.nodeid.split("::")[-1]] = f"{report.when}: {err}"[:500]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -55,6 +63,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "kernel_rounds": KERNEL_ROUNDS,
         "seed": BENCH_SEED,
         "statistic": "min",
+        "failed": dict(FAILED),
     }
 
 

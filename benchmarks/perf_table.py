@@ -108,14 +108,21 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
     L.append("")
     L.append("| lane | seconds | includes | target | plan ceiling | ceiling / measured |")
     L.append("|---|---:|---|---|---:|---:|")
+    failed = seg.get("failed", {})
     for name in ("test_lane_fast", "test_lane_witness", "test_lane_certify", "test_lane_fast_full"):
         if name not in B:
+            if name in failed:
+                L.append(f"| {name.removeprefix('test_lane_')} | **failed** | {failed[name]} | - | {_n(ceil.get(name))} s | - |")
             continue
         v = sec[name]
         c = ceil.get(name)
         tgt = _target_cell(budgets, lane_target[name], v) if name in lane_target else "-"
         L.append(f"| {name.removeprefix('test_lane_')} | {_s(v, 1)} | {B[name]['extra_info'].get('includes', '')} | {tgt} | "
                  f"{_n(c)} s | {'-' if not c else f'{c / v:,.0f}x'} |")
+    others = sorted(n for n in failed if not n.startswith("test_lane_"))
+    if others:
+        L.append("")
+        L.append("Failed benchmarks (no time): " + "; ".join(f"`{n}`: {failed[n]}" for n in others))
     L.append("")
 
     # -- reruns ---------------------------------------------------------------------------
