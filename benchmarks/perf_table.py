@@ -199,6 +199,12 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
                          + f"; target {_target_cell(budgets, 'memory_100k_merchants', val)}"
                          + (f"; stages above the budget: {', '.join(p['over_budget'])}" if p.get("over_budget") else "")
                          + ".")
+        for p in pts:
+            ex = p.get("extrapolated")
+            if ex:
+                L.append(f"Not reached at {p['n_merchants']:,} merchants (fitted on the smaller scales, an "
+                         "extrapolation, not a measurement): "
+                         + ", ".join(f"{s} ~{e['peak_rss_bytes'] / GIB:.1f} GiB" for s, e in ex.items()) + ".")
         L.append("")
 
     # -- upstream anchor ------------------------------------------------------------------

@@ -186,16 +186,50 @@ def _exponent(xs, ys) -> dict:
             "rms_log_residual": round(float(np.sqrt(np.mean(resid**2))), 4)}
 
 
+def _stage_ok(p: dict, s: str) -> bool:
+    r = p["stages"].get(s)
+    return r is not None and r.get("status") in ("ran", "skipped")
+
+
 def fit(points: list[dict], stage_names) -> dict:
+    """Exponents per stage over every point where that stage ran; the total over complete points."""
     done = [p for p in points if p.get("completed")]
-    n = [p["n_merchants"] for p in done]
-    out = {"n_merchants": n, "stages": {}, "peak_rss_stages": {}}
+    out = {"n_merchants": [p["n_merchants"] for p in done], "stages": {}, "peak_rss_stages": {}}
     for s in stage_names:
-        out["stages"][s] = _exponent(n, [p["stages"][s]["seconds"] for p in done])
-        out["peak_rss_stages"][s] = _exponent(n, [p["stages"][s]["peak_rss_bytes"] for p in done])
+        pts = [p for p in points if _stage_ok(p, s)]
+        n = [p["n_merchants"] for p in pts]
+        out["stages"][s] = {**_exponent(n, [p["stages"][s]["seconds"] for p in pts]), "n_merchants": n}
+        # memory: the stage's own increment over the process baseline (imports, policies), which is
+        # what grows with n; the baseline is added back when extrapolating
+        inc = [p["stages"][s]["peak_rss_bytes"] - p["stages"][s].get("baseline_rss_bytes", 0) for p in pts]
+        base = [p["stages"][s].get("baseline_rss_bytes", 0) for p in pts]
+        out["peak_rss_stages"][s] = {**_exponent(n, inc), "n_merchants": n, "of": "peak - baseline",
+                                     "baseline_bytes": float(np.median(base)) if base else 0.0}
+    n = out["n_merchants"]
     out["total"] = _exponent(n, [p["total_seconds"] for p in done])
     out["peak_rss"] = _exponent(n, [p["peak_rss_bytes"] for p in done])
     return out
+
+
+def extrapolate(points: list[dict], f: dict, stage_names) -> None:
+    """For a stage not measured at a point (stopped earlier), the fitted peak memory and seconds at
+    that n, marked as an extrapolation (`extrapolated`), never mixed with measurements."""
+    for p in points:
+        ex = {}
+        for s in stage_names:
+            if _stage_ok(p, s):
+                continue
+            m, t = f["peak_rss_stages"][s], f["stages"][s]
+            if m.get("exponent") is None:
+                continue
+            n = p["n_merchants"]
+            ex[s] = {"peak_rss_bytes": m["baseline_bytes"] + m["coefficient"] * n ** m["exponent"],
+                     "seconds": t["coefficient"] * n ** t["exponent"] if t.get("exponent") is not None else None,
+                     "from_n_merchants": m["n_merchants"]}
+        if ex:
+            p["extrapolated"] = ex
+        else:
+            p.pop("extrapolated", None)
 
 
 def format_table(doc: dict) -> str:
@@ -221,7 +255,7 @@ def format_table(doc: dict) -> str:
                                            else f"{'incomplete':>12}" for p in points) + ex(f["total"]))
     lines.append(f"{'arrivals':<8}" + "".join(f"{p['arrivals'] or 0:>12,}" for p in points))
     lines.append("")
-    lines.append("peak RSS per stage subprocess (GiB)")
+    lines.append("peak RSS per stage subprocess (GiB); exponent of (peak - process baseline)")
     lines.append(head)
     for s in stages:
         lines.append(f"{s:<8}" + "".join(cell(p, s, "peak_rss_bytes", GIB, "12.3f") for p in points)
@@ -229,6 +263,10 @@ def format_table(doc: dict) -> str:
     lines.append(f"{'peak':<8}" + "".join(format(p["peak_rss_bytes"] / GIB, "12.3f") for p in points) + ex(f["peak_rss"]))
     lines.append(f"{'at':<8}" + "".join(f"{p['peak_stage']:>12}" for p in points))
     for p in points:
+        for s, e in p.get("extrapolated", {}).items():
+            lines.append(f"n={p['n_merchants']}: {s} not reached; fitted peak {e['peak_rss_bytes'] / GIB:.1f} GiB"
+                         + (f", {e['seconds']:.0f} s" if e.get("seconds") else "")
+                         + f" (extrapolated from n = {e['from_n_merchants']})")
         if p.get("over_budget"):
             lines.append(f"n={p['n_merchants']}: above the {p['mem_budget_bytes'] / GIB:g} GiB budget: "
                          + ", ".join(p["over_budget"]))
@@ -288,6 +326,8 @@ def _document(points: dict, args, base_n: int, stage_names) -> dict:
     import polars as pl
 
     ordered = [points[n] for n in sorted(points)]
+    f = fit(ordered, stage_names)
+    extrapolate(ordered, f, stage_names)
     return {
         "what": "seed %d, world..S8 per stage in its own subprocess; seconds = StageRecord.seconds; "
                 "peak = ru_maxrss of the stage subprocess" % args.seed,
@@ -299,7 +339,7 @@ def _document(points: dict, args, base_n: int, stage_names) -> dict:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "numpy": np.__version__, "polars": pl.__version__, "polars_threads": pl.thread_pool_size()},
         "points": ordered,
-        "fit": fit(ordered, stage_names),
+        "fit": f,
     }
 
 

@@ -30,6 +30,9 @@ POLICY_NAMES = (
     "roster_policy_v1",
     "certification_gates_v1",
 )
+# What the engine reads and S0 seals: every pack but the certification thresholds, which score
+# a run without changing it (editing a threshold must not change any dataset).
+ENGINE_POLICY_NAMES = tuple(n for n in POLICY_NAMES if n != "certification_gates_v1")
 
 
 @dataclass(frozen=True)

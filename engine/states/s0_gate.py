@@ -13,17 +13,10 @@ import json
 from ..bundle import verify_members
 from ..context import Context
 from ..errors import EngineError
+from ..policies import ENGINE_POLICY_NAMES
 
 READS = ("validation_bundle_1B",)
-POLICIES = (
-    "alias_layout_policy_v1",
-    "day_effect_policy_v1",
-    "group_mix_regularizer_v1",
-    "route_rng_policy_v1",
-    "virtual_edge_policy_v1",
-    "world_policy_v1",
-    "roster_policy_v1",
-)
+POLICIES = ENGINE_POLICY_NAMES
 WRITES = ("s0_gate_receipt", "sealed_inputs")
 
 UPSTREAM_MANIFEST = "upstream_manifest.json"
