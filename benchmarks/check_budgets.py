@@ -12,7 +12,10 @@ Three kinds of limits live in budgets.json:
       `test_calibration_polars_groupby` (group-by of 1M rows).
   The budget ratio is the ratio measured on the reference machine x `headroom` (1.25): a slower
   (or faster) machine scales benchmark and calibration alike and passes, a real regression of
-  25 % or more fails. `--calibrate` recomputes the ratios from a benchmark JSON.
+  25 % or more fails. `--calibrate` recomputes the ratios from a benchmark JSON (with --also, the
+  largest ratio over several sessions). Benchmarks of a few milliseconds are dominated by timer
+  and file-system jitter, so a breach also needs the time to exceed the budget by more than
+  `noise_floor_seconds` (a 2x regression of a 6 ms stage still fails).
 * Hard ceilings of the plan, in seconds (lanes: fast 20 min, witness 40 min, certify 90 min):
   a breach always fails.
 * Targets of this engine (fast lane <= 10 s, ..., 100k merchants <= 8 GiB): reported as met or
@@ -162,6 +165,7 @@ def evaluate(bench_json: dict, budgets: dict, *, scaling: dict | None = None, al
     which = budgets.get("statistic", "min")
     benches = benchmarks_by_name(bench_json)
     rep = Report(calibration=calibration_seconds(benches, budgets))
+    floor = float(budgets.get("noise_floor_seconds", 0.0))
     failed = bench_json.get("seg2b", {}).get("failed", {})
     for name, err in sorted(failed.items()):
         rep.failures.append(f"{name}: the benchmark itself failed ({err})")
@@ -180,7 +184,8 @@ def evaluate(bench_json: dict, budgets: dict, *, scaling: dict | None = None, al
         else:
             row["seconds"] = stat(benches[name], which)
             row["ratio"] = row["seconds"] / rep.calibration[kind]
-            row["status"] = "ok" if row["ratio"] <= b["budget_ratio"] else "BREACH"
+            allowed = b["budget_ratio"] * rep.calibration[kind] + floor
+            row["status"] = "ok" if row["seconds"] <= allowed else "BREACH"
             if row["status"] == "BREACH":
                 rep.failures.append(f"{name}: ratio {row['ratio']:.3f} > budget {b['budget_ratio']:.3f} "
                                     f"({row['ratio'] / b['budget_ratio'] - 1:+.0%})")
@@ -207,28 +212,42 @@ def evaluate(bench_json: dict, budgets: dict, *, scaling: dict | None = None, al
     return rep
 
 
-def calibrate(bench_json: dict, budgets: dict, headroom: float | None = None, source: str = "") -> dict:
-    """budgets with `benchmarks` recomputed from this JSON: ratio x headroom for every benchmark."""
+def calibrate(bench_json: dict, budgets: dict, headroom: float | None = None, source: str = "",
+              others: list[dict] = ()) -> dict:
+    """budgets with `benchmarks` recomputed: ratio x headroom for every benchmark of `bench_json`.
+
+    With `others` (more sessions of the same code on the same machine), a benchmark's reference
+    ratio is the largest of its ratios over all sessions: on a shared machine one session's load
+    moves the multi-threaded calibration, and the worst session is the honest reference.
+    `calibration_seconds` and `measured_seconds` are those of `bench_json`.
+    """
     which = budgets.get("statistic", "min")
     headroom = float(headroom or budgets.get("headroom", 1.25))
     benches = benchmarks_by_name(bench_json)
     cal = calibration_seconds(benches, budgets)
-    if "mixed" not in cal:
-        raise SystemExit("calibrate: both calibration benchmarks must be in the JSON")
+    sessions = [(benches, cal)]
+    for other in others:
+        ob = benchmarks_by_name(other)
+        sessions.append((ob, calibration_seconds(ob, budgets)))
+    if any("mixed" not in c for _, c in sessions):
+        raise SystemExit("calibrate: both calibration benchmarks must be in every JSON")
     out = {}
     for name, b in sorted(benches.items()):
         if name in budgets["calibration"].values():
             continue
         kind = calibration_kind(b)
-        ratio = stat(b, which) / cal[kind]
+        ratios = [stat(bs[name], which) / c[kind] for bs, c in sessions if name in bs]
+        ratio = max(ratios)
         out[name] = {"calibration": kind, "measured_seconds": round(stat(b, which), 6),
-                     "measured_ratio": round(ratio, 6), "budget_ratio": round(ratio * headroom, 6)}
+                     "measured_ratio": round(ratio, 6), "budget_ratio": round(ratio * headroom, 6),
+                     "session_ratios": [round(r, 6) for r in ratios]}
     mi = bench_json.get("machine_info", {})
     new = dict(budgets)
     new["headroom"] = headroom
     new["benchmarks"] = out
     new["calibrated"] = {
         "source": source,
+        "sessions": len(sessions),
         "datetime": bench_json.get("datetime") or dt.datetime.now(dt.timezone.utc).isoformat(),
         "calibration_seconds": {k: round(v, 6) for k, v in cal.items()},
         "machine": {k: mi.get(k) for k in ("node", "processor", "cpu_count", "python_version", "numpy_version",
@@ -288,12 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strict-targets", action="store_true", help="a missed target fails the gate too")
     ap.add_argument("--calibrate", action="store_true",
                     help="rewrite the per-benchmark budgets in --budgets from this JSON (ratio x headroom)")
+    ap.add_argument("--also", type=Path, nargs="*", default=[],
+                    help="with --calibrate: more session JSONs; each budget uses the largest ratio over all")
     ap.add_argument("--headroom", type=float, default=None)
     args = ap.parse_args(argv)
 
     bench_json, budgets = load_json(args.bench_json), load_json(args.budgets)
     if args.calibrate:
-        new = calibrate(bench_json, budgets, args.headroom, source=os.path.relpath(args.bench_json, HERE.parent))
+        new = calibrate(bench_json, budgets, args.headroom, source=os.path.relpath(args.bench_json, HERE.parent),
+                        others=[load_json(p) for p in args.also])
         args.budgets.write_text(json.dumps(new, indent=2) + "\n")
         print(f"wrote {len(new['benchmarks'])} budgets (headroom x{new['headroom']}) to {args.budgets}")
         budgets = new

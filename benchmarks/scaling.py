@@ -253,7 +253,8 @@ def format_table(doc: dict) -> str:
         lines.append(f"{s:<8}" + "".join(cell(p, s, "seconds") for p in points) + ex(f["stages"][s]))
     lines.append(f"{'total':<8}" + "".join(format(p["total_seconds"], "12.2f") if p["total_seconds"] is not None
                                            else f"{'incomplete':>12}" for p in points) + ex(f["total"]))
-    lines.append(f"{'arrivals':<8}" + "".join(f"{p['arrivals'] or 0:>12,}" for p in points))
+    lines.append(f"{'arrivals':<8}" + "".join(f"{p['arrivals']:>12,}" if p.get("arrivals") else f"{'-':>12}"
+                                            for p in points))
     lines.append("")
     lines.append("peak RSS per stage subprocess (GiB); exponent of (peak - process baseline)")
     lines.append(head)
@@ -264,7 +265,7 @@ def format_table(doc: dict) -> str:
     lines.append(f"{'at':<8}" + "".join(f"{p['peak_stage']:>12}" for p in points))
     for p in points:
         for s, e in p.get("extrapolated", {}).items():
-            lines.append(f"n={p['n_merchants']}: {s} not reached; fitted peak {e['peak_rss_bytes'] / GIB:.1f} GiB"
+            lines.append(f"n={p['n_merchants']}: {s} not completed; fitted peak {e['peak_rss_bytes'] / GIB:.1f} GiB"
                          + (f", {e['seconds']:.0f} s" if e.get("seconds") else "")
                          + f" (extrapolated from n = {e['from_n_merchants']})")
         if p.get("over_budget"):

@@ -30,6 +30,7 @@ def _info(benchmark, outcome, **info):
     benchmark.extra_info.update(info)
     benchmark.extra_info["seeds"] = rec["seeds"]
     benchmark.extra_info["verdict"] = rec["verdict"]
+    benchmark.extra_info["structural_failed"] = rec.get("reasons", {}).get("structural_failed")
     benchmark.extra_info["lane_wall_seconds"] = rec["runtime"]["lane_wall_seconds"]
     benchmark.extra_info["first_run_statuses"] = {
         str(s): {r.name: r.status for r in res.stages} for s, res in outcome.results.items()}

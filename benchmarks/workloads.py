@@ -104,3 +104,18 @@ def time_rounds(fn: Callable[[], object], rounds: int, warmup: int = 1) -> list[
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall seconds of every workload, `rounds` times, round-robin (a, b, c, a, b, c, ...), so the
+    calibration and the kernels see the same moments of a shared machine's load."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            out[name].append(time.perf_counter() - t0)
+    return out

@@ -190,17 +190,24 @@ def s4_merchant_days(s4: pl.DataFrame) -> pl.DataFrame:
     """One row per merchant-day: groups n, max p_group, entropy -sum p ln p (p > 0), groups with
     p >= 0.05, |sum p - 1|, and rank_ok: the groups taken in ascending mass_raw order have
     non-decreasing p_group (no pair reversed; two raw masses closer than float resolution may meet
-    on one p_group value without counting as a reversal)."""
+    on one p_group value without counting as a reversal).
+
+    One global sort by (merchant, day, mass_raw) replaces a sort inside every merchant-day: a
+    reversal is then a row whose p_group is below its predecessor's in the same merchant-day.
+    """
     if "max_p" in s4.columns:  # already aggregated
         return s4
-    return s4.group_by(_MD).agg(
+    same_day = (pl.col("merchant_id") == pl.col("merchant_id").shift(1)) & (pl.col("utc_day") == pl.col("utc_day").shift(1))
+    ranked = s4.sort(_MD + ["mass_raw"], maintain_order=True) \
+        .with_columns(reversed_=(same_day & (_PG < _PG.shift(1))).fill_null(False))
+    return ranked.group_by(_MD).agg(
         pl.len().alias("n"),
         _PG.max().alias("max_p"),
         # every term is >= 0; abs() only turns the -0.0 of a single-group day into 0.0
         pl.when(_PG > 0).then(-_PG * _PG.log()).otherwise(0.0).sum().abs().alias("entropy"),
         (_PG >= GROUP_SHARE_FLOOR).sum().alias("n_ge_005"),
         (_PG.sum() - 1.0).abs().alias("mass_error"),
-        (_PG.sort_by("mass_raw").diff().fill_null(0.0) >= 0).all().alias("rank_ok"),
+        (~pl.col("reversed_")).all().alias("rank_ok"),
     )
 
 

@@ -55,6 +55,25 @@ def decode(dataset_id: str, path: Path, partition: str):
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+def check_table(dataset_id: str, path: Path, partition: str) -> None:
+    """Schema (exact, from the file footer), partition stamp, key order and key uniqueness of a
+    published table, reading only its key columns."""
+    import pyarrow.parquet as pq
+
+    from .publish import PARTITION_META
+
+    ds = contracts.get(dataset_id)
+    schema = pq.read_schema(path)
+    stamp = (schema.metadata or {}).get(PARTITION_META)
+    if stamp is not None and stamp.decode() != partition:
+        raise EngineError(path, "seg2b.partition", f"content belongs to partition {stamp.decode()!r}, not {partition!r}")
+    if not schema.remove_metadata().equals(ds.schema):
+        read_parquet_table(path, dataset_id, ds.schema, partition)  # raises, naming the column
+        raise EngineError(path, "(schema)", "schema differs from the contract")
+    keys = sorted(set(ds.order) | set(ds.primary_key), key=list(ds.schema.names).index)
+    contracts.check_key_order(dataset_id, pl.read_parquet(path, columns=keys))
+
+
 def digest(path: Path) -> str:
     path = Path(path)
     return folder_digest(path) if path.is_dir() else file_sha256(path)
