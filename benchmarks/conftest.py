@@ -33,6 +33,7 @@ def _loadavg() -> list[float] | None:
 
 
 LOADAVG_AT_IMPORT = _loadavg()  # this conftest is imported when the session starts
+CODE_AT_START = __import__("benchmarks.workloads", fromlist=["code_state"]).code_state()
 FAILED: dict[str, str] = {}  # benchmark test name -> first error line (failed tests leave no stats)
 
 
@@ -64,7 +65,12 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         "seed": BENCH_SEED,
         "statistic": "min",
         "failed": dict(FAILED),
+        "code": CODE_AT_START,
     }
+    from benchmarks.workloads import code_state
+
+    if code_state()["code_sha256"] != CODE_AT_START["code_sha256"]:
+        output_json["seg2b"]["code_changed_during_session"] = True
 
 
 @pytest.fixture(scope="session")

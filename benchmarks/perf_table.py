@@ -68,6 +68,13 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
              f"{mi.get('loadavg_start')} at the start and {mi.get('loadavg_end')} at the end of the session "
              f"(a shared machine: expect noise). Statistic: the minimum over {seg.get('stage_rounds', '?')} rounds "
              f"(stages, reruns), {seg.get('lane_rounds', '?')} (lanes), {seg.get('kernel_rounds', '?')} (kernels).")
+    code = seg.get("code") or {}
+    if code:
+        L.append("")
+        L.append(f"Code measured: git `{(code.get('git_head') or '?')[:10]}`"
+                 + (" plus uncommitted changes under engine/ or certification/" if code.get("engine_dirty") else "")
+                 + f", source digest `{code.get('code_sha256', '?')[:12]}`"
+                 + ("; **the code changed during the session**" if seg.get("code_changed_during_session") else "") + ".")
     L.append("")
 
     # -- states ---------------------------------------------------------------------------
@@ -171,6 +178,13 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
                      f"{p.get('loadavg_start')} -> {p.get('loadavg_end')} | "
                      + ("yes" if p.get("completed") else f"no: stopped at {p.get('stopped_at')}") + " |")
         L.append("")
+        digests = {(p.get("code") or {}).get("code_sha256") for p in pts}
+        if len(digests) > 1 or any(p.get("code_changed_during_point") for p in pts):
+            L.append("Note: the scaling points were measured on different code states (see `code` in the JSON).")
+            L.append("")
+        elif digests and None not in digests:
+            L.append(f"Code measured: source digest `{next(iter(digests))[:12]}`.")
+            L.append("")
         t_exp = fit["total"].get("exponent")
         L.append("| stage | " + " | ".join(f"s @ {p['n_merchants']:,}" for p in pts) + " | time exponent | memory exponent |")
         L.append("|---|" + "---:|" * (len(pts) + 2))
@@ -202,7 +216,7 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
         for p in pts:
             ex = p.get("extrapolated")
             if ex:
-                L.append(f"Not reached at {p['n_merchants']:,} merchants (fitted on the smaller scales, an "
+                L.append(f"Not completed at {p['n_merchants']:,} merchants (fitted on the smaller scales, an "
                          "extrapolation, not a measurement): "
                          + ", ".join(f"{s} ~{e['peak_rss_bytes'] / GIB:.1f} GiB" for s, e in ex.items()) + ".")
         L.append("")

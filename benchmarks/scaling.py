@@ -144,7 +144,10 @@ def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int,
         shutil.rmtree(pdir)
     policies = make_policies(pdir / "policies", n)
     root = pdir / "runs"
+    from benchmarks.workloads import code_state
+
     point = {"n_merchants": n, "scale": round(n / base_n, 4), "seed": seed, "loadavg_start": _loadavg(),
+             "code": code_state(REPO),
              "stages": {}, "completed": False}
     t0 = time.perf_counter()
     for stage in STAGE_NAMES:
@@ -168,6 +171,8 @@ def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int,
     point["over_budget"] = [s for s, b in peaks.items() if b > budget_bytes]
     point["mem_budget_bytes"] = budget_bytes
     point["loadavg_end"] = _loadavg()
+    if code_state(REPO)["code_sha256"] != point["code"]["code_sha256"]:
+        point["code_changed_during_point"] = True
     point["disk_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
     if not keep:
         shutil.rmtree(pdir, ignore_errors=True)

@@ -119,3 +119,26 @@ def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: 
             fn()
             out[name].append(time.perf_counter() - t0)
     return out
+
+
+def code_state(repo=None) -> dict:
+    """Which code was measured: git HEAD, whether engine/ or certification/ differ from it, and a
+    SHA-256 over their .py files (the engine is edited while benchmarks run: numbers need a label)."""
+    import hashlib
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(repo or Path(__file__).resolve().parent.parent)
+    h = hashlib.sha256()
+    for p in sorted([*repo.glob("engine/**/*.py"), *repo.glob("certification/**/*.py")]):
+        h.update(p.relative_to(repo).as_posix().encode() + b"\0" + p.read_bytes())
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    dirty = git("status", "--porcelain", "--", "engine", "certification")
+    return {"git_head": git("rev-parse", "HEAD"), "engine_dirty": bool(dirty) if dirty is not None else None,
+            "code_sha256": h.hexdigest()}

@@ -12,6 +12,7 @@ class Context:
     parameter_hash: str
     run_id: str
     created_utc: str  # RFC 3339 with 6 fractional digits and Z, from the policy as_of_utc
+    upstream_verbatim: bool = False  # upstream tables are a user's bytes, not published by this engine
 
     @property
     def mf(self) -> str:

@@ -65,7 +65,7 @@ def check_table(dataset_id: str, path: Path, partition: str) -> None:
     ds = contracts.get(dataset_id)
     schema = pq.read_schema(path)
     stamp = (schema.metadata or {}).get(PARTITION_META)
-    if stamp is not None and stamp.decode() != partition:
+    if partition is not None and stamp is not None and stamp.decode() != partition:
         raise EngineError(path, "seg2b.partition", f"content belongs to partition {stamp.decode()!r}, not {partition!r}")
     if not schema.remove_metadata().equals(ds.schema):
         read_parquet_table(path, dataset_id, ds.schema, partition)  # raises, naming the column

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +52,7 @@ from .states import (
 
 ENGINE_POLICIES = s0_gate.POLICIES
 OPTIONAL_OUTPUTS = {"s5_selection_log", "s6_edge_log"}
+IO_THREADS = 2
 # Kernels every stage depends on: editing one reruns everything (conservative, and rare).
 KERNELS = ("rng.py", "alias.py", "identity.py", "contracts.py", "datasets.py", "bundle.py")
 
@@ -132,7 +134,10 @@ def dataset_path(dataset_id: str, runs_root: Path, ctx: Context) -> Path:
     return contracts.get(dataset_id).path(runs_root, seed=ctx.seed, mf=ctx.mf, ph=ctx.parameter_hash, run_id=ctx.run_id)
 
 
-def partition_of(dataset_id: str, ctx: Context) -> str:
+def partition_of(dataset_id: str, ctx: Context) -> str | None:
+    """The partition stamp a dataset must carry; None for tables imported verbatim from a user's upstream."""
+    if ctx.upstream_verbatim and dataset_id in upstream_import.TABLES:
+        return None
     return contracts.get(dataset_id).partition_label(seed=ctx.seed, mf=ctx.mf, ph=ctx.parameter_hash, run_id=ctx.run_id)
 
 
@@ -191,7 +196,7 @@ def make_context(seed: int, policies: dict[str, Policy], upstream: Path | None =
             raise EngineError(flag_file, "(file)", "user-supplied upstream needs a well-formed _passed.flag")
     mf = manifest_fingerprint(upstream_digest, ph)
     return Context(seed=seed, manifest_fingerprint=mf, parameter_hash=ph, run_id=run_id(seed, mf, ph),
-                   created_utc=policies["world_policy_v1"].data["as_of_utc"])
+                   created_utc=policies["world_policy_v1"].data["as_of_utc"], upstream_verbatim=upstream is not None)
 
 
 class Pipeline:
@@ -261,12 +266,12 @@ class Pipeline:
                 if d in sealed_assets and self._digest(d) != sealed_assets[d]:
                     raise EngineError(dataset_path(d, self.runs_root, self.ctx), "sha256_hex",
                                       "input bytes differ from the digest S0 sealed")
-        inputs = {}
-        for d in stage.reads:
-            path = dataset_path(d, self.runs_root, self.ctx)
-            if d in OPTIONAL_OUTPUTS and not path.exists():
-                continue
-            inputs[d] = decode(d, path, partition_of(d, self.ctx))
+        wanted = [d for d in stage.reads
+                  if d not in OPTIONAL_OUTPUTS or dataset_path(d, self.runs_root, self.ctx).exists()]
+        # Parquet decoding releases the GIL: two readers keep both cores busy on big inputs.
+        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+            decoded = pool.map(lambda d: decode(d, dataset_path(d, self.runs_root, self.ctx), partition_of(d, self.ctx)), wanted)
+            inputs = dict(zip(wanted, decoded))
         if stage.name == "S0":
             inputs["_bundle_path"] = str(dataset_path("validation_bundle_1B", self.runs_root, self.ctx).relative_to(self.runs_root))
             inputs["_assets"] = [
@@ -305,14 +310,10 @@ class Pipeline:
         missing = [d for d in stage.writes if d not in outputs and d not in OPTIONAL_OUTPUTS]
         if missing:
             raise EngineError(stage.name, ",".join(missing), "state did not produce a declared output")
-        encoded, rows = {}, {}
-        for d in stage.writes:
-            if d not in outputs:
-                continue
-            value = outputs[d]
-            encoded[d] = encode(d, value, partition_of(d, self.ctx))
-            if hasattr(value, "height"):
-                rows[d] = value.height
+        produced = [d for d in stage.writes if d in outputs]
+        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+            encoded = dict(zip(produced, pool.map(lambda d: encode(d, outputs[d], partition_of(d, self.ctx)), produced)))
+        rows = {d: outputs[d].height for d in produced if hasattr(outputs[d], "height")}
         items = [(dataset_path(d, self.runs_root, self.ctx), data) for d, data in encoded.items()]
         statuses = publish_group(items)
         out_digests = {}

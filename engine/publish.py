@@ -148,8 +148,9 @@ def remove_output(target: Path) -> None:
     _remove(Path(target))
 
 
-def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition: str) -> pa.Table:
-    """Read a published table, checking its exact schema and that it belongs to this partition."""
+def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition: str | None) -> pa.Table:
+    """Read a published table, checking its exact schema and that it belongs to this partition
+    (partition None: bytes taken verbatim from elsewhere, e.g. a user-supplied upstream)."""
     if not Path(path).exists():
         raise EngineError(path, dataset_id, "dataset missing (partition not published)")
     try:
@@ -157,7 +158,7 @@ def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition
     except (pa.ArrowInvalid, OSError) as exc:
         raise EngineError(path, dataset_id, f"unreadable Parquet: {exc}") from None
     got = (table.schema.metadata or {}).get(PARTITION_META)
-    if got is not None and got.decode() != partition:
+    if partition is not None and got is not None and got.decode() != partition:
         raise EngineError(path, "seg2b.partition", f"content belongs to partition {got.decode()!r}, not {partition!r}")
     have = table.schema.remove_metadata()
     if not have.equals(schema):
