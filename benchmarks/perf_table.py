@@ -195,7 +195,7 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
                 cells.append("-" if r is None else (_s(r["seconds"], 2) if "seconds" in r else r["status"]))
             te, me = fit["stages"][s].get("exponent"), fit["peak_rss_stages"][s].get("exponent")
             L.append(f"| {s} | " + " | ".join(cells) + f" | {_s(te, 2)} | {_s(me, 2)} |")
-        L.append(f"| total | " + " | ".join(_s(p.get('total_seconds'), 2) for p in pts)
+        L.append("| total | " + " | ".join(_s(p.get('total_seconds'), 2) for p in pts)
                  + f" | **{_s(t_exp, 2)}** | {_s(fit['peak_rss'].get('exponent'), 2)} |")
         L.append("")
         L.append(f"Scale exponent target {_target_cell(budgets, 'scale_exponent', t_exp)}.")

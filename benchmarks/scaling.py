@@ -44,6 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GIB = 1 << 30
+FLAT_BYTES = 32 << 20  # a stage whose peak never rises 32 MiB above its process baseline does not grow
 
 
 def _loadavg():
@@ -222,7 +223,9 @@ def fit(points: list[dict], stage_names) -> dict:
         # what grows with n; the baseline is added back when extrapolating
         inc = [p["stages"][s]["peak_rss_bytes"] - p["stages"][s].get("baseline_rss_bytes", 0) for p in pts]
         base = [p["stages"][s].get("baseline_rss_bytes", 0) for p in pts]
-        out["peak_rss_stages"][s] = {**_exponent(n, inc), "n_merchants": n, "of": "peak - baseline",
+        flat = not inc or max(inc) < FLAT_BYTES  # no measurable growth: an exponent of noise means nothing
+        out["peak_rss_stages"][s] = {**({"exponent": None, "points": len(inc), "note": "flat"} if flat else _exponent(n, inc)),
+                                     "n_merchants": n, "of": "peak - baseline",
                                      "baseline_bytes": float(np.median(base)) if base else 0.0}
     n = out["n_merchants"]
     out["total"] = _exponent(n, [p["total_seconds"] for p in done])

@@ -2,8 +2,9 @@
 
 test_lane_fast
     `score_lane("fast", fresh_root, replay=True)` in an empty runs root: seed 42 world .. S8,
-    a forced replay of every stage (determinism proof), scoring of every gate, verdict and
-    record. Not included: writing the evidence pack, the junit gate suite and retention (that is
+    a forced replay of every stage (determinism proof; however score_lane runs it, at the time
+    of writing a subprocess on the second core overlapping the scoring), scoring of every
+    gate, verdict and record. Not included: writing the evidence pack, the junit gate suite and retention (that is
     test_lane_fast_full).
 test_lane_witness
     `score_lane("witness", ...)` in a copy of the fast lane's runs root: seed 42 is skipped by
@@ -52,7 +53,7 @@ def test_lane_fast(benchmark, tmp_path_factory, lane_snapshots):
     benchmark.group = "lanes"
     benchmark.pedantic(target, setup=setup, rounds=LANE_ROUNDS, iterations=1, warmup_rounds=0)
     _info(benchmark, outcomes[-1], kind="lane", lane="fast",
-          includes="fresh root: seed 42 world..S8 + forced replay + scoring (no evidence pack)")
+          includes="fresh root: seed 42 world..S8 + forced replay (subprocess) + scoring (no evidence pack)")
 
 
 def _seed42_root(lane_snapshots, tmp_path_factory):
