@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -46,13 +47,19 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     seeds = list(seeds) if seeds else list(gp["lanes"][lane])
     t0 = time.perf_counter()
     results, scores, replays = {}, {}, {}
-    for s in seeds:
+    scratch = Path(runs_root) / "replay_scratch"
+    for i, s in enumerate(seeds):
+        if replay:
+            # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
+            # while this process runs the seed; one replay in flight at a time.
+            if i:
+                replays[seeds[i - 1]].process.wait()
+            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir)
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
-        if replay:  # T-STR-05 on the second core while this seed is scored and the next one runs
-            replays[s] = start_replay(s, runs_root, policy_dir)
     for s in seeds:
-        scores[s] = score_seed(results[s], finish_replay(replays[s]) if replay else None)
+        scores[s] = score_seed(results[s], finish_replay(replays[s], results[s]) if replay else None)
         results[s].forget()
+    shutil.rmtree(scratch, ignore_errors=True)
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
     gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s) for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
@@ -80,38 +87,52 @@ class Replay:
     report: Path
 
 
-def start_replay(seed: int, runs_root: Path, policy_dir: Path) -> Replay:
-    """A forced recompute of every stage of the seed, in its own process."""
-    report = Path(runs_root) / f"reports/layer1/2B/replay/seed={seed}/run_report.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(runs_root),
-           "--policies", str(policy_dir), "--force", "--quiet", "--run-report", str(report)]
+def start_replay(seed: int, scratch_root: Path, policy_dir: Path) -> Replay:
+    """The whole seed (world..S8) run again from nothing, in its own process and folder."""
+    shutil.rmtree(scratch_root, ignore_errors=True)
+    report = Path(scratch_root) / "replay_run_report.json"
+    cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(scratch_root),
+           "--policies", str(policy_dir), "--quiet", "--run-report", str(report)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
     return Replay(seed, proc, report)
 
 
-def finish_replay(rep: Replay):
-    """The replay's stage records (published statuses), or None with the reason when it failed."""
-    import json
+def finish_replay(rep: Replay, result: RunResult):
+    """Compare every output of the replay with the published run, byte for byte (by digest).
+
+    Returns an object whose `stages` carry, per stage, "identical" or "changed" for each output,
+    or whose `error` says why the replay could not be compared.
+    """
     from types import SimpleNamespace
 
-    from engine.pipeline import StageRecord
+    from engine import contracts
+    from engine.datasets import digest
+    from engine.pipeline import STAGES, StageRecord, dataset_path
 
     _, err = rep.process.communicate()
-    if rep.process.returncode != 0 or not rep.report.exists():
+    if rep.process.returncode != 0:
         return SimpleNamespace(stages=[], error=err.decode(errors="replace").strip()[-500:] or "replay failed")
-    data = json.loads(rep.report.read_text())
-    return SimpleNamespace(stages=[StageRecord(st["stage"], st["status"], st["seconds"], st["rows"], st["published"])
-                                   for st in data["stages"]], error=None)
+    scratch_root = rep.report.parent
+    stages = []
+    for stage in STAGES:
+        published = {}
+        for d in stage.writes:
+            mine = result.path(d)
+            theirs = dataset_path(d, scratch_root, result.ctx)
+            if not mine.exists() and not theirs.exists():
+                continue
+            same = mine.exists() and theirs.exists() and digest(mine) == digest(theirs)
+            published[d] = "identical" if same else "changed"
+        stages.append(StageRecord(stage.name, "replayed", 0.0, {}, published))
+    return SimpleNamespace(stages=stages, error=None)
 
 
-def run_suite(record_path: Path, junit_path: Path) -> int:
+def start_suite(record_path: Path, junit_path: Path) -> subprocess.Popen:
     """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence."""
     cmd = [sys.executable, "-m", "pytest", str(SUITE_DIR), "-q", "-p", "no:cacheprovider", "--no-header",
            f"--seg2b-record={record_path}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    return subprocess.Popen(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
@@ -156,9 +177,10 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     record["evidence_pack"] = str(pack)
     record_path = pack / "certification_record.json"
     write_json(record_path, record)
-    suite_rc = run_suite(record_path, pack / "junit.xml")
-    record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
+    suite = start_suite(record_path, pack / "junit.xml")  # runs while the report and plots are drawn
     write_pack(pack, record, outcome)
+    suite_rc = suite.wait()
+    record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
     write_json(record_path, record)
     update_pointers(runs_root, record)
     prune_packs(evidence_root / lane, keep=pack, last_good=record["verdict"] in (G.PASS_B, G.PASS_BPLUS))
