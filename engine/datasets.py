@@ -44,7 +44,8 @@ def decode(dataset_id: str, path: Path, partition: str):
     if not path.exists():
         raise EngineError(path, dataset_id, "dataset missing (partition not published)")
     if ds.kind == "parquet":
-        return pl.from_arrow(read_parquet_table(path, dataset_id, ds.schema, partition))
+        check_footer(dataset_id, path, partition)
+        return pl.read_parquet(path)
     if ds.kind == "json":
         try:
             return json.loads(path.read_bytes())
@@ -55,21 +56,31 @@ def decode(dataset_id: str, path: Path, partition: str):
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def check_table(dataset_id: str, path: Path, partition: str) -> None:
-    """Schema (exact, from the file footer), partition stamp, key order and key uniqueness of a
-    published table, reading only its key columns."""
+def check_footer(dataset_id: str, path: Path, partition: str | None) -> None:
+    """Exact Arrow schema and partition stamp of a Parquet file, from its footer alone."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from .publish import PARTITION_META
 
     ds = contracts.get(dataset_id)
-    schema = pq.read_schema(path)
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise EngineError(path, dataset_id, f"unreadable Parquet: {exc}") from None
     stamp = (schema.metadata or {}).get(PARTITION_META)
     if partition is not None and stamp is not None and stamp.decode() != partition:
         raise EngineError(path, "seg2b.partition", f"content belongs to partition {stamp.decode()!r}, not {partition!r}")
     if not schema.remove_metadata().equals(ds.schema):
         read_parquet_table(path, dataset_id, ds.schema, partition)  # raises, naming the column
         raise EngineError(path, "(schema)", "schema differs from the contract")
+
+
+def check_table(dataset_id: str, path: Path, partition: str | None) -> None:
+    """Schema (exact, from the file footer), partition stamp, key order and key uniqueness of a
+    published table, reading only its key columns."""
+    check_footer(dataset_id, path, partition)
+    ds = contracts.get(dataset_id)
     keys = sorted(set(ds.order) | set(ds.primary_key), key=list(ds.schema.names).index)
     contracts.check_key_order(dataset_id, pl.read_parquet(path, columns=keys))
 
