@@ -22,7 +22,7 @@ from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy
 from . import gates as G
 from .record import build_record, compare_with_lock, lock_from_record, write_json
 from .retention import prune_runs, prune_packs, update_pointers
-from .scoring import SeedScore, preconditions, score_seed
+from .scoring import SeedScore, preconditions, replay_check, score_seed
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
 DEFAULT_LOCK = Path(__file__).resolve().parent.parent / "evidence" / "lock.json"
@@ -51,16 +51,18 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     for i, s in enumerate(seeds):
         if replay:
             # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
-            # while this process runs the seed; one replay in flight at a time.
+            # while this process runs and scores the seed; one replay in flight at a time.
             if i:
                 replays[seeds[i - 1]].process.wait()
             replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir)
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
+        scores[s] = score_seed(results[s], None)  # T-STR-05 is filled in once the replay is back
     for s in seeds:
-        scores[s] = score_seed(results[s], finish_replay(replays[s], results[s]) if replay else None)
-        results[s].forget()
+        scores[s].structural["T-STR-05"] = replay_check(finish_replay(replays[s], results[s]) if replay else None)
     shutil.rmtree(scratch, ignore_errors=True)
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
+    for res in results.values():
+        res.forget()
     gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s) for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
     xseed["T-X-02"] = "holds" if all(r.band != "FAIL" for res in gate_results.values() for r in res.values()) else "FAIL"

@@ -122,17 +122,20 @@ def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict
         except EngineError as exc:
             problems.append(str(exc))
     checks["T-STR-04"] = {"ok": not problems, "detail": "; ".join(problems) or "all Parquet datasets conform"}
-    # T-STR-05: an independent rerun of the seed (fresh folder, fresh process) reproduced every
-    # output byte for byte, so rerunning publishes nothing new.
-    if replay is None:
-        checks["T-STR-05"] = {"ok": False, "detail": "replay not run"}
-    elif getattr(replay, "error", None):
-        checks["T-STR-05"] = {"ok": False, "detail": f"replay failed: {replay.error}"}
-    else:
-        changed = sorted(f"{r.name}:{d}" for r in replay.stages for d, st in r.published.items() if st != "identical")
-        checks["T-STR-05"] = {"ok": not changed, "detail": f"{sum(len(r.published) for r in replay.stages)} outputs rerun from nothing and compared; "
-                              f"changed: {changed or 'none'}"}
+    checks["T-STR-05"] = replay_check(replay)
     return checks, flag
+
+
+def replay_check(replay) -> dict:
+    """T-STR-05: an independent rerun of the seed (fresh folder, fresh process) reproduced every
+    output byte for byte, so rerunning publishes nothing new."""
+    if replay is None:
+        return {"ok": False, "detail": "replay not run"}
+    if getattr(replay, "error", None):
+        return {"ok": False, "detail": f"replay failed: {replay.error}"}
+    changed = sorted(f"{r.name}:{d}" for r in replay.stages for d, st in r.published.items() if st != "identical")
+    return {"ok": not changed, "detail": f"{sum(len(r.published) for r in replay.stages)} outputs rerun from nothing "
+            f"and compared; changed: {changed or 'none'}"}
 
 
 def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
