@@ -21,7 +21,7 @@ from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy
 
 from . import gates as G
 from .record import build_record, compare_with_lock, lock_from_record, write_json
-from .retention import prune_runs, prune_packs, update_pointers
+from .retention import prune_packs, prune_runs, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
@@ -107,7 +107,6 @@ def finish_replay(rep: Replay, result: RunResult):
     """
     from types import SimpleNamespace
 
-    from engine import contracts
     from engine.datasets import digest
     from engine.pipeline import STAGES, StageRecord, dataset_path
 

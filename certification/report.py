@@ -37,6 +37,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+
 # The explicit Agg canvas renders off-screen without switching the process-wide pyplot backend
 # (`matplotlib.use`), so importing this module never changes an interactive session's plotting.
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine import contracts
+from engine import alias, contracts
 from engine.bundle import verify_bundle
 from engine.datasets import check_table
 from engine.errors import EngineError
-from engine.pipeline import partition_of
-from engine.pipeline import RunResult
+from engine.pipeline import RunResult, partition_of
 from engine.states.s2_alias_tables import read_tables
-from engine import alias
 
 from . import metrics as M
 from .plot_series import plot_series
@@ -196,8 +194,8 @@ def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[
     out["PRE-03"] = {"ok": all(m == 0 and not c and not ch for m, c, ch in cover.values()),
                      "detail": "; ".join(f"seed {s}: {m} S1 merchants without arrivals, classes missing {c}, channels missing {ch}"
                                          for s, (m, c, ch) in cover.items())}
-    from engine.policies import load_policies
     from engine.pipeline import ENGINE_POLICIES
+    from engine.policies import load_policies
 
     current = {n: p.sha256 for n, p in load_policies(policy_dir, ENGINE_POLICIES).items()}
     sealed = {s: res.load("s0_gate_receipt")["policies"] for s, res in results.items()}

@@ -228,7 +228,7 @@ def _tz_offsets(tzids: list[str], first_day: int, n_days: int) -> np.ndarray:
         except (ZoneInfoNotFoundError, ValueError):
             raise EngineError("site_timezones", f"tzid {name!r}", "not an IANA time zone known to zoneinfo") from None
 
-        def offset(sec: int) -> int:
+        def offset(sec: int, zone=zone) -> int:
             return int(dt.datetime.fromtimestamp(sec, zone).utcoffset().total_seconds())
 
         bounds = [offset(s0 + 86_400 * d) for d in range(n_days + 1)]

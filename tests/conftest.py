@@ -12,6 +12,24 @@ import pytest
 from engine.policies import DEFAULT_POLICY_DIR
 
 
+def edited_policy(name: str, **changes):
+    """The shipped policy `name` with `changes` applied in memory (keys are '/'-separated paths);
+    its digest is zeroed so it can never pass for the shipped one."""
+    import copy
+    import dataclasses
+
+    from engine.policies import load_policy
+
+    base = load_policy(name)
+    data = copy.deepcopy(base.data)
+    for path, value in changes.items():
+        node, keys = data, path.split("/")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    return dataclasses.replace(base, data=data, sha256="0" * 64)
+
+
 def policy_variant(tmp: Path, edits: dict) -> Path:
     """A copy of the default policy folder with `edits` = {policy name: fn(data) -> None} applied."""
     target = tmp / "policies"

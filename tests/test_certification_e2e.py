@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from certification.lanes import score_lane
 from certification import gates as G
+from certification.lanes import score_lane
 from tests.conftest import policy_variant
 
 pytestmark = pytest.mark.slow

@@ -77,7 +77,7 @@ def test_blocked_kernel_equals_reference_rounds():
     k = np.uint64(0xDEADBEEFCAFEF00D)
     c0, c1 = lo.copy(), hi.copy()
     with np.errstate(over="ignore"):
-        for r in range(rng.ROUNDS):
+        for _ in range(rng.ROUNDS):
             h, lw = rng._mulhilo(c0, rng.PHILOX_M2x64_0)
             c0, c1 = h ^ k ^ c1, lw
             k = k + rng.PHILOX_W64_0

@@ -103,9 +103,9 @@ def _kernel_gate(kernels=None, slowdown: dict | None = None):
     numpy_cal = BUDGETS["calibration"]["numpy"]
     fns = {numpy_cal: W.CALIBRATION[numpy_cal][0](), **{n: W.KERNELS[n][0]() for n in kernel_budgets}}
     for name, k in (slowdown or {}).items():
-        fns[name] = (lambda fn, k: lambda: [fn() for _ in range(k)])(fns[name], k)
+        fns[name] = (lambda fn, k: lambda: [fn() for _ in range(k)])(fns[name], k)  # noqa: B023 (bound by the outer lambda)
     best = {n: float("inf") for n in fns}
-    for attempt in range(1, 4):
+    for attempt in range(1, 4):  # noqa: B007 (returned after the loop)
         for name, times in W.time_interleaved(fns, rounds=5).items():
             best[name] = min(best[name], *times)
         extra = {n: {"kind": "kernel"} for n in kernel_budgets}

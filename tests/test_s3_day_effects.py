@@ -21,9 +21,10 @@ from certification import metrics as M
 from engine import contracts
 from engine.context import Context
 from engine.errors import EngineError
-from engine.policies import Policy, load_policy
+from engine.policies import load_policy
 from engine.rng import STREAM_S3, Stream
 from engine.states import s3_day_effects as s3
+from tests.conftest import edited_policy
 
 CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
               created_utc="2026-01-01T00:00:00.000000Z")
@@ -86,16 +87,8 @@ def make_world(n_merchants=300, seed=0, single_share=0.5):
     return merchants, st, s1.sort(SITE_PK)
 
 
-def day_policy(**changes) -> Policy:
-    """The shipped day-effect policy with `changes` applied (keys are '/'-separated paths)."""
-    base = load_policy("day_effect_policy_v1")
-    data = copy.deepcopy(base.data)
-    for path, value in changes.items():
-        node, keys = data, path.split("/")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    return dataclasses.replace(base, data=data, sha256="0" * 64)
+def day_policy(**changes):
+    return edited_policy("day_effect_policy_v1", **changes)
 
 
 def run_s3(world, policy=None, ctx=CTX, **changes):

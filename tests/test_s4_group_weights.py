@@ -5,7 +5,6 @@ multi-tz cohort at B+, and every bad input named."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import numpy as np
 import polars as pl
@@ -18,6 +17,7 @@ from engine import contracts
 from engine.errors import EngineError
 from engine.policies import load_policy
 from engine.states import s4_group_weights as s4
+from tests.conftest import edited_policy
 
 try:  # the synthetic world lives with the S3 tests
     from test_s3_day_effects import CTX, SITE_PK, make_world, run_s3
@@ -28,14 +28,7 @@ SOFT = dict(knee=0.6, cap=0.85, max_strength=0.6)
 
 
 def mix_policy(**changes):
-    base = load_policy("group_mix_regularizer_v1")
-    data = copy.deepcopy(base.data)
-    for path, value in changes.items():
-        node, keys = data, path.split("/")
-        for k in keys[:-1]:
-            node = node[k]
-        node[keys[-1]] = value
-    return dataclasses.replace(base, data=data, sha256="0" * 64)
+    return edited_policy("group_mix_regularizer_v1", **changes)
 
 
 def run_s4(world, s3_df, policy=None):

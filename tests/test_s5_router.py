@@ -391,6 +391,7 @@ def test_duplicate_s4_row_raises(world):
 def test_policy_schema_rejects_unknown_keys(tmp_path):
     import json
     import shutil
+
     from engine.policies import DEFAULT_POLICY_DIR
 
     (tmp_path / "schemas").mkdir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..context import Context
 from .. import roster
+from ..context import Context
 
 READS = ("merchants", "site_timezones")
 POLICIES = ("roster_policy_v1", "day_effect_policy_v1")

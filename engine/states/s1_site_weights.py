@@ -47,8 +47,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from ..context import Context
 from .. import alias
+from ..context import Context
 from ..errors import EngineError
 from ..policies import Policy
 from ..rng import STREAM_S1, Stream

@@ -182,7 +182,7 @@ def _day_codes(s3: pl.DataFrame) -> tuple[list[str], np.ndarray]:
         dates = [dt.date.fromisoformat(d) for d in days]
     except (TypeError, ValueError):
         raise EngineError("s3_day_effects", "utc_day", "utc_day must be YYYY-MM-DD") from None
-    for a, b, s in zip(dates, dates[1:], days[1:]):
+    for a, b in zip(dates, dates[1:]):
         if (b - a).days != 1:
             raise EngineError("s3_day_effects", f"utc_day={a + dt.timedelta(days=1)}", "day missing from the S3 grid")
     codes = s3["utc_day"].cast(pl.Enum(days)).to_physical().to_numpy().astype(np.int64) if days else np.zeros(0, np.int64)
@@ -241,8 +241,6 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
     # S3 is written in PK order, so the gather is normally skipped.
     ordered = s3 if np.array_equal(perm, np.arange(n_rows)) else s3.select(pl.all().gather(pl.Series(perm)))
 
-    m_row = m_of_row[perm]
-    n_row = n_g[m_row]
     gamma = ordered["gamma"].to_numpy() if n_rows else np.zeros(0)
     base_share = base_share_pair[pair[perm]]
     mass = base_share * gamma

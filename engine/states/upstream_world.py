@@ -6,11 +6,11 @@ The 1B bundle certifies the exact bytes of the three upstream tables (their SHA-
 
 from __future__ import annotations
 
+from .. import world
 from ..bundle import make_bundle
 from ..context import Context
 from ..datasets import encode
 from ..identity import canonical_json, sha256_hex
-from .. import world
 
 READS = ()
 POLICIES = ("world_policy_v1",)
