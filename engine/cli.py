@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import EngineError
+from .shards import DEFAULT_SHARD_MERCHANTS
 
 DEFAULT_RUNS_ROOT = Path("runs")
 
@@ -59,7 +60,7 @@ def cmd_run(args) -> int:
 
     pipe = Pipeline(args.seed, args.runs_root, _policy_dir(args), roster_file=args.roster, force=args.force,
                     upstream=getattr(args, "upstream", None), report_path=getattr(args, "run_report", None),
-                    progress=StageProgress(args.quiet))
+                    progress=StageProgress(args.quiet), shard_merchants=args.shard_merchants)
     result = pipe.run(until=args.until)
     if not args.quiet:
         print(f"seed {args.seed}: {len(result.stages)} stages in {result.seconds:.2f} s; "
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a user-supplied upstream folder (merchants/site_locations/site_timezones .parquet + validation/)")
     p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
     p.add_argument("--run-report", type=Path, default=None, help="write the run report (stage times, publish statuses) here")
+    p.add_argument("--shard-merchants", type=int, default=DEFAULT_SHARD_MERCHANTS,
+                   help="merchants per shard of the roster and S3..S7: bounds peak memory; outputs do not depend on it")
     _add_common(p)
     p.set_defaults(func=cmd_run)
 

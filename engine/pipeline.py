@@ -16,13 +16,20 @@ States are pure functions; this module does all I/O: it loads inputs under the c
 re-checks sealed policy digests, publishes outputs with the publish law, writes receipts, skips a
 stage whose receipt matches its current inputs (policies, input dataset digests, code digest),
 and records wall time and rows per stage in a run report outside the datasets.
+
+Memory: the roster and S3..S7 run over merchant shards (engine/shards.py): their big inputs are
+read one shard at a time and their big outputs streamed to disk shard by shard, so peak memory
+follows the shard size (--shard-merchants), not the world. Outputs are the same bytes whatever
+the shard size, which is why it is not part of a run's identity.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +37,12 @@ from types import ModuleType
 
 from . import contracts
 from .context import Context
-from .datasets import decode, digest, encode
+from .datasets import check_footer, decode, digest, encode
 from .errors import EngineError
 from .identity import canonical_json, manifest_fingerprint, parameter_hash, run_id, sha256_hex
 from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies
-from .publish import IDENTICAL, publish_group, remove_output, replace_file
+from .publish import IDENTICAL, Staged, publish_group, remove_output, replace_file
+from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, writer_for
 from .states import (
     arrival_roster,
     s0_gate,
@@ -204,7 +212,7 @@ class Pipeline:
 
     def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
                  roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None,
-                 report_path: Path | None = None):
+                 report_path: Path | None = None, shard_merchants: int = DEFAULT_SHARD_MERCHANTS):
         self.seed = int(seed)
         self.runs_root = Path(runs_root)
         self.policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
@@ -217,6 +225,8 @@ class Pipeline:
         self.policies = load_policies(self.policy_dir, ENGINE_POLICIES)
         self.ctx = make_context(self.seed, self.policies, self.upstream)
         self._digests: dict[Path, str] = {}
+        self.shard_merchants = int(shard_merchants)
+        self._plan: ShardPlan | None = None
 
     # -- digests ---------------------------------------------------------------------------
     def _digest(self, dataset_id: str) -> str:
@@ -257,7 +267,16 @@ class Pipeline:
         sealed = decode("sealed_inputs", dataset_path("sealed_inputs", self.runs_root, self.ctx), "")
         return receipt["policies"], {r["asset_id"]: r["sha256_hex"] for r in sealed}
 
-    def _load_inputs(self, stage: Stage) -> dict:
+    def _path(self, dataset_id: str) -> Path:
+        return dataset_path(dataset_id, self.runs_root, self.ctx)
+
+    def _shard_plan(self) -> ShardPlan:
+        if self._plan is None:
+            merchants = decode("merchants", self._path("merchants"), partition_of("merchants", self.ctx))
+            self._plan = ShardPlan.of(merchants["merchant_id"].to_numpy(), self.shard_merchants)
+        return self._plan
+
+    def _load_inputs(self, stage: Stage, defer: frozenset = frozenset()) -> dict:
         if stage.name not in ("world", "roster", "S0"):
             sealed_policies, sealed_assets = self._sealed()
             for name in stage.policies:
@@ -267,7 +286,7 @@ class Pipeline:
                     raise EngineError(dataset_path(d, self.runs_root, self.ctx), "sha256_hex",
                                       "input bytes differ from the digest S0 sealed")
         wanted = [d for d in stage.reads
-                  if d not in OPTIONAL_OUTPUTS or dataset_path(d, self.runs_root, self.ctx).exists()]
+                  if (d not in OPTIONAL_OUTPUTS or dataset_path(d, self.runs_root, self.ctx).exists()) and d not in defer]
         # Parquet decoding releases the GIL: two readers keep both cores busy on big inputs.
         with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
             decoded = pool.map(lambda d: decode(d, dataset_path(d, self.runs_root, self.ctx), partition_of(d, self.ctx)), wanted)
@@ -300,30 +319,93 @@ class Pipeline:
             for dataset_id in receipt.get("outputs", {}):
                 remove_output(dataset_path(dataset_id, self.runs_root, self.ctx))
                 self._digests.pop(dataset_path(dataset_id, self.runs_root, self.ctx), None)
-        inputs = self._load_inputs(stage)
         policies = {n: self.policies[n] for n in stage.policies}
-        outputs = dict(stage.module.run(inputs, policies, self.ctx))
+        sharded = getattr(stage.module, "SHARDED", False) and not (stage.name == "roster" and self.roster_file)
+        if sharded:
+            big = frozenset(d for d in stage.reads if d in SHARDED_TABLES)
+            inputs = self._load_inputs(stage, defer=big)
+            outputs = self._run_shards(stage, inputs, big, policies)
+        else:
+            inputs = self._load_inputs(stage)
+            outputs = dict(stage.module.run(inputs, policies, self.ctx))
         report = outputs.pop("_report", {})
-        unknown = set(outputs) - set(stage.writes)
-        if unknown:
-            raise EngineError(stage.name, ",".join(sorted(unknown)), "state returned outputs it does not declare")
-        missing = [d for d in stage.writes if d not in outputs and d not in OPTIONAL_OUTPUTS]
-        if missing:
-            raise EngineError(stage.name, ",".join(missing), "state did not produce a declared output")
-        produced = [d for d in stage.writes if d in outputs]
-        with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-            encoded = dict(zip(produced, pool.map(lambda d: encode(d, outputs[d], partition_of(d, self.ctx)), produced)))
-        rows = {d: outputs[d].height for d in produced if hasattr(outputs[d], "height")}
-        items = [(dataset_path(d, self.runs_root, self.ctx), data) for d, data in encoded.items()]
+        try:
+            unknown = set(outputs) - set(stage.writes)
+            if unknown:
+                raise EngineError(stage.name, ",".join(sorted(unknown)), "state returned outputs it does not declare")
+            missing = [d for d in stage.writes if d not in outputs and d not in OPTIONAL_OUTPUTS]
+            if missing:
+                raise EngineError(stage.name, ",".join(missing), "state did not produce a declared output")
+            produced = [d for d in stage.writes if d in outputs]
+            in_memory = [d for d in produced if not isinstance(outputs[d], Staged)]
+            with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+                encoded = dict(zip(in_memory, pool.map(lambda d: encode(d, outputs[d], partition_of(d, self.ctx)), in_memory)))
+        except BaseException:
+            _discard_staged(outputs)
+            raise
+        encoded = {d: encoded.get(d, outputs[d]) for d in produced}
+        rows = {d: (outputs[d].rows if isinstance(outputs[d], Staged) else outputs[d].height)
+                for d in produced if hasattr(outputs[d], "height") or isinstance(outputs[d], Staged)}
+        items = [(self._path(d), data) for d, data in encoded.items()]
         statuses = publish_group(items)
         out_digests = {}
         for (d, data), (path, _) in zip(encoded.items(), items):
             self._digests.pop(path, None)
-            out_digests[d] = digest(path) if isinstance(data, dict) else sha256_hex(data)
+            if isinstance(data, Staged):
+                out_digests[d] = data.sha256
+            else:
+                out_digests[d] = digest(path) if isinstance(data, dict) else sha256_hex(data)
             self._digests[path] = out_digests[d]
         replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests, "rows": rows}))
         return StageRecord(stage.name, "ran", time.perf_counter() - t0, rows,
                            dict(zip(encoded, statuses)), report)
+
+    def _run_shards(self, stage: Stage, inputs: dict, big: frozenset, policies: dict) -> dict:
+        """Run a sharded state one merchant shard at a time: small inputs restricted in memory, big
+        ones read per shard, big outputs streamed into staged files, the rest merged by `finish`."""
+        plan = self._shard_plan()
+        scratch = self.runs_root / "tmp" / f"{stage.name}-seed={self.seed}-{uuid.uuid4().hex[:12]}"
+        for d in big:
+            check_footer(d, self._path(d), partition_of(d, self.ctx))
+        readers = [ShardReader(d, self._path(d), plan, scratch) for d in sorted(big)]
+        writers: dict = {}
+        staged: dict = {}
+        parts = []
+        try:
+            with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
+                for k in range(len(plan)):
+                    shard = {d: plan.restrict(v, k) for d, v in inputs.items()}
+                    shard.update(zip((r.dataset_id for r in readers), pool.map(ShardReader.read, readers, [k] * len(readers))))
+                    out = dict(stage.module.run_shard(shard, policies, self.ctx))
+                    del shard
+                    parts.append(out.pop("_part", None))
+                    for d in out:
+                        if d not in SHARDED_TABLES or d not in stage.writes:
+                            raise EngineError(stage.name, d, "a shard returned an output that is not a streamed table")
+                        if d not in writers:
+                            if k:
+                                raise EngineError(stage.name, d, "an output appeared in a later shard only")
+                            writers[d] = writer_for(d, self._path(d), partition_of(d, self.ctx), scratch)
+                    if set(out) != set(writers):
+                        raise EngineError(stage.name, ",".join(sorted(set(writers) ^ set(out))), "a shard left out an output")
+                    names = sorted(out)
+                    list(pool.map(lambda w, frame: w.append(frame), [writers[d] for d in names], [out[d] for d in names]))
+                    del out
+            final = dict(stage.module.finish(inputs, policies, self.ctx, parts))
+            for d in sorted(writers):
+                staged[d] = writers.pop(d).close()
+            return final | staged
+        except BaseException:
+            for w in writers.values():
+                w.abort()
+            _discard_staged(staged)
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            try:
+                scratch.parent.rmdir()  # only when no other run is using it
+            except OSError:
+                pass
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
@@ -357,6 +439,12 @@ class Pipeline:
         }
         replace_file(path or self.report_path or run_report_path(self.runs_root, self.ctx),
                      json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+
+
+def _discard_staged(outputs: dict) -> None:
+    for value in outputs.values():
+        if isinstance(value, Staged) and Path(value.path).exists():
+            Path(value.path).unlink()
 
 
 def run_seed(seed: int, runs_root: Path, policy_dir: Path | None = None, until: str | None = None, **kw) -> RunResult:

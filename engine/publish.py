@@ -13,13 +13,14 @@ import io
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EngineError, PublishConflict
-from .identity import folder_files
+from .identity import file_sha256, folder_files
 
 WRITTEN, IDENTICAL = "written", "identical"
 PARTITION_META = b"seg2b.partition"
@@ -53,14 +54,28 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _temp_sibling(target: Path) -> Path:
+def temp_sibling(target: Path) -> Path:
     return target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:12]}")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A file already written (and fsynced) into a temporary sibling of its target, e.g. a table
+    streamed shard by shard; publishing it is a rename, or a no-op if the target has its digest."""
+
+    path: Path
+    sha256: str
+    rows: int = 0
 
 
 def _existing_state(target: Path, data) -> str | None:
     """None if absent, IDENTICAL if present with the same content, else raise PublishConflict."""
     if not target.exists():
         return None
+    if isinstance(data, Staged):
+        if target.is_dir() or file_sha256(target) != data.sha256:
+            raise PublishConflict(target, "(bytes)", "already published with different bytes; refusing to overwrite")
+        return IDENTICAL
     if isinstance(data, dict):
         if not target.is_dir():
             raise PublishConflict(target, "(folder)", "a file exists where a folder is to be published")
@@ -78,7 +93,9 @@ def _existing_state(target: Path, data) -> str | None:
 
 def _stage(target: Path, data) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(target)
+    if isinstance(data, Staged):
+        return Path(data.path)
+    tmp = temp_sibling(target)
     if isinstance(data, dict):
         tmp.mkdir()
         for rel in sorted(data):
@@ -98,12 +115,21 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def publish_group(items: list[tuple[Path, bytes | dict[str, bytes]]]) -> list[str]:
-    """Publish files (bytes) and folders ({relative path: bytes}) all or nothing.
+def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]]) -> list[str]:
+    """Publish files (bytes or Staged) and folders ({relative path: bytes}) all or nothing.
 
     Returns one status per item: "written" or "identical".
     """
-    states = [_existing_state(Path(t), d) for t, d in items]
+    pre_staged = [Path(d.path) for _, d in items if isinstance(d, Staged)]
+    try:
+        states = [_existing_state(Path(t), d) for t, d in items]
+    except BaseException:
+        for tmp in pre_staged:
+            _remove(tmp)
+        raise
+    for (_, d), st in zip(items, states):
+        if isinstance(d, Staged) and st == IDENTICAL:
+            _remove(Path(d.path))
     todo = [(Path(t), d) for (t, d), st in zip(items, states) if st is None]
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
@@ -132,7 +158,7 @@ def publish(target: Path, data: bytes | dict[str, bytes]) -> str:
 def replace_file(target: Path, data: bytes) -> None:
     """Atomic overwrite, for mutable bookkeeping (receipts, pointers), never for datasets."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(target)
+    tmp = temp_sibling(target)
     try:
         _write_synced(tmp, data)
         os.replace(tmp, target)

@@ -405,6 +405,24 @@ def build_roster(
     `policy` is the `roster_policy_v1` document (a dict, or a loaded `Policy`); `day_range` the S3
     day grid (inclusive YYYY-MM-DD bounds). Pure function of its arguments: no clock, no I/O.
     """
+    roster, part = build_roster_shard(merchants, site_timezones, policy, day_range, mf, seed)
+    return roster, card_of_parts([part], merchants, policy, day_range)
+
+
+def build_roster_shard(
+    merchants: pl.DataFrame,
+    site_timezones: pl.DataFrame,
+    policy: Any,
+    day_range: tuple[str, str],
+    mf: str,
+    seed: int,
+) -> tuple[pl.DataFrame, dict]:
+    """The roster of some merchants and the counts its card needs (see `card_of_parts`).
+
+    Every draw is keyed by merchant_id, so the roster of a set of merchants is the same whether
+    they are built together or in shards: the union of shard rosters, re-sorted by
+    (utc_timestamp, merchant_id), is the roster of the whole set.
+    """
     policy = getattr(policy, "data", policy)
     grid = _day_grid(day_range, POLICY_NAME)
     h_start, h_end = _horizon(policy, grid)
@@ -499,13 +517,33 @@ def build_roster(
     })
     roster = validate_roster(roster, merchants, day_range, f"{DATASET_ID} (built by engine/roster.py)")
 
-    # the card from the counts already in hand (the same recipe roster_card applies to a frame)
+    # what the card needs, as exact integers so that shard parts add up to the whole
     per_day = pl.DataFrame({"merchant_id": pl.Series(mid[m_idx], dtype=pl.UInt64),
                             "utc_day": day_strings.gather(pl.Series(d_idx.astype(np.uint32))),
                             "len": pl.Series(counts, dtype=pl.UInt32)})
-    card = _card_from_counts(per_day, merchants, day_range) | _law_card(
-        policy, (h_start, h_end), min_active, active, counts, wd, defaulted, n_normal, n_capped, n_bumped, len(tzids))
-    return roster, card
+    part = {
+        "per_day": per_day,
+        "horizon": (h_start, h_end),
+        "min_active": min_active,
+        "merchant_days": int(active.size),
+        "active_merchant_days": int(active.sum()),
+        "weekday_arrivals": np.bincount(wd, weights=counts, minlength=7).astype(np.int64),  # exact below 2^53
+        "weekday_days": np.bincount(wd, minlength=7).astype(np.int64),
+        "defaulted": set(defaulted),
+        "n_normal": n_normal,
+        "n_capped": n_capped,
+        "n_bumped": n_bumped,
+        "tzids": set(tzids),
+    }
+    return roster, part
+
+
+def card_of_parts(parts: list[dict], merchants: pl.DataFrame, policy: Any, day_range: tuple[str, str]) -> dict:
+    """The built roster's card from the parts of its shards (one part: the whole roster)."""
+    policy = getattr(policy, "data", policy)
+    per_day = pl.concat([p["per_day"] for p in parts]) if parts else pl.DataFrame(
+        schema={"merchant_id": pl.UInt64, "utc_day": pl.String, "len": pl.UInt32})
+    return _card_from_counts(per_day, merchants, day_range) | _law_card(policy, parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,10 +611,15 @@ def _card_from_counts(per_day: pl.DataFrame, merchants: pl.DataFrame, day_range:
     }
 
 
-def _law_card(policy, horizon, min_active, active, counts, weekday, defaulted, n_normal, n_capped, n_bumped, n_tzids) -> dict:
+def _law_card(policy, parts: list[dict]) -> dict:
     """What only the builder knows: the policy, RNG layout and the law's own diagnostics."""
-    c = counts.astype(np.float64)
-    by_weekday = [float(c[weekday == w].mean()) if (weekday == w).any() else None for w in range(7)]
+    horizon, min_active = parts[0]["horizon"], parts[0]["min_active"]
+    arrivals = sum(p["weekday_arrivals"] for p in parts)
+    days = sum(p["weekday_days"] for p in parts)
+    # integer totals divided once: the same float whichever way the merchants were sharded
+    by_weekday = [int(arrivals[w]) / int(days[w]) if days[w] else None for w in range(7)]
+    n_normal = sum(p["n_normal"] for p in parts)
+    n_counts = sum(p["active_merchant_days"] for p in parts)
     return {
         "source": "built",
         "policy_id": policy["policy_id"],
@@ -587,14 +630,15 @@ def _law_card(policy, horizon, min_active, active, counts, weekday, defaulted, n
             "counter_lo": "epoch_day * 2^20 + slot (0 activity, 1 count uniform, 2 count normal, 8 + j arrival j); "
                           "merchant level 2^63 + slot (0 volume normal)",
         },
-        "policy_horizon": {"start": _day_string(horizon[0]), "end": _day_string(horizon[1]), "days": active.shape[1]},
+        "policy_horizon": {"start": _day_string(horizon[0]), "end": _day_string(horizon[1]), "days": horizon[1] - horizon[0] + 1},
         "min_active_days_applied": min_active,
-        "inactive_merchant_days": int(active.size - active.sum()),
+        "inactive_merchant_days": sum(p["merchant_days"] - p["active_merchant_days"] for p in parts),
         "arrivals_per_merchant_day_by_local_weekday": by_weekday,  # Monday..Sunday, home time zone
-        "classes_on_default_profile": defaulted,
-        "home_tzids": n_tzids,
-        "count_draws": {"normal_approximation": n_normal, "inverse_cdf": int(counts.size) - n_normal, "rate_capped": n_capped},
-        "timestamps_bumped": n_bumped,
+        "classes_on_default_profile": sorted(set().union(*(p["defaulted"] for p in parts))),
+        "home_tzids": len(set().union(*(p["tzids"] for p in parts))),
+        "count_draws": {"normal_approximation": n_normal, "inverse_cdf": n_counts - n_normal,
+                        "rate_capped": sum(p["n_capped"] for p in parts)},
+        "timestamps_bumped": sum(p["n_bumped"] for p in parts),
     }
 
 

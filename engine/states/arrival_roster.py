@@ -17,14 +17,27 @@ def day_range(day_effect_policy: dict) -> tuple[str, str]:
     return r["start"], r["end"]
 
 
+SHARDED = True  # every draw is keyed by merchant_id (a user's roster is read whole instead)
+
+
 def run(inputs: dict, policies: dict, ctx: Context) -> dict:
-    days = day_range(policies["day_effect_policy_v1"].data)
     user_file = inputs.get("_user_roster")
     if user_file:
+        days = day_range(policies["day_effect_policy_v1"].data)
         df = roster.load_user_roster(Path(user_file))
         roster.validate_roster(df, inputs["merchants"], days, where=str(user_file))
-        card = roster.roster_card(df, inputs["merchants"], days) if hasattr(roster, "roster_card") else {}
+        card = roster.roster_card(df, inputs["merchants"], days)
         return {"s5_arrival_roster": df, "roster_card": {**card, "source": "user"}}
-    df, card = roster.build_roster(inputs["merchants"], inputs["site_timezones"], policies["roster_policy_v1"].data,
-                                   days, ctx.mf, ctx.seed)
-    return {"s5_arrival_roster": df, "roster_card": card}
+    out = run_shard(inputs, policies, ctx)
+    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+
+
+def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict:
+    df, part = roster.build_roster_shard(inputs["merchants"], inputs["site_timezones"], policies["roster_policy_v1"].data,
+                                         day_range(policies["day_effect_policy_v1"].data), ctx.mf, ctx.seed)
+    return {"s5_arrival_roster": df, "_part": part}
+
+
+def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:
+    return {"roster_card": roster.card_of_parts(parts, inputs["merchants"], policies["roster_policy_v1"].data,
+                                                day_range(policies["day_effect_policy_v1"].data))}

@@ -36,6 +36,7 @@ import polars as pl
 
 from engine.errors import EngineError
 from engine.rng import STREAM_S3, Stream
+from engine.shards import merge_reports
 
 READS = ("merchants", "site_timezones")
 POLICIES = ("day_effect_policy_v1",)
@@ -195,7 +196,19 @@ def _topology(merchants: pl.DataFrame, site_timezones: pl.DataFrame):
     return per_merchant, pairs
 
 
+SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the same rows
+
+
 def run(inputs: dict, policies: dict, ctx) -> dict:
+    out = run_shard(inputs, policies, ctx)
+    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+
+
+def finish(inputs: dict, policies: dict, ctx, parts: list[dict]) -> dict:
+    return {"_report": merge_reports(parts, same=("days", "mode"))}
+
+
+def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     policy = policies[POLICY].data
     days = day_grid(policy)
     n_days = len(days)
@@ -313,7 +326,7 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         "clipped_high": n_high,
         "sigma_clamped_pairs": int(sum(1 for s in source_pair if "|clamp:" in s)),
     }
-    return {DATASET: df, "_report": report}
+    return {DATASET: df, "_part": report}
 
 
 def _resolve_sigma(v2, stream, mid, classes, seg_of_merchant, pair_merchant, tz_of_pair, tz_names):

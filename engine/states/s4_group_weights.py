@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import EngineError
+from engine.shards import merge_reports
 
 READS = ("s1_site_weights", "site_timezones", "s3_day_effects")
 POLICIES = ("group_mix_regularizer_v1",)
@@ -192,7 +193,19 @@ def _day_codes(s3: pl.DataFrame) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------- the state
 
 
+SHARDED = True  # merchant-days are independent: merchant shards give the same rows
+
+
 def run(inputs: dict, policies: dict, ctx) -> dict:
+    out = run_shard(inputs, policies, ctx)
+    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+
+
+def finish(inputs: dict, policies: dict, ctx, parts: list[dict]) -> dict:
+    return {"_report": merge_reports(parts, same=("mode",), maxed=("max_lambda", "max_sum_error"))}
+
+
+def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     params = resolve_policy(policies[POLICY].data)
     s3 = inputs["s3_day_effects"].select("merchant_id", "utc_day", "tz_group_id", "gamma")
     base = _base_shares(inputs["s1_site_weights"], inputs["site_timezones"])
@@ -290,7 +303,7 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
         "max_lambda": float(lam.max()) if len(lam) else 0.0,
         "max_sum_error": float(np.abs(np.add.reduceat(p, seg_start) - 1).max()) if n_rows else 0.0,
     }
-    return {DATASET: df, "_report": report}
+    return {DATASET: df, "_part": report}
 
 
 def _coverage_error(counts, n_rows, height, row_offset, n_g, n_days, mid, days, base):

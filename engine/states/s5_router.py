@@ -28,6 +28,7 @@ from ..context import Context
 from ..errors import EngineError
 from ..identity import site_ids
 from ..rng import STREAM_S5, Stream
+from ..shards import merge_reports, merge_traces
 
 READS = ("s5_arrival_roster", "s4_group_weights", "s1_site_weights", "site_timezones")
 POLICIES = ("route_rng_policy_v1",)
@@ -275,7 +276,20 @@ TRACE_SCHEMA = {"module": pl.String, "substream_label": pl.String, "events": pl.
                 "last_counter_hi": pl.UInt64, "last_counter_lo": pl.UInt64}
 
 
+SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the same events
+
+
 def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
+    out = run_shard(inputs, policies, ctx)
+    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+
+
+def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:
+    return {"rng_trace_s5": merge_traces([p["trace"] for p in parts]),
+            "_report": merge_reports([p["report"] for p in parts], same=("shard_merchants",))}
+
+
+def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
     policy = policies["route_rng_policy_v1"].data
     shard_merchants = int(policy.get("shard_merchants", DEFAULT_SHARD_MERCHANTS))
     roster = inputs["s5_arrival_roster"]
@@ -355,12 +369,13 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
     trace = pl.DataFrame([_trace_row(SUB_GROUP, mid, 0, last + 1), _trace_row(SUB_SITE, mid, 1, last + 2)],
                          schema=TRACE_SCHEMA)
 
-    out = {"rng_event_alias_pick_group": group_events, "rng_event_alias_pick_site": site_events, "rng_trace_s5": trace}
+    out = {"rng_event_alias_pick_group": group_events, "rng_event_alias_pick_site": site_events}
     if policy.get("selection_log", False):
         out["s5_selection_log"] = pl.DataFrame([
             mid_s, seq_s, roster["utc_timestamp"].cast(pl.String).gather(order).alias("utc_timestamp"), utc_day,
             group_tz, site_id, site_iso, site_order,
         ])
-    out["_report"] = {"arrivals": n, "shards": shards, "shard_merchants": shard_merchants,
-                      "group_tables": int(mixes.md_keys.size), "site_tables": int(sites.seg_keys.size)}
+    out["_part"] = {"trace": trace, "report": {
+        "arrivals": n, "shards": shards, "shard_merchants": shard_merchants,
+        "group_tables": int(mixes.md_keys.size), "site_tables": int(sites.seg_keys.size)}}
     return out

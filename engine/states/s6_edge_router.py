@@ -24,6 +24,7 @@ from .. import alias
 from ..context import Context
 from ..errors import EngineError
 from ..rng import STREAM_S6, Stream
+from ..shards import merge_reports, merge_traces
 from .s5_router import TRACE_SCHEMA, blocked_uniforms, constant_column
 
 READS = ("s5_arrival_roster", "merchants")
@@ -105,7 +106,20 @@ def _check_virtual_flags(roster: pl.DataFrame, merchants: pl.DataFrame) -> None:
                           f"arrival is_virtual={r['is_virtual']} but the merchant's is_virtual={r['m_virtual']}")
 
 
+SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the same events
+
+
 def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
+    out = run_shard(inputs, policies, ctx)
+    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+
+
+def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:
+    return {"rng_trace_s6": merge_traces([p["trace"] for p in parts]),
+            "_report": merge_reports([p["report"] for p in parts])}
+
+
+def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
     policy = policies[POLICY].data
     roster, merchants = inputs["s5_arrival_roster"], inputs["merchants"]
     _check_virtual_flags(roster, merchants)
@@ -152,10 +166,10 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
         "last_counter_hi": int(mid[-1]) if n else 0, "last_counter_lo": int(vseq[-1]) + 1 if n else 0,
     }], schema=TRACE_SCHEMA)
 
-    out = {"rng_event_cdn_edge_pick": events, "rng_trace_s6": trace}
+    out = {"rng_event_cdn_edge_pick": events}
     if policy.get("edge_log", False):
         out["s6_edge_log"] = pl.DataFrame([
             mid_s, vseq_s, roster["utc_timestamp"].cast(pl.String).gather(rows).alias("utc_timestamp"), *attrs])
-    out["_report"] = {"arrivals": int(roster.height), "virtual_arrivals": int(n),
-                      "override_merchants": int(lists.owner_ids.size)}
+    out["_part"] = {"trace": trace, "report": {"arrivals": int(roster.height), "virtual_arrivals": int(n),
+                                               "override_merchants": int(lists.owner_ids.size)}}
     return out
