@@ -455,3 +455,138 @@ def test_pass_report_bundles_and_verifies(world, tmp_path):
     for rel, data in bundle.items():
         (tmp_path / rel).write_bytes(data)
     assert verify_bundle(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------
+# merchant shards: run_shard per inclusive merchant_id range, finish over the partials
+
+U64_MAX = 2**64 - 1
+SHARDED_TABLES = ("s5_arrival_roster", "s3_day_effects", "s4_group_weights", "rng_event_alias_pick_group",
+                  "rng_event_alias_pick_site", "rng_event_cdn_edge_pick")
+
+
+def shard_ranges(inputs: dict, n: int, extra_cuts=()) -> list[tuple[int, int]]:
+    """n contiguous inclusive ranges covering the u64 space, cut between the world's merchants
+    (so that each holds some), plus extra cut points (which may leave ranges without merchants)."""
+    mids = np.sort(inputs["s1_site_weights"]["merchant_id"].unique().to_numpy())
+    starts = sorted({0, *(int(mids[len(mids) * i // n]) for i in range(1, n)), *extra_cuts})
+    return list(zip(starts, [s - 1 for s in starts[1:]] + [U64_MAX]))
+
+
+def shard_inputs(inputs: dict, lo: int, hi: int) -> dict:
+    """What the pipeline hands one shard: every table with a merchant_id column cut to [lo, hi]."""
+    keep = pl.col("merchant_id").is_between(pl.lit(lo, pl.UInt64), pl.lit(hi, pl.UInt64))
+    return {k: v.filter(keep) if isinstance(v, pl.DataFrame) and "merchant_id" in v.columns else v
+            for k, v in inputs.items()}
+
+
+def sharded_audit(inputs: dict, policies: dict, ranges) -> dict:
+    parts = [s7_audit.run_shard(shard_inputs(inputs, lo, hi), policies, CTX)["_part"] for lo, hi in ranges]
+    rest = {k: v for k, v in inputs.items() if k not in SHARDED_TABLES}
+    return s7_audit.finish(rest, policies, CTX, parts)["s7_audit_report"]
+
+
+@pytest.mark.parametrize("n, extra_cuts", [(3, ()), (7, ()), (3, (1, 2**63, 2**63 + 12))],
+                         ids=["3 shards", "7 shards", "with empty shards"])
+def test_sharded_report_equals_single_shard(world, n, extra_cuts):
+    inputs, policies = world
+    ranges = shard_ranges(inputs, n, extra_cuts)
+    assert len(ranges) == n + len(extra_cuts) and ranges[0][0] == 0 and ranges[-1][1] == U64_MAX
+    cut = [shard_inputs(inputs, lo, hi)["s5_arrival_roster"].height for lo, hi in ranges]
+    assert sum(cut) == inputs["s5_arrival_roster"].height and (0 in cut) == bool(extra_cuts)
+    single = audit(inputs, policies)
+    assert failed(single) == set()
+    report = sharded_audit(inputs, policies, ranges)
+    assert report == single
+    assert canonical_json(report) == canonical_json(single)
+
+
+def test_sharded_fault_in_one_shard_fails_the_same_check(world):
+    inputs, policies = world
+    ranges = shard_ranges(inputs, 3)
+    last = inputs["s1_site_weights"]["merchant_id"].max()
+    # A group event of the last merchant (last shard) echoes a p_group that is not S4's.
+    grp = inputs["rng_event_alias_pick_group"]
+    row = int(grp.with_row_index().filter(pl.col("merchant_id") == last)["index"][0])
+    echo = with_(inputs, rng_event_alias_pick_group=edit(grp, row, p_group=grp["p_group"][row] * (1 + 1e-9)))
+    # The last S4 row of a multi-group merchant-day deleted (that merchant is in the last shard too).
+    s4 = inputs["s4_group_weights"]
+    s4_row = int(s4.with_row_index().filter(pl.len().over("merchant_id", "utc_day") > 1)["index"][-1])
+    assert s4["merchant_id"][s4_row] >= ranges[-1][0]
+    dropped = with_(inputs, s4_group_weights=pl.concat([s4.slice(0, s4_row), s4.slice(s4_row + 1)]))
+    for bad, must_fail in ((echo, {"S5.GROUP_ECHO"}), (dropped, {"S3S4.KEYSET", "S4.MASS"})):
+        single = audit(bad, policies)
+        assert must_fail <= failed(single)
+        # Every problem lies in one shard, so even the FAIL details and the metrics agree.
+        assert sharded_audit(bad, policies, ranges) == single
+    # Faults in the first and the last shard: the same checks fail, each shard's problem is named.
+    first = inputs["s1_site_weights"]["merchant_id"].min()
+    row0 = int(grp.with_row_index().filter(pl.col("merchant_id") == first)["index"][0])
+    both = with_(echo, rng_event_alias_pick_group=edit(echo["rng_event_alias_pick_group"], row0,
+                                                       p_group=grp["p_group"][row0] * (1 + 1e-9)))
+    single, report = audit(both, policies), sharded_audit(both, policies, ranges)
+    assert failed(report) == failed(single) == {"S5.GROUP_ECHO"}
+    text = detail(report, "S5.GROUP_ECHO")
+    assert str(first) in text and str(last) in text and report["summary"]["overall"] == "FAIL"
+
+
+def test_sharded_trace_totals_off_by_one(world):
+    inputs, policies = world
+    ranges = shard_ranges(inputs, 7)
+    trace = inputs["rng_trace_s5"]
+    bad = with_(inputs, rng_trace_s5=edit(trace, 1, events=trace["events"][1] + 1))
+    report = sharded_audit(bad, policies, ranges)
+    assert failed(report) == {"TRACE.TOTALS"}
+    n = inputs["rng_event_alias_pick_site"].height
+    assert f"alias_pick_site]: events: trace {n + 1}, logs {n}" in detail(report, "TRACE.TOTALS")
+    assert report == audit(bad, policies)
+    # The last counter comes from the last shard with edge events (not the last shard).
+    edge = inputs["rng_trace_s6"]
+    report = sharded_audit(with_(inputs, rng_trace_s6=edit(edge, 0, last_counter_lo=edge["last_counter_lo"][0] - 1)),
+                           policies, ranges)
+    assert failed(report) == {"TRACE.TOTALS"}
+
+
+def test_shards_disagreeing_on_the_day_grid_fail(world):
+    """Without the policy's day range each shard takes S3's own days: a shard whose grid is one
+    day short is consistent alone, but not with the others."""
+    inputs, policies = world
+    ranges = shard_ranges(inputs, 3)
+    s3, s4 = inputs["s3_day_effects"], inputs["s4_group_weights"]
+    # The last shard's S3/S4 rows (and so its grid) stop a day early (its S5 echoes fail as well).
+    final_day = s3["utc_day"].max()
+    short = ~((pl.col("merchant_id") >= pl.lit(ranges[-1][0], pl.UInt64)) & (pl.col("utc_day") == final_day))
+    no_grid = {k: v for k, v in policies.items() if k != "day_effect_policy_v1"}
+    bad = with_(inputs, s3_day_effects=s3.filter(short), s4_group_weights=s4.filter(short))
+    report = sharded_audit(bad, no_grid, ranges)
+    assert "S3.COVERAGE" in failed(report) and "S3.COVERAGE" in failed(audit(bad, no_grid))
+    assert "shards disagree on days" in detail(report, "S3.COVERAGE")
+
+
+def test_shard_and_finish_read_their_own_inputs(world):
+    inputs, policies = world
+    shard = {k: v for k, v in inputs.items() if k in s7_audit.SHARD_READS}
+    part = s7_audit.run_shard(shard, policies, CTX)["_part"]
+    with pytest.raises(EngineError, match="s2_alias_blob"):
+        s7_audit.finish({k: v for k, v in inputs.items() if k != "s2_alias_blob"}, policies, CTX, [part])
+    with pytest.raises(EngineError, match="rng_event_cdn_edge_pick"):
+        s7_audit.run_shard(with_(shard, rng_event_cdn_edge_pick=None), policies, CTX)
+    rest = {k: v for k, v in inputs.items() if k not in SHARDED_TABLES}
+    assert s7_audit.finish(rest, policies, CTX, [part])["s7_audit_report"] == audit(inputs, policies)
+
+
+def test_site_of_another_merchant_fails_site_tz_in_any_sharding(world):
+    """A site event naming another merchant's site in the right tz: S5.SITE_TZ counts the site as
+    unknown (a shard would not hold it), so the verdict does not depend on the shard bounds."""
+    inputs, policies = world
+    site, tz = inputs["rng_event_alias_pick_site"], inputs["site_timezones"]
+    ranges = shard_ranges(inputs, 3)
+    ev = site.with_row_index().filter(pl.col("merchant_id") < pl.lit(ranges[1][0], pl.UInt64))
+    other = tz.filter(pl.col("merchant_id") >= pl.lit(ranges[-1][0], pl.UInt64))
+    pair = ev.join(other, left_on="tz_group_id", right_on="tzid", suffix="_other").row(0, named=True)
+    new_id = int(site_ids([pair["merchant_id_other"]], [pair["legal_country_iso_other"]], [pair["site_order_other"]])[0])
+    bad = with_(inputs, rng_event_alias_pick_site=edit(site, pair["index"], site_id=new_id,
+                                                       legal_country_iso=pair["legal_country_iso_other"],
+                                                       site_order=pair["site_order_other"]))
+    single = audit(bad, policies)
+    assert failed(single) == failed(sharded_audit(bad, policies, ranges)) == {"S5.SITE_KEY", "S5.SITE_TZ"}
