@@ -178,6 +178,11 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
                      f"{p.get('loadavg_start')} -> {p.get('loadavg_end')} | "
                      + ("yes" if p.get("completed") else f"no: stopped at {p.get('stopped_at')}") + " |")
         L.append("")
+        shard_sizes = sorted({p["shard_merchants"] for p in pts if p.get("shard_merchants")})
+        if shard_sizes:
+            L.append("Roster and S3..S7 ran in merchant shards of "
+                     + " / ".join(f"{n:,}" for n in shard_sizes) + " merchants (`--shard-merchants`).")
+            L.append("")
         digests = {(p.get("code") or {}).get("code_sha256") for p in pts}
         if len(digests) > 1 or any(p.get("code_changed_during_point") for p in pts):
             L.append("Note: the scaling points were measured on different code states (see `code` in the JSON).")
