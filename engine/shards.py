@@ -316,6 +316,13 @@ def writer_for(dataset_id: str, target: Path, partition: str, scratch: Path):
 # merging what shards report
 
 
+def run_whole(run_shard, finish, inputs: dict, policies: dict, ctx) -> dict:
+    """A sharded state over all its inputs at once: the one-shard case of the pipeline's loop."""
+    out = dict(run_shard(inputs, policies, ctx))
+    part = out.pop("_part")
+    return out | finish(inputs, policies, ctx, [part])
+
+
 def merge_reports(parts: list[dict], same: tuple[str, ...] = (), maxed: tuple[str, ...] = ()) -> dict:
     """One report from shard reports: numbers summed, `maxed` keys maximised, `same` keys kept."""
     if not parts:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import roster
 from ..context import Context
+from ..shards import run_whole
 
 READS = ("merchants", "site_timezones")
 POLICIES = ("roster_policy_v1", "day_effect_policy_v1")
@@ -28,8 +29,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
         roster.validate_roster(df, inputs["merchants"], days, where=str(user_file))
         card = roster.roster_card(df, inputs["merchants"], days)
         return {"s5_arrival_roster": df, "roster_card": {**card, "source": "user"}}
-    out = run_shard(inputs, policies, ctx)
-    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+    return run_whole(run_shard, finish, inputs, policies, ctx)
 
 
 def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict:

@@ -36,7 +36,7 @@ import polars as pl
 
 from engine.errors import EngineError
 from engine.rng import STREAM_S3, Stream
-from engine.shards import merge_reports
+from engine.shards import merge_reports, run_whole
 
 READS = ("merchants", "site_timezones")
 POLICIES = ("day_effect_policy_v1",)
@@ -200,8 +200,7 @@ SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the s
 
 
 def run(inputs: dict, policies: dict, ctx) -> dict:
-    out = run_shard(inputs, policies, ctx)
-    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+    return run_whole(run_shard, finish, inputs, policies, ctx)
 
 
 def finish(inputs: dict, policies: dict, ctx, parts: list[dict]) -> dict:

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from engine.errors import EngineError
-from engine.shards import merge_reports
+from engine.shards import merge_reports, run_whole
 
 READS = ("s1_site_weights", "site_timezones", "s3_day_effects")
 POLICIES = ("group_mix_regularizer_v1",)
@@ -197,8 +197,7 @@ SHARDED = True  # merchant-days are independent: merchant shards give the same r
 
 
 def run(inputs: dict, policies: dict, ctx) -> dict:
-    out = run_shard(inputs, policies, ctx)
-    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+    return run_whole(run_shard, finish, inputs, policies, ctx)
 
 
 def finish(inputs: dict, policies: dict, ctx, parts: list[dict]) -> dict:

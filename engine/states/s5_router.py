@@ -28,7 +28,7 @@ from ..context import Context
 from ..errors import EngineError
 from ..identity import site_ids
 from ..rng import STREAM_S5, Stream
-from ..shards import merge_reports, merge_traces
+from ..shards import merge_reports, merge_traces, run_whole
 
 READS = ("s5_arrival_roster", "s4_group_weights", "s1_site_weights", "site_timezones")
 POLICIES = ("route_rng_policy_v1",)
@@ -280,8 +280,7 @@ SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the s
 
 
 def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
-    out = run_shard(inputs, policies, ctx)
-    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+    return run_whole(run_shard, finish, inputs, policies, ctx)
 
 
 def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:

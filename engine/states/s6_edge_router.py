@@ -24,7 +24,7 @@ from .. import alias
 from ..context import Context
 from ..errors import EngineError
 from ..rng import STREAM_S6, Stream
-from ..shards import merge_reports, merge_traces
+from ..shards import merge_reports, merge_traces, run_whole
 from .s5_router import TRACE_SCHEMA, blocked_uniforms, constant_column
 
 READS = ("s5_arrival_roster", "merchants")
@@ -110,8 +110,7 @@ SHARDED = True  # every draw is keyed by merchant_id: merchant shards give the s
 
 
 def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
-    out = run_shard(inputs, policies, ctx)
-    return out | finish(inputs, policies, ctx, [out.pop("_part")])
+    return run_whole(run_shard, finish, inputs, policies, ctx)
 
 
 def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:
