@@ -230,7 +230,7 @@ class Pipeline:
 
     # -- digests ---------------------------------------------------------------------------
     def _digest(self, dataset_id: str) -> str:
-        path = dataset_path(dataset_id, self.runs_root, self.ctx)
+        path = self._path(dataset_id)
         if path not in self._digests:
             if not path.exists():
                 raise EngineError(path, dataset_id, "input dataset missing (its producing stage has not run)")
@@ -252,12 +252,12 @@ class Pipeline:
         return key
 
     def _exists(self, dataset_id: str) -> bool:
-        return dataset_path(dataset_id, self.runs_root, self.ctx).exists()
+        return self._path(dataset_id).exists()
 
     # -- one stage -------------------------------------------------------------------------
     def _outputs_intact(self, receipt: dict) -> bool:
         for dataset_id, sha in receipt.get("outputs", {}).items():
-            path = dataset_path(dataset_id, self.runs_root, self.ctx)
+            path = self._path(dataset_id)
             if not path.exists() or digest(path) != sha:
                 return False
         return True
@@ -283,20 +283,20 @@ class Pipeline:
                 check_sealed(self.policies[name], sealed_policies)
             for d in stage.reads:
                 if d in sealed_assets and self._digest(d) != sealed_assets[d]:
-                    raise EngineError(dataset_path(d, self.runs_root, self.ctx), "sha256_hex",
+                    raise EngineError(self._path(d), "sha256_hex",
                                       "input bytes differ from the digest S0 sealed")
         wanted = [d for d in stage.reads
-                  if (d not in OPTIONAL_OUTPUTS or dataset_path(d, self.runs_root, self.ctx).exists()) and d not in defer]
+                  if (d not in OPTIONAL_OUTPUTS or self._path(d).exists()) and d not in defer]
         # Parquet decoding releases the GIL: two readers keep both cores busy on big inputs.
         with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-            decoded = pool.map(lambda d: decode(d, dataset_path(d, self.runs_root, self.ctx), partition_of(d, self.ctx)), wanted)
+            decoded = pool.map(lambda d: decode(d, self._path(d), partition_of(d, self.ctx)), wanted)
             inputs = dict(zip(wanted, decoded))
         if stage.name == "S0":
             inputs["_bundle_path"] = str(dataset_path("validation_bundle_1B", self.runs_root, self.ctx).relative_to(self.runs_root))
             inputs["_assets"] = [
                 {"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2],
                  "sha256_hex": self._digest(d),
-                 "path": str(dataset_path(d, self.runs_root, self.ctx).relative_to(self.runs_root)),
+                 "path": str(self._path(d).relative_to(self.runs_root)),
                  "partition": partition_of(d, self.ctx)}
                 for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
             ]
@@ -317,8 +317,8 @@ class Pipeline:
         if receipt and receipt["inputs"] != key:
             # The receipt proves these outputs came from other inputs: withdraw them (superseded).
             for dataset_id in receipt.get("outputs", {}):
-                remove_output(dataset_path(dataset_id, self.runs_root, self.ctx))
-                self._digests.pop(dataset_path(dataset_id, self.runs_root, self.ctx), None)
+                remove_output(self._path(dataset_id))
+                self._digests.pop(self._path(dataset_id), None)
         policies = {n: self.policies[n] for n in stage.policies}
         sharded = getattr(stage.module, "SHARDED", False) and not (stage.name == "roster" and self.roster_file)
         if sharded:

@@ -285,7 +285,8 @@ class TimeOrderWriter:
 
     def _merge(self) -> None:
         days = sorted(self._day_rows)
-        readers = [(ipc.open_file(path), batches) for path, batches in self._spills]
+        sources = [pa.memory_map(str(path)) for path, _ in self._spills]
+        readers = [(ipc.open_file(src), batches) for src, (_, batches) in zip(sources, self._spills)]
         try:
             bucket: list[str] = []
             rows = 0
@@ -298,8 +299,8 @@ class TimeOrderWriter:
                     self.out.append(merged)
                     bucket, rows = [], 0
         finally:
-            for r, _ in readers:
-                r.close() if hasattr(r, "close") else None
+            for src in sources:
+                src.close()
 
     def abort(self) -> None:
         self.out.abort()
