@@ -46,7 +46,6 @@ def test_kernels_within_budget_on_this_machine():
     assert rep.ok, f"after {attempts} attempts\n" + CB.format_report(rep)
 
 
-@skip_gate
 def test_real_2x_kernel_slowdown_fails_the_gate():
     rep, attempts = _kernel_gate(kernels={"test_alias_build_many_110k"}, slowdown={"test_alias_build_many_110k": 2})
     assert attempts == 3 and not rep.ok
