@@ -1,9 +1,12 @@
 """The contract table: dataset id -> path template, kind, exact Arrow schema, primary key.
 
 Path tokens: {seed}, {mf}, {ph}, {run_id}. `S` partitions are seed + manifest_fingerprint,
-`R` partitions are seed + parameter_hash + run_id (STATES.md). Parquet tables carry their
-partition in the Arrow schema metadata (`seg2b.partition`), so a file moved to another partition
-is caught on read.
+`R` partitions are seed + parameter_hash + run_id (STATES.md). Parquet tables carry a content
+stamp in the Arrow schema metadata (`seg2b.partition`): the dataset id and the seed, so a file
+moved to another dataset or seed is caught on read. The stamp names no manifest fingerprint,
+parameter hash or run id on purpose: a stage whose inputs did not change reuses its outputs under
+a new manifest byte for byte (ARCHITECTURE.md, identity law, amended 2026-11-30); what binds a
+file to its run is the receipt chain, S0's seal and the S8 bundle's digests.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class Dataset:
 
     def path(self, run_root: Path, *, seed: int, mf: str = "", ph: str = "", run_id: str = "") -> Path:
         return Path(run_root) / self.template.format(seed=seed, mf=mf, ph=ph, run_id=run_id)
+
+    def stamp(self, seed: int) -> str:
+        """The content stamp a Parquet file of this dataset carries (see the module docstring)."""
+        return f"{self.id}/seed={seed}"
 
     def partition_label(self, *, seed: int, mf: str = "", ph: str = "", run_id: str = "") -> str:
         """The partition part of the path (`seed=.../manifest_fingerprint=...` or the R form)."""

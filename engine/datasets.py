@@ -70,7 +70,7 @@ def check_footer(dataset_id: str, path: Path, partition: str | None) -> None:
         raise EngineError(path, dataset_id, f"unreadable Parquet: {exc}") from None
     stamp = (schema.metadata or {}).get(PARTITION_META)
     if partition is not None and stamp is not None and stamp.decode() != partition:
-        raise EngineError(path, "seg2b.partition", f"content belongs to partition {stamp.decode()!r}, not {partition!r}")
+        raise EngineError(path, "seg2b.partition", f"content is stamped {stamp.decode()!r}, not {partition!r}")
     if not schema.remove_metadata().equals(ds.schema):
         read_parquet_table(path, dataset_id, ds.schema, partition)  # raises, naming the column
         raise EngineError(path, "(schema)", "schema differs from the contract")

@@ -3,6 +3,7 @@
 parameter_hash  = SHA-256 over sorted (policy file name, SHA-256 of its bytes), each name
                   length-prefixed.
 manifest_fp     = SHA-256 over the upstream manifest digest and the parameter hash.
+upstream id     = SHA-256 over the three upstream tables' digests: what the RNG keys hang off.
 run_id          = first 32 hex of SHA-256(seed, mf, parameter_hash).
 bundle flag     = SHA-256 over the raw bytes of the indexed files concatenated in path order,
                   written as one line `sha256_hex = <hex64>`.
@@ -39,8 +40,12 @@ def canonical_json(obj) -> bytes:
     return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
 
 
-def _lp(data: bytes) -> bytes:
+def length_prefixed(data: bytes) -> bytes:
+    """The one length-prefix convention of every hash law: LE u64 length, then the bytes."""
     return struct.pack("<Q", len(data)) + data
+
+
+_lp = length_prefixed
 
 
 def folder_files(root: Path) -> list[str]:
@@ -71,6 +76,19 @@ def parameter_hash(policy_digests: dict[str, str]) -> str:
 
 def manifest_fingerprint(upstream_manifest_digest: str, param_hash: str) -> str:
     return hashlib.sha256(_lp(b"2B.manifest.v1") + bytes.fromhex(upstream_manifest_digest) + bytes.fromhex(param_hash)).hexdigest()
+
+
+UPSTREAM_TABLES = ("merchants", "site_locations", "site_timezones")
+
+
+def upstream_identity(table_digests: dict[str, str]) -> str:
+    """What 2B's draws run over: SHA-256 over the digests of the three upstream tables' bytes, in a
+    fixed order. Content, not policy: the built-in world and a user's copy of the same tables give
+    the same identity, and an edit to any 2B policy leaves it alone."""
+    h = hashlib.sha256(length_prefixed(b"2B.upstream.v1"))
+    for name in UPSTREAM_TABLES:
+        h.update(length_prefixed(name.encode()) + bytes.fromhex(table_digests[name]))
+    return h.hexdigest()
 
 
 def run_id(seed: int, mf: str, param_hash: str) -> str:

@@ -25,7 +25,7 @@ the shard size, which is why it is not part of a run's identity.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import shutil
 import time
@@ -39,9 +39,18 @@ from . import contracts
 from .context import Context
 from .datasets import check_footer, decode, digest, encode
 from .errors import EngineError
-from .identity import canonical_json, manifest_fingerprint, parameter_hash, run_id, sha256_hex
+from .identity import (
+    UPSTREAM_TABLES,
+    canonical_json,
+    manifest_fingerprint,
+    parameter_hash,
+    run_id,
+    sha256_hex,
+    upstream_identity,
+)
 from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies
 from .publish import IDENTICAL, Staged, publish_group, remove_output, replace_file
+from .receipts import DEFAULT_CONTEXT, code_version, context_facts, find_reusable, library_versions, outputs_intact, read_receipt, stage_reused
 from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, writer_for
 from .states import (
     arrival_roster,
@@ -61,15 +70,12 @@ from .states import (
 ENGINE_POLICIES = s0_gate.POLICIES
 OPTIONAL_OUTPUTS = {"s5_selection_log", "s6_edge_log"}
 IO_THREADS = 2
-# Kernels every stage depends on: editing one reruns everything (conservative, and rare).
-KERNELS = ("rng.py", "alias.py", "identity.py", "contracts.py", "datasets.py", "bundle.py")
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     module: ModuleType
-    extra_code: tuple[str, ...] = ()
 
     @property
     def reads(self):
@@ -83,10 +89,15 @@ class Stage:
     def policies(self):
         return ENGINE_POLICIES if self.module is s7_audit else self.module.POLICIES
 
+    @property
+    def context(self) -> tuple[str, ...]:
+        """The run facts the state's bytes depend on (receipts.DEFAULT_CONTEXT unless it says more or less)."""
+        return getattr(self.module, "CONTEXT", DEFAULT_CONTEXT)
+
 
 STAGES = (
-    Stage("world", upstream_world, ("world.py",)),
-    Stage("roster", arrival_roster, ("roster.py",)),
+    Stage("world", upstream_world),
+    Stage("roster", arrival_roster),
     Stage("S0", s0_gate),
     Stage("S1", s1_site_weights),
     Stage("S2", s2_alias_tables),
@@ -103,7 +114,7 @@ STAGE_NAMES = tuple(s.name for s in STAGES)
 @dataclass
 class StageRecord:
     name: str
-    status: str  # ran | skipped
+    status: str  # ran | skipped | reused (outputs of the same input key, published under another manifest)
     seconds: float
     rows: dict[str, int] = field(default_factory=dict)
     published: dict[str, str] = field(default_factory=dict)  # dataset id -> written | identical
@@ -143,10 +154,10 @@ def dataset_path(dataset_id: str, runs_root: Path, ctx: Context) -> Path:
 
 
 def partition_of(dataset_id: str, ctx: Context) -> str | None:
-    """The partition stamp a dataset must carry; None for tables imported verbatim from a user's upstream."""
+    """The content stamp a dataset must carry; None for tables imported verbatim from a user's upstream."""
     if ctx.upstream_verbatim and dataset_id in upstream_import.TABLES:
         return None
-    return contracts.get(dataset_id).partition_label(seed=ctx.seed, mf=ctx.mf, ph=ctx.parameter_hash, run_id=ctx.run_id)
+    return contracts.get(dataset_id).stamp(ctx.seed)
 
 
 def receipt_path(runs_root: Path, ctx: Context, stage: str) -> Path:
@@ -157,15 +168,9 @@ def run_report_path(runs_root: Path, ctx: Context) -> Path:
     return Path(runs_root) / f"reports/layer1/2B/run_report/seed={ctx.seed}/manifest_fingerprint={ctx.mf}/run_report.json"
 
 
-_ENGINE_DIR = Path(__file__).resolve().parent
-
-
 def code_digest(stage: Stage) -> str:
-    h = hashlib.sha256()
-    files = [Path(stage.module.__file__)] + [_ENGINE_DIR / f for f in KERNELS + stage.extra_code]
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
+    """The stage's code version: every engine module it runs (receipts.code_version)."""
+    return code_version(stage.module)
 
 
 UPSTREAM_FILES = ("merchants.parquet", "site_locations.parquet", "site_timezones.parquet")
@@ -240,6 +245,8 @@ class Pipeline:
     def _input_key(self, stage: Stage) -> dict:
         key = {
             "code": code_digest(stage),
+            "libraries": library_versions(),
+            "context": context_facts(self.ctx, stage.context),
             "policies": {n: self.policies[n].sha256 for n in stage.policies},
             "datasets": {d: self._digest(d) for d in stage.reads if self._exists(d) or d not in OPTIONAL_OUTPUTS},
         }
@@ -256,11 +263,13 @@ class Pipeline:
 
     # -- one stage -------------------------------------------------------------------------
     def _outputs_intact(self, receipt: dict) -> bool:
-        for dataset_id, sha in receipt.get("outputs", {}).items():
-            path = self._path(dataset_id)
-            if not path.exists() or digest(path) != sha:
-                return False
-        return True
+        return outputs_intact(self.runs_root, receipt, {d: self._path(d) for d in receipt.get("outputs", {})})
+
+    def _know_upstream(self) -> None:
+        """Once the upstream tables are in place, the identity every 2B draw is keyed by."""
+        if not self.ctx.upstream_identity and all(self._exists(t) for t in UPSTREAM_TABLES):
+            self.ctx = dataclasses.replace(self.ctx, upstream_identity=upstream_identity(
+                {t: self._digest(t) for t in UPSTREAM_TABLES}))
 
     def _sealed(self) -> tuple[dict[str, str], dict[str, str]]:
         receipt = decode("s0_gate_receipt", dataset_path("s0_gate_receipt", self.runs_root, self.ctx), "")
@@ -297,7 +306,8 @@ class Pipeline:
                 {"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2],
                  "sha256_hex": self._digest(d),
                  "path": str(self._path(d).relative_to(self.runs_root)),
-                 "partition": partition_of(d, self.ctx)}
+                 "partition": contracts.get(d).partition_label(seed=self.ctx.seed, mf=self.ctx.mf,
+                                                               ph=self.ctx.parameter_hash, run_id=self.ctx.run_id)}
                 for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
             ]
         if stage.name == "roster" and self.roster_file:
@@ -309,16 +319,22 @@ class Pipeline:
 
     def run_stage(self, stage: Stage) -> StageRecord:
         t0 = time.perf_counter()
+        if stage.name != "world":
+            self._know_upstream()
         rpath = receipt_path(self.runs_root, self.ctx, stage.name)
         key = self._input_key(stage)
-        receipt = json.loads(rpath.read_bytes()) if rpath.exists() else None
-        if receipt and not self.force and receipt["inputs"] == key and self._outputs_intact(receipt):
+        receipt = read_receipt(rpath) if rpath.exists() else None
+        if receipt and not self.force and receipt.get("inputs") == key and self._outputs_intact(receipt):
             return StageRecord(stage.name, "skipped", time.perf_counter() - t0, receipt.get("rows", {}))
-        if receipt and receipt["inputs"] != key:
+        if receipt and receipt.get("inputs") != key:
             # The receipt proves these outputs came from other inputs: withdraw them (superseded).
             for dataset_id in receipt.get("outputs", {}):
                 remove_output(self._path(dataset_id))
                 self._digests.pop(self._path(dataset_id), None)
+        if not self.force:
+            source = find_reusable(self.runs_root, self.seed, stage.name, key, exclude=rpath)
+            if source is not None:
+                return self._reuse(stage, key, source, rpath, t0)
         policies = {n: self.policies[n] for n in stage.policies}
         sharded = getattr(stage.module, "SHARDED", False) and not (stage.name == "roster" and self.roster_file)
         if sharded:
@@ -356,9 +372,35 @@ class Pipeline:
             else:
                 out_digests[d] = digest(path) if isinstance(data, dict) else sha256_hex(data)
             self._digests[path] = out_digests[d]
-        replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests, "rows": rows}))
+        self._write_receipt(rpath, stage, key, out_digests, rows)
         return StageRecord(stage.name, "ran", time.perf_counter() - t0, rows,
                            dict(zip(encoded, statuses)), report)
+
+    def _write_receipt(self, rpath: Path, stage: Stage, key: dict, out_digests: dict, rows: dict) -> None:
+        paths = {d: self._path(d).relative_to(self.runs_root).as_posix() for d in out_digests}
+        replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests,
+                                            "paths": paths, "rows": rows}))
+
+    def _reuse(self, stage: Stage, key: dict, source: dict, rpath: Path, t0: float) -> StageRecord:
+        """Publish the outputs another manifest's run made from the same input key (common random
+        numbers make that the normal case after a policy edit that does not concern this stage)."""
+        items, staged = [], []
+        try:
+            for d, sha in source["outputs"].items():
+                data = stage_reused(self.runs_root / source["paths"][d], self._path(d), sha)
+                if isinstance(data, Staged):
+                    staged.append(data)
+                items.append((self._path(d), data))
+            statuses = publish_group(items)
+        except BaseException:
+            for data in staged:
+                Path(data.path).unlink(missing_ok=True)
+            raise
+        for d, sha in source["outputs"].items():
+            self._digests[self._path(d)] = sha
+        self._write_receipt(rpath, stage, key, dict(source["outputs"]), source.get("rows", {}))
+        return StageRecord(stage.name, "reused", time.perf_counter() - t0, source.get("rows", {}),
+                           dict(zip(source["outputs"], statuses)), {"reused_from": source["paths"]})
 
     def _run_shards(self, stage: Stage, inputs: dict, big: frozenset, policies: dict) -> dict:
         """Run a sharded state one merchant shard at a time: small inputs restricted in memory, big
@@ -423,6 +465,7 @@ class Pipeline:
             records.append(rec)
             if self.progress:
                 self.progress(self.seed, stage.name, rec)
+        self._know_upstream()
         result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
         self._write_run_report(result)
         return result

@@ -185,7 +185,7 @@ def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition
         raise EngineError(path, dataset_id, f"unreadable Parquet: {exc}") from None
     got = (table.schema.metadata or {}).get(PARTITION_META)
     if partition is not None and got is not None and got.decode() != partition:
-        raise EngineError(path, "seg2b.partition", f"content belongs to partition {got.decode()!r}, not {partition!r}")
+        raise EngineError(path, "seg2b.partition", f"content is stamped {got.decode()!r}, not {partition!r}")
     have = table.schema.remove_metadata()
     if not have.equals(schema):
         missing = [n for n in schema.names if n not in have.names]

@@ -1,9 +1,12 @@
 """The RNG law: Philox2x64-10 (Random123), keyed per stream, addressed by 128-bit counters.
 
-Everything random in the engine is a pure function of (seed, manifest_fingerprint, stream,
-merchant_id, ordinal). The counter's high word is the merchant_id and the low word the event's
-ordinal inside that merchant's stream, so any single draw can be recomputed alone and merchants
-may be processed in any order or sharding with identical results.
+Everything random in the engine is a pure function of (seed, the identity of the world or upstream
+the draws run over, stream, merchant_id, ordinal), never of policy bytes: policies decide how draws
+are used, not which draws exist (common random numbers), so two candidate policies compare on the
+same draws and an edit changes only what its consumers compute. The counter's high word is the
+merchant_id and the low word the event's ordinal inside that merchant's stream, so any single draw
+can be recomputed alone and merchants may be processed in any order or sharding with identical
+results.
 
 The bit generator works on whole numpy uint64 arrays. numpy has no 64x64->128 multiply, so the
 high half of the product is assembled from 32-bit halves (each partial product fits in 64 bits).
@@ -16,10 +19,12 @@ import struct
 
 import numpy as np
 
+from .identity import length_prefixed
+
 PHILOX_M2x64_0 = np.uint64(0xD2B74407B1CE6E93)
 PHILOX_W64_0 = np.uint64(0x9E3779B97F4A7C15)
 ROUNDS = 10
-KEY_DOMAIN = "seg2b.rng.philox2x64-10.v1"
+KEY_DOMAIN = "seg2b.rng.philox2x64-10.v2"  # v2: identity instead of manifest fingerprint
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -111,17 +116,17 @@ def _philox_block(c0: np.ndarray, c1: np.ndarray, k: np.ndarray) -> tuple[np.nda
     return c0, c1
 
 
-def _len_prefixed(data: bytes) -> bytes:
-    return struct.pack("<I", len(data)) + data
+def stream_key(identity: str, seed: int, stream: str) -> np.uint64:
+    """First 8 bytes (LE u64) of SHA-256(len-prefixed domain, identity bytes, LE64 seed, len-prefixed stream).
 
-
-def stream_key(manifest_fingerprint: str, seed: int, stream: str) -> np.uint64:
-    """First 8 bytes (LE u64) of SHA-256(len-prefixed domain, mf bytes, LE64 seed, len-prefixed stream)."""
+    `identity` (64 hex) names what the draws run over: the upstream identity for 2B streams (a
+    digest of the upstream tables' bytes), the reference-data identity for the world's streams.
+    """
     digest = hashlib.sha256(
-        _len_prefixed(KEY_DOMAIN.encode())
-        + bytes.fromhex(manifest_fingerprint)
+        length_prefixed(KEY_DOMAIN.encode())
+        + bytes.fromhex(identity)
         + struct.pack("<Q", seed & 0xFFFFFFFFFFFFFFFF)
-        + _len_prefixed(stream.encode())
+        + length_prefixed(stream.encode())
     ).digest()
     return np.uint64(int.from_bytes(digest[:8], "little"))
 
@@ -179,15 +184,15 @@ def betas(key, counter_hi, counter_lo, a, b) -> np.ndarray:
 
 
 class Stream:
-    """A keyed stream: the bit generator bound to one (mf, seed, stream id).
+    """A keyed stream: the bit generator bound to one (identity, seed, stream id).
 
     Distributions are derived from `uniforms`/`normals`; each draw is addressed by
     (counter_hi, counter_lo) so callers state which event they consume.
     """
 
-    def __init__(self, manifest_fingerprint: str, seed: int, stream_id: str):
+    def __init__(self, identity: str, seed: int, stream_id: str):
         self.stream_id = stream_id
-        self.key = stream_key(manifest_fingerprint, seed, stream_id)
+        self.key = stream_key(identity, seed, stream_id)
 
     def uniforms(self, counter_hi, counter_lo) -> np.ndarray:
         return uniforms(self.key, counter_hi, counter_lo)

@@ -397,7 +397,7 @@ def build_roster(
     site_timezones: pl.DataFrame,
     policy: Any,
     day_range: tuple[str, str],
-    mf: str,
+    draws_of: str,
     seed: int,
 ) -> tuple[pl.DataFrame, dict]:
     """The arrival roster (contract columns, sorted by (utc_timestamp, merchant_id)) and its card.
@@ -405,7 +405,7 @@ def build_roster(
     `policy` is the `roster_policy_v1` document (a dict, or a loaded `Policy`); `day_range` the S3
     day grid (inclusive YYYY-MM-DD bounds). Pure function of its arguments: no clock, no I/O.
     """
-    roster, part = build_roster_shard(merchants, site_timezones, policy, day_range, mf, seed)
+    roster, part = build_roster_shard(merchants, site_timezones, policy, day_range, draws_of, seed)
     return roster, card_of_parts([part], merchants, policy, day_range)
 
 
@@ -414,7 +414,7 @@ def build_roster_shard(
     site_timezones: pl.DataFrame,
     policy: Any,
     day_range: tuple[str, str],
-    mf: str,
+    draws_of: str,
     seed: int,
 ) -> tuple[pl.DataFrame, dict]:
     """The roster of some merchants and the counts its card needs (see `card_of_parts`).
@@ -452,7 +452,7 @@ def build_roster_shard(
     local_day = epoch_days[None, :] + (43_200 + offsets[:, :, QUARTERS // 2]) // 86_400
     local_weekday = (local_day + 3) % 7  # (tz, day)
 
-    stream = Stream(mf, seed, STREAM_ROSTER)
+    stream = Stream(draws_of, seed, STREAM_ROSTER)
     hi_grid = np.broadcast_to(mid[:, None], (n_m, n_days))
 
     # activity: inactive when u < p; the min_active_days largest u of a merchant are always active

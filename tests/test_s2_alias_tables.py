@@ -17,7 +17,7 @@ from engine.policies import Policy
 from engine.states import s2_alias_tables as s2
 
 CREATED = "2026-01-01T00:00:00.000000Z"
-CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED)
+CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED, upstream_identity="12" * 32)
 LAYOUT = {
     "policy_id": "alias_layout_policy_v1",
     "layout_version": "2B.alias.blob.v1",

@@ -27,7 +27,7 @@ from engine.states import s3_day_effects as s3
 from tests.conftest import edited_policy
 
 CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z")
+              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
 SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
 
 # Real IANA zones, most popular first (popularity ~ rank^-0.9), covering every area and a few
@@ -132,7 +132,7 @@ def test_counter_law_and_recomputable_draws(out):
     assert int(df["rng_counter_lo"].max()) < 2**63  # the top bit is reserved for merchant-level draws
     # The residual log_gamma + sigma^2/2 - sigma Z is the weekly term: bounded by its amplitude (+ the
     # small mean-one correction), which shows each row's Z is the recorded counter's draw.
-    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+    z = Stream(CTX.draws_of, CTX.seed, STREAM_S3).normals(
         df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
     sig = df["sigma_gamma"].to_numpy()
     resid = df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z
@@ -142,7 +142,7 @@ def test_counter_law_and_recomputable_draws(out):
 def test_scalar_mode_is_exactly_the_lognormal():
     world = make_world(n_merchants=30, seed=5)
     df = run_s3(world, day_policy(mode="scalar", day_range={"start": "2026-01-01", "end": "2026-01-10"}))["s3_day_effects"]
-    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+    z = Stream(CTX.draws_of, CTX.seed, STREAM_S3).normals(
         df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
     s = 0.06
     np.testing.assert_allclose(df["log_gamma"].to_numpy(), -0.5 * s * s + s * z, rtol=0, atol=1e-15)
@@ -226,7 +226,7 @@ def test_weekly_term_differs_within_merchants(out):
     """On the state output: for multi-tz merchants spanning offsets, the day-by-day difference of
     the weekly residual between groups is not constant (the weekly term does not cancel in S4)."""
     df = out["s3_day_effects"]
-    z = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S3).normals(
+    z = Stream(CTX.draws_of, CTX.seed, STREAM_S3).normals(
         df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
     sig = df["sigma_gamma"].to_numpy()
     w = df.with_columns(w=pl.Series(df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z))

@@ -26,7 +26,7 @@ ISOS = ["BR", "DE", "FR", "GB", "JP", "US"]
 CLASSES = ["digital", "fuel", "grocery", "restaurants", "travel"]
 DAY0 = np.datetime64("2026-01-01", "D").astype(np.int64)
 CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z")
+              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
 
 
 def synth_world(n_merchants=200, n_arrivals=100_000, n_days=28, mean_sites=10, seed=7):
@@ -180,7 +180,7 @@ def test_p_group_echoes_s4(world, routed):
 
 def test_single_events_recompute_alone(world, routed):
     """Any event can be recomputed from its counter and the scalar alias build of its table."""
-    stream = Stream(CTX.manifest_fingerprint, CTX.seed, STREAM_S5)
+    stream = Stream(CTX.draws_of, CTX.seed, STREAM_S5)
     g, s = routed["rng_event_alias_pick_group"], routed["rng_event_alias_pick_site"]
     s4, s1 = world["s4_group_weights"], world["s1_site_weights"].join(
         world["site_timezones"].select(s5_router.SITE_PK + ["tzid"]), on=s5_router.SITE_PK)

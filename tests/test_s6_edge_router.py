@@ -21,7 +21,7 @@ from engine.rng import STREAM_S6, Stream
 from engine.states import s6_edge_router
 
 CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z")
+              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
 DAY0 = np.datetime64("2026-01-01", "D").astype(np.int64)
 
 
@@ -151,7 +151,7 @@ def test_merchant_override_and_unknown_owner(world):
     # sorted by edge_id: zz-01 (weight 1) is entry 0; recompute one event alone
     first = mine.row(0, named=True)
     q, a = alias.build([1.0, 3.0])
-    u = Stream(CTX.mf, CTX.seed, STREAM_S6).uniforms(np.array([m], np.uint64), np.array([first["virtual_seq"]], np.uint64))
+    u = Stream(CTX.draws_of, CTX.seed, STREAM_S6).uniforms(np.array([m], np.uint64), np.array([first["virtual_seq"]], np.uint64))
     assert ["edge-zz-01", "edge-zz-02"][int(alias.sample(q, a, u)[0])] == first["edge_id"]
     # other merchants are untouched by someone else's override
     assert out.filter(pl.col("merchant_id") != m).equals(base.filter(pl.col("merchant_id") != m))
@@ -161,7 +161,7 @@ def test_single_events_recompute_alone(routed):
     edges = default_edges().sort("edge_id")
     q, a = alias.build(edges["weight"].to_numpy())
     ev = routed["rng_event_cdn_edge_pick"].sample(30, seed=5)
-    u = Stream(CTX.mf, CTX.seed, STREAM_S6).uniforms(ev["merchant_id"].to_numpy(), ev["virtual_seq"].to_numpy())
+    u = Stream(CTX.draws_of, CTX.seed, STREAM_S6).uniforms(ev["merchant_id"].to_numpy(), ev["virtual_seq"].to_numpy())
     assert edges["edge_id"].gather(alias.sample(q, a, u)).equals(ev["edge_id"], check_names=False)
 
 

@@ -20,7 +20,7 @@ from engine.states import s2_alias_tables, s7_audit, s8_bundle
 SEED = 42
 MF = "ab" * 32
 CREATED = "2026-01-01T00:00:00.000000Z"
-CTX = Context(seed=SEED, manifest_fingerprint=MF, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED)
+CTX = Context(seed=SEED, manifest_fingerprint=MF, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED, upstream_identity="12" * 32)
 POLICY_NAMES = ("alias_layout_policy_v1", "day_effect_policy_v1", "route_rng_policy_v1", "virtual_edge_policy_v1")
 TZS = ["America/New_York", "Asia/Tokyo", "Europe/Berlin", "Europe/London"]
 ISOS = ["DE", "GB", "JP", "US"]

@@ -34,7 +34,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
 
 def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict:
     df, part = roster.build_roster_shard(inputs["merchants"], inputs["site_timezones"], policies["roster_policy_v1"].data,
-                                         day_range(policies["day_effect_policy_v1"].data), ctx.mf, ctx.seed)
+                                         day_range(policies["day_effect_policy_v1"].data), ctx.draws_of, ctx.seed)
     return {"s5_arrival_roster": df, "_part": part}
 
 

@@ -18,6 +18,8 @@ from ..policies import ENGINE_POLICY_NAMES
 READS = ("validation_bundle_1B",)
 POLICIES = ENGINE_POLICY_NAMES
 WRITES = ("s0_gate_receipt", "sealed_inputs")
+# The receipt names the run it belongs to.
+CONTEXT = ("seed", "created_utc", "upstream_identity", "manifest_fingerprint", "parameter_hash", "run_id")
 
 UPSTREAM_MANIFEST = "upstream_manifest.json"
 UPSTREAM_TABLES = ("merchants", "site_locations", "site_timezones")
@@ -56,6 +58,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
         "run_id": ctx.run_id,
         "verified_at_utc": ctx.created_utc,
         "upstream_flag_sha256": flag_digest,
+        "upstream_identity": ctx.upstream_identity,
         "sealed_inputs": [r["asset_id"] for r in sealed],
         "policies": {p.name: p.sha256 for p in sorted(policies.values(), key=lambda p: p.name)},
     }

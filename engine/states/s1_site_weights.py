@@ -190,7 +190,7 @@ def _per_bucket(mix: dict, key: str, field: str | None = None) -> np.ndarray:
 
 
 def _profile_mixture(sites: pl.DataFrame, segs: Segments, bucket: np.ndarray, mix: dict, ctx: Context):
-    stream = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S1)
+    stream = Stream(ctx.draws_of, ctx.seed, STREAM_S1)
     mids, n_m = segs.merchant_ids.astype(np.uint64), segs.counts
     seg = segs.seg
 

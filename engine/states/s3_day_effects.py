@@ -250,7 +250,7 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     counter_lo = (row_day * n_groups[row_m] + row_g).astype(np.uint64)
     counter_hi = mid[row_m]
 
-    stream = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S3)
+    stream = Stream(ctx.draws_of, ctx.seed, STREAM_S3)
     z = stream.normals(counter_hi, counter_lo)
 
     seg_names = sorted(set(classes))

@@ -325,7 +325,7 @@ def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFr
     day_run = day_run[order]
     day = run_day[day_run]
 
-    stream = Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S5)
+    stream = Stream(ctx.draws_of, ctx.seed, STREAM_S5)
     s4_rows, site_rows, shards = [], [], 0
     for m0 in range(0, merchants.size, shard_merchants):
         m1 = min(m0 + shard_merchants, merchants.size)

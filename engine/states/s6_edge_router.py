@@ -144,7 +144,7 @@ def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFr
         raise EngineError(POLICY, f"merchant_id={mid[r]}",
                           f"virtual arrival but the merchant's edge list ({where}) is empty")
 
-    u = blocked_uniforms(Stream(ctx.manifest_fingerprint, ctx.seed, STREAM_S6), mid, vseq)
+    u = blocked_uniforms(Stream(ctx.draws_of, ctx.seed, STREAM_S6), mid, vseq)
     edge = lists.seg_first[seg] + alias.sample_many(lists.q, lists.alias, lists.seg_offsets, seg, u)
 
     mid_s = pl.Series("merchant_id", mid, dtype=pl.UInt64)

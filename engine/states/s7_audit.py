@@ -89,6 +89,8 @@ READS = (
 )
 POLICIES = ()
 WRITES = ("s7_audit_report",)
+# The report names the run it belongs to.
+CONTEXT = ("seed", "created_utc", "upstream_identity", "manifest_fingerprint", "parameter_hash", "run_id")
 SHARDED = True
 # What each half reads: run_shard the per-merchant tables (cut to its range), finish the small
 # global inputs (whole) and the traces.

@@ -13,6 +13,7 @@ from ..context import Context
 READS = ()
 POLICIES = ()
 WRITES = ("merchants", "site_locations", "site_timezones", "validation_bundle_1B", "world_card")
+CONTEXT = ("seed",)  # the user's bytes, verbatim
 TABLES = ("merchants", "site_locations", "site_timezones")
 
 

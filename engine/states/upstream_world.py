@@ -6,7 +6,7 @@ The 1B bundle certifies the exact bytes of the three upstream tables (their SHA-
 
 from __future__ import annotations
 
-from .. import world
+from .. import contracts, world
 from ..bundle import make_bundle
 from ..context import Context
 from ..datasets import encode
@@ -15,6 +15,8 @@ from ..identity import canonical_json, sha256_hex
 READS = ()
 POLICIES = ("world_policy_v1",)
 WRITES = ("merchants", "site_locations", "site_timezones", "validation_bundle_1B", "world_card")
+# The world is drawn before any upstream identity exists: its draws are keyed by the reference data.
+CONTEXT = ("seed", "created_utc")
 TABLES = ("merchants", "site_locations", "site_timezones")
 
 
@@ -22,8 +24,7 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     policy = policies["world_policy_v1"]
     fingerprint = world.world_fingerprint(policy.sha256)
     built = world.build_world(policy.data, ctx.seed, fingerprint)
-    partition = f"seed={ctx.seed}/manifest_fingerprint={ctx.mf}"
-    encoded = {name: encode(name, getattr(built, name), partition) for name in TABLES}
+    encoded = {name: encode(name, getattr(built, name), contracts.get(name).stamp(ctx.seed)) for name in TABLES}
     manifest = {
         "component": "1B.validation",
         "seed": ctx.seed,
