@@ -102,7 +102,8 @@ def verdict(preconditions: dict[str, bool], structural: dict[int, dict[str, bool
             gates: dict[int, dict[str, GateResult]], xseed: dict, full_grid: bool, certifying: bool) -> dict:
     """The reducer, in CERTIFICATION.md's order. Returns the verdict and every reason."""
     failed_pre = sorted(k for k, ok in preconditions.items() if not ok)
-    failed_struct = sorted(f"seed={s}:{g}" for s, checks in structural.items() for g, ok in checks.items() if not ok)
+    # ok None: a check that was not run (a sweep without replay) is neither a pass nor a failure
+    failed_struct = sorted(f"seed={s}:{g}" for s, checks in structural.items() for g, ok in checks.items() if ok is False)
     failed_b = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "FAIL")
     below_bplus = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "B")
     x01 = xseed.get("T-X-01")

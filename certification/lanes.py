@@ -20,8 +20,9 @@ from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
 from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy
 
 from . import gates as G
+from .compare import against_references
 from .record import build_record, compare_with_lock, lock_from_record, write_json
-from .retention import prune_packs, prune_runs, update_pointers
+from .retention import prune_packs, prune_runs, read_pointers, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
@@ -58,7 +59,8 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
         scores[s] = score_seed(results[s], None)  # T-STR-05 is filled in once the replay is back
     for s in seeds:
-        scores[s].structural["T-STR-05"] = replay_check(finish_replay(replays[s], results[s]) if replay else None)
+        scores[s].structural["T-STR-05"] = (replay_check(finish_replay(replays[s], results[s])) if replay else
+                                            {"ok": None, "detail": "not run: replay off (a sweep point)"})
     shutil.rmtree(scratch, ignore_errors=True)
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
     for res in results.values():
@@ -72,11 +74,13 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     verdict = G.verdict({k: v["ok"] for k, v in pre.items()}, structural, gate_results, xseed, full_grid,
                         certifying=lane == gp["certifying_lane"])
     any_ctx = results[seeds[0]].ctx
+    engine_policies = load_policies(policy_dir, ENGINE_POLICIES)
     record = build_record(
         lane=lane, seeds=seeds, verdict=verdict, preconditions=pre, gates=gate_results, scores=scores, xseed=xseed,
-        policy_fingerprints={n: p.sha256 for n, p in load_policies(policy_dir, ENGINE_POLICIES).items()},
+        policy_fingerprints={n: p.sha256 for n, p in engine_policies.items()},
         parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
-        wall_seconds=time.perf_counter() - t0)
+        wall_seconds=time.perf_counter() - t0,
+        policy_documents={**{n: p.data for n, p in engine_policies.items()}, "certification_gates_v1": gp})
     record["full_grid"] = full_grid
     record["grid_days"] = grid
     return LaneOutcome(record, results, scores)
@@ -172,6 +176,7 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     prune_runs(runs_root)
     outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet))
     record = outcome.record
+    record["comparisons"] = against_references(read_pointers(runs_root), record)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     pack = evidence_root / lane / f"{stamp}-{record['parameter_hash'][:8]}"
     pack.mkdir(parents=True, exist_ok=True)
@@ -184,7 +189,8 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
     write_json(record_path, record)
     update_pointers(runs_root, record)
-    prune_packs(evidence_root / lane, keep=pack, last_good=record["verdict"] in (G.PASS_B, G.PASS_BPLUS))
+    prune_packs(evidence_root / lane, keep=pack, last_good=record["verdict"] in (G.PASS_B, G.PASS_BPLUS),
+                pointers=read_pointers(runs_root))
     # The verdict is the lane's result, not an error: exit 0 once it is written, unless --strict
     # asks for a non-zero exit on any verdict below PASS_B (CI uses --ci, the ratchet, instead).
     rc = 1 if strict and record["verdict"] not in (G.PASS_B, G.PASS_BPLUS) else 0

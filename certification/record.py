@@ -32,7 +32,7 @@ def library_versions() -> dict:
 def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: dict,
                  gates: dict[int, dict[str, GateResult]], scores: dict[int, SeedScore], xseed: dict,
                  policy_fingerprints: dict, parameter_hash: str, manifest_fingerprint: str,
-                 wall_seconds: float) -> dict:
+                 wall_seconds: float, policy_documents: dict | None = None) -> dict:
     per_seed = {}
     for s in seeds:
         sc = scores[s]
@@ -48,6 +48,8 @@ def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: d
             "world_card": sc.world_card,
             "roster_card": sc.roster_card,
             "runtime_seconds": sc.runtime,
+            "stages": sc.stages,
+            "upstream_identity": sc.upstream_identity,
         }
     return {
         "lane": lane,
@@ -59,6 +61,7 @@ def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: d
         "per_seed": per_seed,
         "cross_seed": xseed,
         "policy_fingerprints": policy_fingerprints,
+        "policy_documents": policy_documents or {},
         "parameter_hash": parameter_hash,
         "manifest_fingerprint": manifest_fingerprint,
         "runtime": {"lane_wall_seconds": round(wall_seconds, 3),

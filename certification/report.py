@@ -222,6 +222,7 @@ def render_markdown(record: dict, plots: list[str] | None = None) -> str:
         _preconditions(record),
         _cohorts(record, seeds),
         _cross_seed(record),
+        _comparisons(record),
         _cards(record, seeds),
         _runtime(record, seeds),
         _provenance(record),
@@ -390,6 +391,23 @@ def _cross_seed(record: dict) -> list[str]:
     if not x:
         lines.append("No cross-seed table recorded.")
     return lines + [""]
+
+
+def _comparisons(record: dict) -> list[str]:
+    from .compare import render_markdown as render_comparison
+
+    comps = record.get("comparisons")
+    if not comps:
+        return []
+    lines = ["## Against the last good candidate and the baseline", "",
+             "Same draws (common random numbers): a delta is the effect of the policy differences listed, "
+             "not fresh noise. Only gates whose value or band moved are shown.", ""]
+    for cmp in comps.values():
+        if "missing" in cmp:
+            lines += [f"- {cmp['missing']}", ""]
+        else:
+            lines += render_comparison(cmp, changed_only=True, heading="###")
+    return lines
 
 
 def _flatten(card, prefix: str = "", skip: tuple = ()) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 POINTERS = "pointers.json"
 
 
-def _read(runs_root: Path) -> dict:
+def read_pointers(runs_root: Path) -> dict:
     p = Path(runs_root) / POINTERS
     return json.loads(p.read_text()) if p.exists() else {}
 
@@ -22,7 +22,7 @@ def _entry(record: dict) -> dict:
 
 
 def update_pointers(runs_root: Path, record: dict) -> dict:
-    pointers = _read(runs_root)
+    pointers = read_pointers(runs_root)
     entry = _entry(record)
     pointers.setdefault("baseline", entry)
     pointers["current"] = entry
@@ -46,7 +46,7 @@ def kept_identities(pointers: dict) -> tuple[set[str], set[str]]:
 def prune_runs(runs_root: Path) -> list[Path]:
     """Remove partitions of manifests no pointer keeps (superseded candidates). Returns what went."""
     runs_root = Path(runs_root)
-    pointers = _read(runs_root)
+    pointers = read_pointers(runs_root)
     if not pointers:
         return []
     keep_mf, keep_ph = kept_identities(pointers)
@@ -60,13 +60,16 @@ def prune_runs(runs_root: Path) -> list[Path]:
     return gone
 
 
-def prune_packs(lane_dir: Path, keep: Path, last_good: bool) -> None:
-    """Keep the active pack and the most recent passing pack of the lane; drop the rest."""
+def prune_packs(lane_dir: Path, keep: Path, last_good: bool, pointers: dict | None = None) -> None:
+    """Keep the active pack, the most recent passing pack of the lane and the packs the runs root's
+    pointers name (baseline, last good: the lane report compares with them); drop the rest."""
     lane_dir = Path(lane_dir)
     marker = lane_dir / "LAST_GOOD"
     if last_good:
         marker.write_text(keep.name + "\n")
     good = marker.read_text().strip() if marker.exists() else None
+    named = {Path(e["evidence_pack"]).resolve() for e in (pointers or {}).values()
+             if isinstance(e, dict) and e.get("evidence_pack")}
     for d in lane_dir.iterdir():
-        if d.is_dir() and d != keep and d.name != good:
+        if d.is_dir() and d != keep and d.name != good and d.resolve() not in named:
             shutil.rmtree(d, ignore_errors=True)

@@ -46,6 +46,8 @@ class SeedScore:
     roster_card: dict
     runtime: dict
     plot_data: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # stage -> {status, outputs: {dataset: sha256}}
+    upstream_identity: str = ""  # what the seed's draws are keyed by (engine.identity.upstream_identity)
 
 
 def _finite(x):
@@ -165,7 +167,24 @@ def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
         roster_card=result.load("roster_card"),
         runtime={r.name: round(r.seconds, 4) for r in result.stages},
         plot_data=plot_series(s1, s3, s4),
+        stages=stage_outputs(result),
+        upstream_identity=result.ctx.upstream_identity,
     )
+
+
+def stage_outputs(result: RunResult) -> dict:
+    """Per stage: how this run got it (ran, skipped, reused) and its output digests (from its receipt),
+    so two candidates can say which states' outputs differ."""
+    import json
+
+    from engine.pipeline import receipt_path
+
+    out = {}
+    for rec in result.stages:
+        path = receipt_path(result.runs_root, result.ctx, rec.name)
+        outputs = json.loads(path.read_bytes()).get("outputs", {}) if path.exists() else {}
+        out[rec.name] = {"status": rec.status, "outputs": outputs}
+    return out
 
 
 def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[int, SeedScore],

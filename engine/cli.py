@@ -89,6 +89,27 @@ def cmd_certify(args) -> int:
                     seeds=args.seeds, strict=args.strict)
 
 
+def cmd_compare(args) -> int:
+    from certification.compare import compare_records, load_pack, render_markdown
+
+    a, b = load_pack(args.pack_a, "PACK_A"), load_pack(args.pack_b, "PACK_B")
+    cmp = compare_records(a, b, label_a=args.pack_a.name, label_b=args.pack_b.name)
+    text = "\n".join(["# Comparison", "", *render_markdown(cmp, changed_only=args.changed_only)])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from certification.sweep import run_sweep
+
+    run_sweep(args.lane, args.set, runs_root=args.runs_root, policy_dir=_policy_dir(args),
+              evidence_root=args.evidence_root, replay=args.replay, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seg2b", description="Deterministic Segment 2B routing engine and its certification harness.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is PASS_B or PASS_BPLUS")
     _add_common(p)
     p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("compare", help="compare two evidence packs: gates, policy differences, changed and reused states")
+    p.add_argument("pack_a", type=Path, metavar="PACK_A")
+    p.add_argument("pack_b", type=Path, metavar="PACK_B")
+    p.add_argument("--changed-only", action="store_true", help="list only the gates whose value or band moved")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("sweep", help="score a grid of policy values on common random numbers; write a sweep pack")
+    p.add_argument("--lane", choices=("fast", "witness", "certify"), default="fast")
+    p.add_argument("--set", action="append", required=True, metavar="POLICY_ID:/json/pointer=v1,v2,...",
+                   help="a knob and its values (JSON); repeat for a full grid")
+    p.add_argument("--evidence-root", type=Path, default=Path("evidence"))
+    p.add_argument("--replay", action="store_true", help="also replay every seed of every point (T-STR-05)")
+    _add_common(p)
+    p.set_defaults(func=cmd_sweep)
     return parser
 
 
