@@ -2,8 +2,8 @@
 
 test_tuning_policy_edit[S4]
     `seg2b run` (`Pipeline(42, root, edited).run()`) on a root holding the parent run of seed 42
-    (session fixture `base_run`), after an edit of `group_mix_regularizer_v1` soft_cap_blend.cap
-    (a new value every round, so every round is a new manifest). Common random numbers: world,
+    (session fixture `base_run`), after an edit of `group_mix_regularizer_v1` to mode power with a
+    tau of about 0.9 (a new value every round, so every round is a new manifest). Common random numbers: world,
     roster, S1, S2, S3 and S6 are reused from the parent (hard links, digests re-checked); S0, S4,
     S5, S7 and S8 rerun. Target: <= 2.5 s and <= 0.6x the first run (`first_run_seconds`, measured
     once in the setup of the session fixture).
@@ -13,8 +13,8 @@ test_tuning_policy_edit[S1]
     roster, S3 and S6 are reused; S1, S2, S4, S5, S7, S8 and S0 rerun.
 
 test_sweep_five_points_s4
-    `seg2b sweep --lane fast --set group_mix_regularizer_v1:/soft_cap_blend/cap=<5 values>` on a
-    copy of the parent root: the baseline point (every stage skipped, scoring only) and five
+    `seg2b sweep --lane fast --set group_mix_regularizer_v1:/mode=power --set
+    group_mix_regularizer_v1:/power/tau=<5 values>` on a copy of the parent root: the baseline point (every stage skipped, scoring only) and five
     candidates (S4's consumers rerun, the rest reused, each scored). No replay (a sweep's default).
     Target: <= 25 s.
 """
@@ -34,7 +34,7 @@ from engine.policies import DEFAULT_POLICY_DIR
 _fresh = itertools.count(1)
 
 EDITS = {
-    "S4": ("group_mix_regularizer_v1", lambda d, k: d["soft_cap_blend"].__setitem__("cap", round(0.81 + k * 1e-4, 6))),
+    "S4": ("group_mix_regularizer_v1", lambda d, k: d.update(mode="power", power={"tau": round(0.9 - k * 1e-4, 6)})),
     "S1": ("alias_layout_policy_v1",
            lambda d, k: d["profile_mixture_v2"]["concentration_alpha"].__setitem__("near_uniform", 25.0 + k)),
 }
@@ -83,12 +83,12 @@ def test_sweep_five_points_s4(benchmark, base_run, tmp_path):
         k = next(_fresh)
         work = tmp_path / f"sweep-{k}"
         shutil.copytree(root, work / "runs")
-        values = ",".join(str(round(v + k * 1e-4, 6)) for v in (0.82, 0.85, 0.88, 0.92, 0.96))
+        values = ",".join(str(round(v - k * 1e-4, 6)) for v in (0.95, 0.9, 0.85, 0.8, 0.7))
         return (work, values), {}
 
     def run(work, values):
-        packs.append(run_sweep("fast", [f"group_mix_regularizer_v1:/soft_cap_blend/cap={values}"], work / "runs",
-                               evidence_root=work / "evidence", quiet=True))
+        packs.append(run_sweep("fast", ["group_mix_regularizer_v1:/mode=power", f"group_mix_regularizer_v1:/power/tau={values}"],
+                               work / "runs", evidence_root=work / "evidence", quiet=True))
 
     benchmark.group = "tuning"
     benchmark.pedantic(run, setup=setup, rounds=1, iterations=1, warmup_rounds=0)

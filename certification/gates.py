@@ -47,31 +47,64 @@ class GateResult:
     attribution: str | None = None
     floor_values: dict = field(default_factory=dict)
     floor_band: str | None = None
+    family: str = "realism"  # realism | veto
+    data_values: dict = field(default_factory=dict)
+    data_band: str | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def evaluate_seed(gates_policy: dict, metrics: dict, floor_metrics: dict | None = None, seed: int | None = None) -> dict[str, GateResult]:
-    """Band of every realism gate for one seed, with floor attribution of the S4 gates.
+# Where the fix of a gate below B+ belongs (CERTIFICATION.md, floor attribution, amended 2026-11-30).
+TOPOLOGY = "structural: upstream topology"
+UPSTREAM_OF_S4 = "upstream of S4: S1/S3 shares"
+S4 = "S4"
+OWNER = {"T-S1": "S1", "T-S3": "S3", "T-S4": "S4"}
 
-    Attribution (CERTIFICATION.md): an S4 gate that fails even under the ideal mix (every
-    multi-group day uniform) is capped by the upstream topology; otherwise the failure is 2B-local.
-    """
+
+def attribute(band_published: str, band_floor: str | None, band_data: str | None, veto_ok: bool) -> str:
+    """Which state a shortfall of an S4 gate belongs to, from its three references: the topology
+    floor (no S4 can beat it), the data reference (the raw S1 x S3 mix: an S4 that changes nothing)
+    and the published value. Never points at S4 for what S4 could only close by bending the data."""
+    published = band_rank(band_published)
+    if band_floor is not None and band_rank(band_floor) <= published:
+        return TOPOLOGY
+    if not veto_ok:
+        return S4
+    if band_data is None or band_rank(band_data) <= published:
+        return UPSTREAM_OF_S4
+    return S4  # S4 publishes a worse band than the mix it was given
+
+
+def evaluate_seed(gates_policy: dict, metrics: dict, floor_metrics: dict | None = None, seed: int | None = None,
+                  data_metrics: dict | None = None) -> dict[str, GateResult]:
+    """Band of every realism and veto gate for one seed, with the three-reference attribution of
+    the S4 gates (see `attribute`); other gates below B+ are attributed to their own state."""
     out = {}
+    for gate, conditions in gates_policy.get("veto_gates", {}).items():
+        res = GateResult(gate, seed, band(conditions, metrics), {c["metric"]: metrics.get(c["metric"]) for c in conditions},
+                         conditions, family="veto")
+        if res.band != "B+":
+            res.attribution = S4
+        out[gate] = res
+    veto_ok = all(r.band != "FAIL" for r in out.values())
     attributed = set(gates_policy["floor_attributed_gates"])
+    realism = {}
     for gate, conditions in gates_policy["realism_gates"].items():
         res = GateResult(gate, seed, band(conditions, metrics), {c["metric"]: metrics.get(c["metric"]) for c in conditions},
                          conditions)
         if gate in attributed and floor_metrics is not None:
             res.floor_values = {c["metric"]: floor_metrics.get(c["metric"]) for c in conditions}
             res.floor_band = band(conditions, floor_metrics)
+            if data_metrics is not None:
+                res.data_values = {c["metric"]: data_metrics.get(c["metric"]) for c in conditions}
+                res.data_band = band(conditions, data_metrics)
             if res.band != "B+":
-                res.attribution = "structural: upstream topology" if band_rank(res.floor_band) <= band_rank(res.band) else "2B-local"
+                res.attribution = attribute(res.band, res.floor_band, res.data_band, veto_ok)
         elif res.band != "B+":
-            res.attribution = "2B-local"
-        out[gate] = res
-    return out
+            res.attribution = OWNER.get(gate[:4], "2B")
+        realism[gate] = res
+    return realism | out
 
 
 def cross_seed(gates_policy: dict, per_seed_metrics: dict[int, dict]) -> dict:
@@ -104,14 +137,17 @@ def verdict(preconditions: dict[str, bool], structural: dict[int, dict[str, bool
     failed_pre = sorted(k for k, ok in preconditions.items() if not ok)
     # ok None: a check that was not run (a sweep without replay) is neither a pass nor a failure
     failed_struct = sorted(f"seed={s}:{g}" for s, checks in structural.items() for g, ok in checks.items() if ok is False)
-    failed_b = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "FAIL")
+    failed_b = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items()
+                      if r.band == "FAIL" and r.family != "veto")
+    failed_veto = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items()
+                         if r.band == "FAIL" and r.family == "veto")
     below_bplus = sorted(f"seed={s}:{g}" for s, res in gates.items() for g, r in res.items() if r.band == "B")
     x01 = xseed.get("T-X-01")
-    reasons = {"preconditions_failed": failed_pre, "structural_failed": failed_struct, "realism_failed": failed_b,
-               "below_bplus": below_bplus, "T-X-01": x01, "s3_drift_ok": xseed.get("s3_drift_ok")}
+    reasons = {"preconditions_failed": failed_pre, "structural_failed": failed_struct, "veto_failed": failed_veto,
+               "realism_failed": failed_b, "below_bplus": below_bplus, "T-X-01": x01, "s3_drift_ok": xseed.get("s3_drift_ok")}
     if failed_pre:
         v = INVALID
-    elif failed_struct or failed_b or x01 == "FAIL":
+    elif failed_struct or failed_veto or failed_b or x01 == "FAIL":
         v = FAIL_REALISM
     elif not below_bplus and x01 in ("B+", "N/A") and xseed.get("s3_drift_ok") in (True, None) and full_grid:
         v = PASS_BPLUS

@@ -57,7 +57,8 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
                 replays[seeds[i - 1]].process.wait()
             replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir)
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
-        scores[s] = score_seed(results[s], None)  # T-STR-05 is filled in once the replay is back
+        # T-STR-05 is filled in once the replay is back
+        scores[s] = score_seed(results[s], None, gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
     for s in seeds:
         scores[s].structural["T-STR-05"] = (replay_check(finish_replay(replays[s], results[s])) if replay else
                                             {"ok": None, "detail": "not run: replay off (a sweep point)"})
@@ -65,9 +66,18 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
     for res in results.values():
         res.forget()
-    gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s) for s in seeds}
+    gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s, scores[s].data_metrics)
+                    for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
     xseed["T-X-02"] = "holds" if all(r.band != "FAIL" for res in gate_results.values() for r in res.values()) else "FAIL"
+    what_if_rows = None
+    if lane in gp.get("what_if", {}).get("lanes", ()):
+        from .whatif import grade, multi_tz_share, what_if
+
+        today = {str(s): grade(gp, scores[s].data_metrics, scores[s].floor_metrics, scores[s].group_shares,
+                               multi_tz_share(scores[s].world_card), scores[s].world_card.get("calibration_pass"))
+                 for s in seeds}
+        what_if_rows = what_if(seeds, policy_dir, gp, {s: results[s].ctx for s in seeds}, today)
     grid = _grid_days(policy_dir)
     full_grid = all(scores[s].roster_facts["horizon_days"] >= grid for s in seeds)
     structural = {s: {k: v["ok"] for k, v in scores[s].structural.items()} for s in seeds}
@@ -81,6 +91,8 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
         parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
         wall_seconds=time.perf_counter() - t0,
         policy_documents={**{n: p.data for n, p in engine_policies.items()}, "certification_gates_v1": gp})
+    if what_if_rows is not None:
+        record["what_if"] = what_if_rows
     record["full_grid"] = full_grid
     record["grid_days"] = grid
     return LaneOutcome(record, results, scores)

@@ -91,3 +91,9 @@ def s4_series(s4: pl.DataFrame) -> dict:
 def plot_series(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame) -> dict:
     """Every plotted series of one seed (shape in the module docstring)."""
     return {**s1_series(s1), **s3_series(s3), **s4_series(s4)}
+
+
+def veto_series(slopes: pl.DataFrame, ratios: pl.DataFrame) -> dict:
+    """The veto gates' per-merchant slopes with their dominance, and the per-group |log ratios|."""
+    return {"veto_dominance": slopes["dominance"].to_list(), "veto_slope": slopes["slope"].to_list(),
+            "veto_abs_log_ratio": ratios["abs_log_ratio"].to_list()}

@@ -54,6 +54,9 @@ PLOTS = {
     "s4_max_p_group_hist.png": "S4: max p_group per merchant-day",
     "s4_entropy_hist.png": "S4: entropy per merchant-day",
     "s4_groups_per_merchant_day.png": "S4: merchant-days by number of tz groups",
+    "veto_slope_vs_dominance.png": "T-S4-V1: per-merchant slope of published on raw log-contrast, by dominance",
+    "veto_share_ratio_hist.png": "T-S4-V2: |ln(mean p_group / mean raw share)| per (merchant, tz group)",
+    "s4_tradeoff.png": "Trade-off: S4 and veto gates against regulariser strength (same draws)",
 }
 
 BAND_MARKS = {"B+": "✅ B+", "B": "☑️ B", "FAIL": "❌ FAIL"}
@@ -65,12 +68,14 @@ VERDICT_MEANING = {
     "PASS_BPLUS": "every realism gate reached B+ on every seed, cross-seed stability and S3 drift hold, "
                   "and the roster covers the full day grid.",
     "PASS_B": "every hard gate holds at B on every seed; the gates below B+ are listed under Reasons.",
-    "FAIL_REALISM": "a structural check, a realism gate at B or the cross-seed CV gate failed (see Reasons).",
+    "FAIL_REALISM": "a structural check, an anti-artifact veto gate, a realism gate at B or the cross-seed CV gate "
+                    "failed (see Reasons).",
     "INVALID_FOR_GRADING": "a precondition failed, so the run cannot be graded; the scores are reported anyway.",
 }
 REASON_LABELS = {
     "preconditions_failed": "Preconditions failed",
     "structural_failed": "Structural checks failed",
+    "veto_failed": "Anti-artifact veto gates failed",
     "realism_failed": "Realism gates failed at B",
     "below_bplus": "Gates at B (below B+)",
     "T-X-01": "Cross-seed CV gate T-X-01",
@@ -92,8 +97,18 @@ def write_pack(pack: Path, record: dict, outcome) -> None:
         write_json(pack / f"roster_card_{s}.json", per_seed[s].get("roster_card"))
     (pack / "flags.txt").write_text(_flags_text(record), encoding="utf-8")
     _write_runtime_csv(pack / "runtime.csv", record)
-    written = write_plots(pack / "plots", seeds, _plot_data(outcome, seeds))
+    written = write_plots(pack / "plots", seeds, _plot_data(outcome, seeds), _veto_thresholds(record), record)
     (pack / "certification_report.md").write_text(render_markdown(record, written), encoding="utf-8")
+
+
+def _veto_thresholds(record: dict) -> dict:
+    """gate -> {"B": x, "B+": y} of the veto gates (their one condition each), from the record."""
+    out = {}
+    for d in record["per_seed"].values():
+        for g, r in d["gates"].items():
+            if r.get("family") == "veto" and r.get("thresholds"):
+                out[g] = {"B": r["thresholds"][0].get("B"), "B+": r["thresholds"][0].get("B+")}
+    return out
 
 
 def _plot_data(outcome, seeds: list[str]) -> dict[str, dict]:
@@ -217,7 +232,10 @@ def render_markdown(record: dict, plots: list[str] | None = None) -> str:
         _head(record, seeds),
         _reasons(record),
         _gate_table(record, seeds),
+        _veto(record, seeds),
         _floor(record, seeds),
+        _tradeoff(record, seeds),
+        _what_if(record, seeds),
         _structural(record, seeds),
         _preconditions(record),
         _cohorts(record, seeds),
@@ -303,12 +321,47 @@ def _gate_table(record: dict, seeds: list[str]) -> list[str]:
             + _table(["gate", "thresholds", *_seed_header(seeds)], rows))
 
 
+FIX_SENTENCE = {
+    "structural: upstream topology": (
+        "even the topology floor (every multi-group day uniform over its groups) reaches only {floor_band} "
+        "({floor}), because {single} of merchant-days have a single tz group: the fix belongs upstream "
+        "(1B site placement / 2A time zones, see the what-if), not to 2B."),
+    "upstream of S4: S1/S3 shares": (
+        "S4 publishes {band} ({value}) and its data reference, the mix S1 x S3 imply, reaches {data_band} "
+        "({data}) while the floor would allow {floor_band} ({floor}): the fix belongs to S1 (how site weight "
+        "concentrates in one tz group) or S3, not to S4 (S4 could only close it by bending the data)."),
+    "S4": ("S4 publishes {band} ({value}) where its data reference reaches {data_band} ({data}){veto}: "
+           "the fix belongs to S4."),
+    "S1": "the fix belongs to S1 (site weights).",
+    "S3": "the fix belongs to S3 (day effects).",
+}
+
+
+def _fix_sentence(gate: str, seed: str, r: dict, per_seed: dict) -> str:
+    att = r.get("attribution") or ""
+    metric = next(iter(r.get("values") or {}), None)
+    shares = per_seed.get("group_shares") or {}
+    veto_failed = [g for g, x in per_seed["gates"].items() if x.get("family") == "veto" and x["band"] == "FAIL"]
+    text = FIX_SENTENCE.get(att, "the fix belongs to {att}.").format(
+        att=att, band=r["band"], value=fmt((r.get("values") or {}).get(metric)),
+        floor_band=r.get("floor_band") or "n/a", floor=fmt((r.get("floor_values") or {}).get(metric)),
+        data_band=r.get("data_band") or "n/a", data=fmt((r.get("data_values") or {}).get(metric)),
+        single=fmt(shares.get("1")), veto=(", and the veto gate(s) " + ", ".join(veto_failed) + " fail") if veto_failed else "")
+    return f"- **{gate}, seed {seed}** ({r['band']}): {text}"
+
+
 def _floor(record: dict, seeds: list[str]) -> list[str]:
     per_seed = record["per_seed"]
-    lines = ["## Floor attribution (S4)", "",
-             "Floor = the gate's value under the ideal mix 2B could produce at best (every merchant-day with "
-             "two or more tz groups uniform over them). A gate failing even there is capped by the upstream "
-             "topology, not by 2B.", ""]
+    lines = ["## Attribution: three references per S4 gate", "",
+             "- *floor*: every merchant-day with two or more tz groups uniform over them (single-group days keep "
+             "max p = 1): no S4 can beat it;",
+             "- *data*: the raw mix S1 x S3 imply, recomputed by the harness (what an S4 that changes nothing "
+             "publishes);",
+             "- *published*: the S4 dataset.", "",
+             "A shortfall is `structural: upstream topology` when the floor reaches no better band than the "
+             "published value; `upstream of S4: S1/S3 shares` when the floor does better, the data reference does "
+             "not, and S4 passes the veto gates; `S4` only where S4 publishes a worse band than its data reference "
+             "or fails a veto gate.", ""]
     rows = []
     for g in _union_keys(per_seed[s]["gates"] for s in seeds):
         for s in seeds:
@@ -316,18 +369,125 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
             if not r or not r.get("floor_values"):
                 continue
             for metric, floor in r["floor_values"].items():
-                rows.append([g, s, metric, fmt(r["values"].get(metric)), _band(r["band"]), fmt(floor),
-                             _band(r.get("floor_band")), r.get("attribution") or "none (B+)"])
+                rows.append([g, s, metric, f"{_band(r.get('floor_band'))} {fmt(floor)}",
+                             f"{_band(r.get('data_band'))} {fmt((r.get('data_values') or {}).get(metric))}",
+                             f"{_band(r['band'])} {fmt(r['values'].get(metric))}", r.get("attribution") or "none (B+)"])
     if rows:
-        lines += _table(["gate", "seed", "metric", "value", "band", "floor value", "floor band", "attribution"], rows)
+        lines += _table(["gate", "seed", "metric", "floor", "data", "published", "attribution"], rows)
     else:
         lines += ["No gate of this record carries floor values.", ""]
+    sentences = [_fix_sentence(g, s, r, per_seed[s]) for s in seeds for g, r in per_seed[s]["gates"].items()
+                 if r["band"] != "B+" and r.get("attribution")]
+    if sentences:
+        lines += ["Where each fix belongs:", "", *sentences, ""]
     shares = {s: per_seed[s].get("group_shares") or {} for s in seeds}
     buckets = _union_keys(shares.values())
     if buckets:
         lines += ["Shares of merchant-days by number of tz groups (a single-group day has max p_group = 1):", ""]
         lines += _table(["seed", *(f"{b} group(s)" for b in buckets)],
                         [[s, *(fmt(shares[s].get(b)) for b in buckets)] for s in seeds])
+    return lines
+
+
+def _veto(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    gates = [g for g in _union_keys(per_seed[s]["gates"] for s in seeds)
+             if any((per_seed[s]["gates"].get(g) or {}).get("family") == "veto" for s in seeds)]
+    if not gates:
+        return []
+    lines = ["## Anti-artifact veto gates (S4 against the data)", "",
+             "Recomputed from the raw mix S1 x S3 imply, never from S4's own columns. A FAIL here fails the verdict "
+             "like a structural check: a band reached by bending the data is not realism.", ""]
+    rationale = (record.get("policy_documents") or {}).get("certification_gates_v1", {}).get("rationale", {})
+    for g in gates:
+        first = next(per_seed[s]["gates"][g] for s in seeds if g in per_seed[s]["gates"])
+        lines.append(f"- **{g}** ({_thresholds_text(first['thresholds'])})" + (f": {rationale[g]}" if g in rationale else ""))
+    lines.append("")
+    lines += _table(["gate", *_seed_header(seeds)], [[g, *(_gate_cell(per_seed[s]["gates"].get(g)) for s in seeds)]
+                                                     for g in gates])
+    bands = {s: per_seed[s].get("veto_slope_bands") or [] for s in seeds}
+    labels = _union_keys([{b["band"]: 1 for b in v} for v in bands.values()])
+    if labels:
+        lines += ["T-S4-V1 per band of dominance (median slope, merchants; a band with too few merchants is not graded):", ""]
+        rows = []
+        for lab in labels:
+            row = [lab]
+            for s in seeds:
+                b = next((x for x in bands[s] if x["band"] == lab), None)
+                row.append("n/a" if b is None or b["median_slope"] is None else
+                           f"{fmt(b['median_slope'])} ({b['merchants']}{'' if b['graded'] else ', not graded'})")
+            rows.append(row)
+        lines += _table(["dominance band", *_seed_header(seeds)], rows)
+    return lines
+
+
+def _worst(bands: list[str]) -> str:
+    order = ("FAIL", "B", "B+")
+    return min(bands, key=order.index) if bands else "n/a"
+
+
+def _tradeoff(record: dict, seeds: list[str]) -> list[str]:
+    per_seed = record["per_seed"]
+    points = {s: per_seed[s].get("tradeoff") or [] for s in seeds}
+    if not any(points.values()):
+        return []
+    labels = _union_keys([{p["label"]: 1 for p in v} for v in points.values()])
+    gates = _union_keys([p["gates"] for v in points.values() for p in v])
+    lines = ["## Trade-off: S4 settings against the gates, on the same draws", "",
+             "Each row applies one regulariser setting (S4's own `regularise`) to the seed's raw mix S1 x S3 and grades "
+             "the result with the same recipes as the published run: what `seg2b sweep` over the regulariser reports "
+             "for these gates. Cells: the worst band over the seeds, then the value range.", ""]
+    rows, honest = [], {}
+    for lab in labels:
+        entries = [next((p for p in points[s] if p["label"] == lab), None) for s in seeds]
+        entries = [e for e in entries if e]
+        veto_fail = any(x["band"] == "FAIL" for e in entries for g, x in e["gates"].items() if "-V" in g)
+        row = [lab + (" (veto FAIL)" if veto_fail else ""), fmt(entries[0]["strength"]) if entries else "n/a"]
+        for g in gates:
+            xs = [e["gates"][g] for e in entries if g in e["gates"]]
+            vals = [next(iter(x["values"].values())) for x in xs if x["values"]]  # the gate's first metric
+            vals = [v for v in vals if isinstance(v, (int, float))]
+            band = _worst([x["band"] for x in xs])
+            rng = (fmt(min(vals)) if min(vals) == max(vals) else f"{fmt(min(vals))}..{fmt(max(vals))}") if vals else ""
+            row.append(f"{_band(band)} {rng}")
+            if not veto_fail and "-V" not in g:
+                best = honest.get(g)
+                if best is None or ("FAIL", "B", "B+").index(band) > ("FAIL", "B", "B+").index(best[0]):
+                    honest[g] = (band, lab)
+        rows.append(row)
+    lines += _table(["setting", "strength", *gates], rows)
+    if honest:
+        lines += ["Best band any setting without a veto failure reaches, per gate: "
+                  + "; ".join(f"{g} {b} ({lab})" for g, (b, lab) in honest.items()) + ".", ""]
+    return lines
+
+
+def _what_if(record: dict, seeds: list[str]) -> list[str]:
+    rows_in = record.get("what_if")
+    if not rows_in:
+        return []
+    gates = _union_keys([w["gates"] for r in rows_in for w in r["seeds"].values()])
+    lines = ["## Upstream what-if: other world topologies (never the verdict of record)", "",
+             "Each row rebuilds every seed's world with another share of merchants whose sites span two or more tz "
+             "groups (the same draws: only the moved merchants differ), runs S1 and S3 over it and grades the S4 gates "
+             "at the data reference (S4 changing nothing: reachable without distortion) and at the topology floor. "
+             "Cells: data band / floor band (worst over seeds) and the data value range. Reopening 1B/2A is the "
+             "user's decision; this is its evidence.", ""]
+    rows = []
+    for r in rows_in:
+        ws = list(r["seeds"].values())
+        mt = [w["multi_tz_share"] for w in ws if w.get("multi_tz_share") is not None]
+        single = [w["group_shares"].get("1") for w in ws if w.get("group_shares")]
+        cells = []
+        for g in gates:
+            xs = [w["gates"][g] for w in ws if g in w["gates"]]
+            vals = [x["data"] for x in xs if isinstance(x.get("data"), (int, float))]
+            rng = (fmt(min(vals)) if min(vals) == max(vals) else f"{fmt(min(vals))}..{fmt(max(vals))}") if vals else ""
+            cells.append(f"{_band(_worst([x['data_band'] for x in xs]))} / {_worst([x['floor_band'] for x in xs])} {rng}")
+        calib = [w.get("calibration_pass") for w in ws]
+        rows.append([r["world"], fmt(sum(mt) / len(mt)) if mt else "n/a", fmt(sum(single) / len(single)) if single else "n/a",
+                     *cells, "yes" if all(calib) else "no"])
+    lines += _table(["world", "multi-tz merchants", "1-group merchant-days", *gates, "world card calibrated"], rows)
     return lines
 
 
@@ -505,10 +665,10 @@ def _color(index: int) -> str:
     return f"C{index % 10}"
 
 
-def _figure(ncols: int = 1, width: float = 7.0) -> tuple[Figure, list]:
+def _figure(ncols: int = 1, width: float = 7.0, sharey: bool = True) -> tuple[Figure, list]:
     fig = Figure(figsize=(width, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False, sharey=True)[0]
+    axes = fig.subplots(1, ncols, squeeze=False, sharey=sharey)[0]
     return fig, list(axes)
 
 
@@ -523,7 +683,7 @@ def _finite_array(values) -> np.ndarray:
 
 
 def _overlaid_hist(path: Path, series: dict[str, list], title: str, xlabel: str, unit: str,
-                   value_range: tuple[float, float] | None = None, bins: int = 40) -> bool:
+                   value_range: tuple[float, float] | None = None, bins: int = 40, vlines: dict | None = None) -> bool:
     """Step histograms on shared bins, each seed normalised to shares so unequal sizes compare."""
     present = {s: _finite_array(v) for s, v in series.items()}
     order = {s: i for i, s in enumerate(series)}
@@ -539,6 +699,9 @@ def _overlaid_hist(path: Path, series: dict[str, list], title: str, xlabel: str,
     for s, a in present.items():
         ax.hist(a, bins=edges, weights=np.full(a.size, 1.0 / a.size), histtype="step", linewidth=1.5,
                 color=_color(order[s]), label=f"seed {s} (n={a.size})")
+    for band, style in (("B", "--"), ("B+", ":")):
+        if vlines and vlines.get(band) is not None:
+            ax.axvline(vlines[band], color="grey", linestyle=style, linewidth=0.9, label=f"{band} threshold {vlines[band]:.3g}")
     ax.set(title=title, xlabel=xlabel, ylabel=f"share of {unit}")
     ax.legend(fontsize=8)
     _save(fig, path)
@@ -607,7 +770,63 @@ def _groups_per_day(path: Path, data: dict[str, dict]) -> bool:
     return True
 
 
-def write_plots(folder: Path, seeds: list[str], data: dict[str, dict]) -> list[str]:
+def _slope_vs_dominance(path: Path, data: dict[str, dict], thresholds: dict) -> bool:
+    fig, (ax,) = _figure()
+    drawn = False
+    for i, (s, d) in enumerate(data.items()):
+        x, y = np.asarray(d.get("veto_dominance") or [], float), np.asarray(d.get("veto_slope") or [], float)
+        if x.size == 0 or x.size != y.size:
+            continue
+        ax.scatter(x, np.clip(y, -0.1, 1.5), s=6, alpha=0.5, color=_color(i), label=f"seed {s} (n={x.size})", linewidths=0)
+        drawn = True
+    if not drawn:
+        return False
+    for band, style in (("B", "--"), ("B+", ":")):
+        if thresholds.get(band) is not None:
+            ax.axhline(thresholds[band], color="grey", linestyle=style, linewidth=0.9, label=f"{band}: band median >= {thresholds[band]}")
+    ax.axhline(1.0, color="black", linewidth=0.6, alpha=0.5)
+    ax.set(title="T-S4-V1: slope of ln(p1/p2) on ln(r1/r2) per multi-tz merchant\n(1 = the data's contrasts kept; clipped to [-0.1, 1.5])",
+           xlabel="dominance: top group's mean raw share", ylabel="slope", xlim=(0, 1), ylim=(-0.15, 1.55))
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def _tradeoff_plot(path: Path, record: dict, seeds: list[str]) -> bool:
+    per_seed = record["per_seed"]
+    points = {s: per_seed[s].get("tradeoff") or [] for s in seeds}
+    gates = [g for g in ("T-S4-01", "T-S4-05", "T-S4-V1", "T-S4-V2")
+             if any(g in p["gates"] for v in points.values() for p in v)]
+    if not gates:
+        return False
+    fig, axes = _figure(ncols=len(gates), width=3.2 * len(gates), sharey=False)
+    for ax, g in zip(axes, gates):
+        thresholds = next((per_seed[s]["gates"][g]["thresholds"][0] for s in seeds if g in per_seed[s]["gates"]), {})
+        for i, s in enumerate(seeds):
+            smooth = [(p["strength"], next(iter(p["gates"][g]["values"].values()))) for p in points[s]
+                      if p["mode"] in ("off", "power") and g in p["gates"]]
+            caps = [(p["strength"], next(iter(p["gates"][g]["values"].values())), p["label"]) for p in points[s]
+                    if p["mode"] not in ("off", "power") and g in p["gates"]]
+            if smooth:
+                xs, ys = zip(*sorted(smooth))
+                ax.plot(xs, ys, marker="o", markersize=3, color=_color(i), label=f"seed {s}" if g == gates[0] else None)
+            for x, y, lab in caps:
+                ax.scatter([x], [y], marker="x", color=_color(i))
+                if i == 0:
+                    ax.annotate(lab.split(" (")[0], (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        for band, style in (("B", "--"), ("B+", ":")):
+            if thresholds.get(band) is not None:
+                ax.axhline(thresholds[band], color="grey", linestyle=style, linewidth=0.9)
+        ax.set_title(g, fontsize=9)
+        ax.set_xlabel("strength (power: 1 - tau; x: caps)", fontsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("S4 settings on the same draws: lines = off/power family, x = cap controls; dashed B, dotted B+")
+    _save(fig, path)
+    return True
+
+
+def write_plots(folder: Path, seeds: list[str], data: dict[str, dict], veto_thresholds: dict | None = None,
+                record: dict | None = None) -> list[str]:
     """Draw every plot some seed has data for; returns the file names written, in `PLOTS` order."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -630,6 +849,12 @@ def write_plots(folder: Path, seeds: list[str], data: dict[str, dict]) -> list[s
                                                         "S4: entropy -sum p ln p per merchant-day", "entropy (nats)",
                                                         "merchant-days"),
         "s4_groups_per_merchant_day.png": lambda p: _groups_per_day(p, data),
+        "veto_slope_vs_dominance.png": lambda p: _slope_vs_dominance(p, data, (veto_thresholds or {}).get("T-S4-V1", {})),
+        "veto_share_ratio_hist.png": lambda p: _overlaid_hist(p, series("veto_abs_log_ratio"),
+                                                              "T-S4-V2: |ln(mean p_group / mean raw share)| per (merchant, group)",
+                                                              "|log ratio| (ln 2 = 0.69: a factor 2)", "(merchant, group) pairs",
+                                                              vlines=(veto_thresholds or {}).get("T-S4-V2")),
+        "s4_tradeoff.png": lambda p: record is not None and _tradeoff_plot(p, record, seeds),
     }
     written = []
     for name in PLOTS:

@@ -21,7 +21,7 @@ from engine.pipeline import RunResult, partition_of
 from engine.states.s2_alias_tables import read_tables
 
 from . import metrics as M
-from .plot_series import plot_series
+from .plot_series import plot_series, veto_series
 
 # metric key (as named in certification_gates_v1) -> (datasets it needs, recipe)
 S1_KEYS = {
@@ -46,6 +46,9 @@ class SeedScore:
     roster_card: dict
     runtime: dict
     plot_data: dict = field(default_factory=dict)
+    data_metrics: dict = field(default_factory=dict)  # the S4 metrics of the raw S1 x S3 mix (data reference)
+    veto_bands: list = field(default_factory=list)  # T-S4-V1 per dominance band
+    tradeoff: list = field(default_factory=list)  # certification/tradeoff.py, one entry per regulariser setting
     stages: dict = field(default_factory=dict)  # stage -> {status, outputs: {dataset: sha256}}
     upstream_identity: str = ""  # what the seed's draws are keyed by (engine.identity.upstream_identity)
 
@@ -138,7 +141,19 @@ def replay_check(replay) -> dict:
             f"and compared; changed: {changed or 'none'}"}
 
 
-def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
+def veto_settings(gates_policy: dict | None) -> dict:
+    """The veto recipes' parameters from certification_gates_v1 (the recipes' defaults without one)."""
+    vp = (gates_policy or {}).get("veto_parameters")
+    if not vp:
+        return {}
+    edges = list(vp["dominance_band_edges"])
+    edges[-1] = max(edges[-1], 1.0) + 1e-12  # the top band includes a share of exactly 1
+    return {"edges": tuple(edges), "min_merchants": vp["min_merchants_per_band"], "quantile": vp["share_ratio_quantile"],
+            "min_days": vp["min_days_for_slope"]}
+
+
+def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict | None = None,
+               tradeoff: bool = False) -> SeedScore:
     s1 = result.load("s1_site_weights")
     s3 = result.load("s3_day_effects")
     s4 = result.load("s4_group_weights")
@@ -152,6 +167,23 @@ def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
     md = M.s4_merchant_days(s4)  # aggregated once, read by every S4 recipe below
     metrics = realism_metrics(s1, s3, md, clipped)
     floor = {k: _finite(v) for k, v in M.s4_floor_metrics(md).items()}
+    mix = M.raw_mix(s1, s3, tz)  # what S1 x S3 imply, recomputed here: the data reference and the veto gates
+    data = {k: _finite(v) for k, v in M.s4_metrics(M.data_reference_days(mix)).items()}
+    vs = veto_settings(gates_policy)
+    slopes = M.compression_slopes(mix, s4, **({"min_days": vs.pop("min_days")} if vs else {}))
+    ratios = M.share_ratios(mix, s4)
+    veto = M.veto_summary(slopes, ratios, **vs)
+    bands = veto.pop("veto_slope_bands")
+    points = []
+    if tradeoff and gates_policy:
+        from engine.policies import load_policy
+        from engine.states.s4_group_weights import POLICY
+
+        from .tradeoff import tradeoff_points
+
+        points = tradeoff_points(gates_policy, load_policy(POLICY, result.policy_dir), mix, floor, data,
+                                 veto_settings(gates_policy), result.ctx.seed)
+    metrics.update({k: _finite(v) for k, v in veto.items()})
     structural, flag = structural_checks(result, replay)
     cohorts = M.cohort_tables(s1, s3, md, tz, merchants)
     return SeedScore(
@@ -166,8 +198,11 @@ def score_seed(result: RunResult, replay: RunResult | None) -> SeedScore:
         world_card=result.load("world_card"),
         roster_card=result.load("roster_card"),
         runtime={r.name: round(r.seconds, 4) for r in result.stages},
-        plot_data=plot_series(s1, s3, s4),
+        plot_data={**plot_series(s1, s3, s4), **veto_series(slopes, ratios)},
         stages=stage_outputs(result),
+        data_metrics=data,
+        tradeoff=points,
+        veto_bands=bands,
         upstream_identity=result.ctx.upstream_identity,
     )
 

@@ -162,7 +162,8 @@ def write_points(candidates: list[tuple[dict, dict[str, bytes]]], policy_dir: Pa
 
 
 def _rank_key(entry: dict):
-    """Best first: no structural failure, then the verdict, then fewer FAILs, fewer Bs."""
+    """Best first: no structural or veto failure (an honest candidate), then the verdict, then fewer
+    FAILs, fewer Bs."""
     bands = [g["band"] for s in entry["per_seed"].values() for g in s.values()]
     return (-(entry["structural_failures"] == 0), -VERDICT_RANK.get(entry["verdict"], -1),
             bands.count("FAIL"), bands.count("B"))
@@ -199,7 +200,8 @@ def run_sweep(lane: str, sets: list[str], runs_root: Path, policy_dir: Path | No
         rec = outcome.record
         entries.append({
             "name": point.name, "settings": point.settings, "verdict": rec["verdict"],
-            "structural_failures": len(rec["reasons"]["structural_failed"]),
+            # honest = no structural check and no anti-artifact veto gate failed
+            "structural_failures": len(rec["reasons"]["structural_failed"]) + len(rec["reasons"].get("veto_failed", [])),
             "reasons": rec["reasons"], "parameter_hash": rec["parameter_hash"],
             "per_seed": {s: {g: {"band": r["band"], "values": r["values"], "attribution": r.get("attribution")}
                              for g, r in d["gates"].items()} for s, d in rec["per_seed"].items()},

@@ -39,8 +39,8 @@ def render_markdown(record: dict, plots: list[str]) -> str:
         where = ", ".join(f"{k['label']} = {v}" for k, v in zip(knobs, _settings(by_name[best], knobs)))
         lines += [f"**Best honest candidate: {best}** ({where})", ""]
     else:
-        lines += ["**No candidate passes every structural check.**", ""]
-    lines += ["Ranking: no structural failure first, then the verdict, then the fewest gates at FAIL, then at B. "
+        lines += ["**No candidate passes every structural check and veto gate.**", ""]
+    lines += ["Ranking: no structural or veto-gate failure first (an honest candidate), then the verdict, then the fewest gates at FAIL, then at B. "
               "Every point ran on the same draws (common random numbers), so differences between points are the "
               "knobs' effects.", ""]
     head = ["rank", "point", *[k["label"] for k in knobs], "verdict", "FAIL", "B", "rerun", "seconds"]

@@ -66,6 +66,7 @@ S_FOREIGN = "world.foreign_countries"  # lo = foreign pick ordinal j (0..k-2)
 S_SITE_COUNTRY = "world.site_country"  # lo = site ordinal inside the merchant
 S_SITE_CITY = "world.site_city"  # lo = site ordinal inside the merchant
 S_SITE_JITTER = "world.site_jitter"  # lo = site ordinal (one block: distance and bearing)
+S_WHAT_IF = "world.what_if_multi_tz"  # lo 0: Gumbel key of the quota draw, lo 1: the new city
 
 CHANNELS = ("card_present", "card_not_present", "omni")
 
@@ -463,6 +464,10 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     for ms in np.split(m_order, np.unique(cuts[cuts < n])):
         parts.append(_sites_chunk(ms, sites, k, slot_country, slot_law, city_law, streams, ref, float(sp["jitter_km"]), acc))
     cols = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    what_if = sp.get("what_if_multi_tz_share")
+    if what_if is not None:
+        cols = _spread_over_tz_groups(cols, float(what_if), sites, home, merchant_id, stream(S_WHAT_IF), ref,
+                                      ref.city_population ** float(sp["city_population_exponent"]), acc)
 
     iso_series = pl.Series("legal_country_iso", ref.iso.tolist(), dtype=pl.String)
     keys = pl.DataFrame(
@@ -497,6 +502,71 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     # for audits that a site's tzid is its city's.
     extras = {"site_city": cols["city"]}
     return World(merchants, site_locations, site_timezones, card, seed, fingerprint, extras=extras)
+
+
+def _spread_over_tz_groups(cols, share, sites, home, merchant_id, stream: rng.Stream, ref: Reference, w_city, acc):
+    """The upstream what-if (WORLD.md, amended 2026-11-30), never used by the default world: raise
+    the share of merchants whose sites span two or more tz groups to `share` by moving the last
+    site of some single-tz merchants to a city in another time zone, in the home country when it
+    has one, else in a neighbouring country, else on the home continent, else anywhere (weight
+    population^exponent, as for every site). Which merchants move is an exact quota drawn with
+    weight sites (Gumbel top-q), since chains that span zones are the big ones. A share at or below
+    the geography's own leaves the world unchanged. The draws are keyed like every world draw, so
+    worlds at two shares differ only where merchants moved."""
+    n = sites.size
+    groups = acc["groups"]
+    need = int(round(share * n)) - int(np.sum(groups >= 2))
+    candidates = (groups == 1) & (sites >= 2)
+    acc["what_if"] = {"multi_tz_share_target": share, "moved_merchants": 0}
+    if need <= 0 or not candidates.any():
+        return cols
+    midx = np.arange(n, dtype=np.uint64)
+    key = np.where(candidates, np.log(sites) + _gumbel(stream.uniforms(midx, np.zeros(n, np.uint64))), -np.inf)
+    chosen = np.argsort(-key, kind="stable")[: min(need, int(candidates.sum()))]
+    # the last row of each chosen merchant's block (rows are grouped by merchant)
+    last_row = np.zeros(n, dtype=np.int64)
+    last_row[cols["m"]] = np.arange(cols["m"].size)
+    rows = last_row[chosen]
+    old_tz = cols["tz"][rows]
+    u = stream.uniforms(chosen.astype(np.uint64), np.ones(chosen.size, np.uint64))
+    new_city = np.empty(chosen.size, dtype=np.int64)
+    pairs = home[chosen] * len(ref.tz_names) + old_tz
+    for pair in np.unique(pairs):  # one candidate set per (home country, current zone): few of them
+        h, tz = divmod(int(pair), len(ref.tz_names))
+        other_zone = ref.city_tz != tz
+        for region in (ref.city_country == h, ref.neighbour[h][ref.city_country],
+                       ref.continent[ref.city_country] == ref.continent[h], np.ones_like(other_zone)):
+            w = np.where(other_zone & region, w_city, 0.0)
+            if w.sum() > 0:
+                break
+        sel = np.flatnonzero(pairs == pair)
+        cum = np.cumsum(w)
+        new_city[sel] = np.minimum(np.searchsorted(cum, u[sel] * cum[-1], side="right"), cum.size - 1)
+    cols = {k: v.copy() for k, v in cols.items()}
+    cols["city"][rows] = new_city
+    cols["country"][rows] = ref.city_country[new_city].astype(cols["country"].dtype)
+    cols["tz"][rows] = ref.city_tz[new_city]
+    cols["lat"][rows], cols["lon"][rows] = ref.city_lat[new_city], ref.city_lon[new_city]
+    # back to primary-key order (merchant_id, country, site order) and site_order renumbered
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(merchant_id, kind="stable")] = np.arange(n)
+    n_ctry = len(ref.iso)
+    order = np.argsort(rank[cols["m"]] * n_ctry + cols["country"], kind="stable")
+    cols = {k: v[order] for k, v in cols.items()}
+    grp = rank[cols["m"]] * n_ctry + cols["country"]
+    new_group = np.concatenate(([True], grp[1:] != grp[:-1]))
+    start = np.maximum.accumulate(np.where(new_group, np.arange(grp.size), 0))
+    cols["site_order"] = (np.arange(grp.size) - start + 1).astype(np.int32)
+    # the card's facts, measured again from the moved sites
+    n_tz = len(ref.tz_names)
+    acc["k"] = np.bincount(cols["m"][new_group], minlength=n)
+    pairs_mt = np.unique(cols["m"].astype(np.int64) * n_tz + cols["tz"])
+    acc["groups"] = np.bincount(pairs_mt // n_tz, minlength=n)
+    ct = np.unique(cols["country"].astype(np.int64) * n_tz + cols["tz"])
+    acc["country_tz"][:] = False
+    acc["country_tz"][ct // n_tz, ct % n_tz] = True
+    acc["what_if"]["moved_merchants"] = int(chosen.size)
+    return cols
 
 
 def _sites_chunk(ms, sites, k, slot_country, slot_law, city_law, streams, ref: Reference, jitter_km, acc):
@@ -665,4 +735,5 @@ def world_card(policy, seed, fingerprint, ref: Reference, facts, class_names) ->
         "calibration_pass": all(r["pass"] for r in rows if r["applies"]),
         "topology": topology,
         "composition": composition,
+        **({"what_if": {**facts["what_if"], "multi_tz_share": float(np.mean(groups >= 2))}} if "what_if" in facts else {}),
     }

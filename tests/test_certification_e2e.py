@@ -82,7 +82,29 @@ def test_one_day_roster_still_reports_scores(tmp_path):
 def test_hard_capped_regulariser_fails_point_mass_gate(tmp_path):
     pdir = policy_variant(tmp_path, {"group_mix_regularizer_v1": lambda d: d.update(mode="hard_cap_legacy")})
     rec = score_lane("fast", tmp_path / "runs", pdir, replay=False).record
-    assert rec["per_seed"]["42"]["gates"]["T-S4-07"]["band"] == "FAIL"
+    gates = rec["per_seed"]["42"]["gates"]
+    assert gates["T-S4-07"]["band"] == "FAIL"
+    assert gates["T-S4-V1"]["band"] == gates["T-S4-V2"]["band"] == "FAIL"
+
+
+def test_soft_cap_reaches_bplus_on_t_s4_01_and_the_veto_gates_fail_the_verdict(tmp_path):
+    """The old default: T-S4-01 at B+ only through its ceiling. The certificate must not call that
+    realism: the veto gates fail, the verdict fails, and the reasons say so."""
+    pdir = policy_variant(tmp_path, {"group_mix_regularizer_v1": lambda d: d.update(mode="soft_cap_blend")})
+    rec = score_lane("fast", tmp_path / "runs", pdir, replay=False).record
+    gates = rec["per_seed"]["42"]["gates"]
+    assert gates["T-S4-01"]["band"] == "B+"
+    assert rec["verdict"] == G.FAIL_REALISM
+    assert rec["reasons"]["veto_failed"] == ["seed=42:T-S4-V1", "seed=42:T-S4-V2"]
+
+
+def test_default_s4_passes_the_veto_gates_and_names_where_t_s4_01_is_lost(fast_lane):
+    gates = fast_lane.record["per_seed"]["42"]["gates"]
+    assert gates["T-S4-V1"]["band"] == gates["T-S4-V2"]["band"] == "B+"
+    t01 = gates["T-S4-01"]
+    assert t01["values"] == t01["data_values"]  # S4 publishes the data's own mix
+    if t01["band"] != "B+":
+        assert t01["attribution"] in (G.UPSTREAM_OF_S4, G.TOPOLOGY)
 
 
 def test_tampered_bundle_member_fails_t_str_03(fast_lane):

@@ -121,7 +121,7 @@ def test_grid_is_the_full_product_and_today_values_are_the_baseline():
     grid = plan_grid(knobs, DEFAULT_POLICY_DIR)
     assert len(grid) == 4
     today = [settings for settings, files in grid if not files]
-    assert today == [{"group_mix_regularizer_v1:/soft_cap_blend/cap": 0.8, "group_mix_regularizer_v1:/mode": "soft_cap_blend"}]
+    assert today == [{"group_mix_regularizer_v1:/soft_cap_blend/cap": 0.8, "group_mix_regularizer_v1:/mode": "off"}]
 
 
 def test_sweep_on_a_small_world_reuses_upstream_states_and_ranks_points(tmp_path):

@@ -166,5 +166,27 @@ def test_brown_forsythe_equals_scipy_levene_median():
     sizes, scales = [600, 700, 800, 900], [1.0, 1.1, 0.9, 1.05]
     g = np.repeat(list("abcd"), sizes)
     y = rng.normal(size=sum(sizes)) * np.repeat(scales, sizes)
-    p, k, n = M.brown_forsythe(pl.col("y"), "g", pl.DataFrame({"g": g, "y": y}))
+    p, k, n, omega2 = M.brown_forsythe(pl.col("y"), "g", pl.DataFrame({"g": g, "y": y}))
     assert p == pytest.approx(levene(*[y[g == c] for c in "abcd"], center="median").pvalue, rel=1e-9)
+    # omega^2 written out in numpy from its definition on z = |y - group median|
+    z = np.concatenate([np.abs(y[g == c] - np.median(y[g == c])) for c in "abcd"])
+    gz = np.repeat(list("abcd"), sizes)
+    zbar = {c: z[gz == c].mean() for c in "abcd"}
+    ssb = sum(len(z[gz == c]) * (zbar[c] - z.mean()) ** 2 for c in "abcd")
+    ssw = sum(((z[gz == c] - zbar[c]) ** 2).sum() for c in "abcd")
+    msw = ssw / (len(z) - 4)
+    assert omega2 == pytest.approx((ssb - 3 * msw) / (ssb + ssw + msw), rel=1e-9)
+
+
+def test_effect_size_of_groups_that_differ_only_by_noise_is_about_zero():
+    """T-S3-02's negative control at the metric level: with a million rows the p-value of a tiny
+    scale difference saturates, the effect size stays small; pure noise gives omega^2 ~ 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(100), 3_000)
+    same = M.brown_forsythe(pl.col("y"), "g", pl.DataFrame({"g": g, "y": rng.normal(size=g.size)}))
+    assert abs(same[3]) < 1e-3
+    scales = np.repeat(rng.uniform(0.7, 1.4, 100), 3_000)
+    differ = M.brown_forsythe(pl.col("y"), "g", pl.DataFrame({"g": g, "y": rng.normal(size=g.size) * scales}))
+    assert differ[0] < 1e-12 and differ[3] > 0.01

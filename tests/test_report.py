@@ -42,6 +42,18 @@ METRICS = {
     7: {"s1_residual_median": 0.0065, "s3_std_median": 0.045, "s3_std_p90_over_p50": 1.3, "s4_max_p_median": 0.9123},
 }
 FLOOR = {42: {"s4_max_p_median": 0.5}, 7: {"s4_max_p_median": 0.8765}}
+DATA = {42: {"s4_max_p_median": 0.70}, 7: {"s4_max_p_median": 0.9123}}
+VETO_SERIES = {"veto_dominance": [0.55, 0.7, 0.95], "veto_slope": [1.0, 0.98, 1.02], "veto_abs_log_ratio": [0.0, 0.01, 0.02]}
+
+
+def tradeoff(seed: int) -> list[dict]:
+    """Two trade-off points: the data itself and a cap that buys T-S4-01 by bending the data."""
+    return [{"label": "off (the data)", "strength": 0.0, "mode": "off",
+             "gates": {"T-S4-01": {"band": "B+" if seed == 42 else "FAIL", "values": {"s4_max_p_median": DATA[seed]["s4_max_p_median"]}},
+                       "T-S4-V1": {"band": "B+", "values": {"veto_slope_min_band_median": 1.0}}}},
+            {"label": "soft cap", "strength": 0.6, "mode": "soft_cap_blend",
+             "gates": {"T-S4-01": {"band": "B+", "values": {"s4_max_p_median": 0.76}},
+                       "T-S4-V1": {"band": "FAIL", "values": {"veto_slope_min_band_median": 0.05}}}}]
 
 
 def tiny_frames(shift: float):
@@ -83,14 +95,17 @@ def seed_score(seed: int) -> SeedScore:
         roster_card={"merchants": 3, "horizon": {"days": 28}, "channels": ["card_present", "omni"],
                      "class_channel_cells": [{"merchant_class": "x", "channel": "omni", "merchants": 3}]},
         runtime={"S1": 0.0123, "S3": 0.0456, "S4": 0.1209 if seed == 42 else 0.0859},
-        plot_data=plot_series(s1, s3, s4),
+        plot_data={**plot_series(s1, s3, s4), **VETO_SERIES},
+        data_metrics=DATA[seed],
+        tradeoff=tradeoff(seed),
     )
 
 
 @pytest.fixture(scope="module")
 def lane():
     scores = {s: seed_score(s) for s in SEEDS}
-    gate_results = {s: G.evaluate_seed(POLICY, scores[s].metrics, scores[s].floor_metrics, s) for s in SEEDS}
+    gate_results = {s: G.evaluate_seed(POLICY, scores[s].metrics, scores[s].floor_metrics, s, scores[s].data_metrics)
+                    for s in SEEDS}
     xseed = G.cross_seed(POLICY, {s: scores[s].metrics for s in SEEDS})
     structural = {s: {k: v["ok"] for k, v in scores[s].structural.items()} for s in SEEDS}
     verdict = G.verdict({"PRE-01": True}, structural, gate_results, xseed, full_grid=True, certifying=False)
@@ -160,9 +175,12 @@ def test_gate_table(lane, pack):
 def test_floor_cohorts_and_tables(lane, pack):
     record, _ = lane
     md = (pack / "certification_report.md").read_text()
-    floor = md.split("## Floor attribution", 1)[1].split("\n## ", 1)[0]
-    assert re.search(r"\| T-S4-01 \| 7 \| s4_max_p_median \| 0\.9123 \| ❌ FAIL \| 0\.8765 \| ❌ FAIL \| "
+    floor = md.split("## Attribution: three references", 1)[1].split("\n## ", 1)[0]
+    assert re.search(r"\| T-S4-01 \| 7 \| s4_max_p_median \| ❌ FAIL 0\.8765 \| ❌ FAIL 0\.9123 \| ❌ FAIL 0\.9123 \| "
                      r"structural: upstream topology \|", floor)
+    assert "**T-S4-01, seed 7** (FAIL): even the topology floor" in floor
+    trade = md.split("## Trade-off", 1)[1].split("\n## ", 1)[0]
+    assert "| soft cap (veto FAIL) | 0.6 |" in trade and "T-S4-01 FAIL (off (the data))" in trade
     assert "| 42 | 0.4 | 0.35 | 0.25 |" in floor
     cohorts = md.split("## Cohorts", 1)[1].split("\n## ", 1)[0]
     assert "| tz_topology | single_tz | 3 | 0.01235 |" in cohorts  # 4 significant digits
@@ -199,7 +217,8 @@ def test_pack_is_deterministic(lane, pack, tmp_path):
 def test_missing_plot_data_is_reported(lane, tmp_path):
     record, _ = lane
     write_pack(tmp_path, record, SimpleNamespace(scores={}))
-    assert not list((tmp_path / "plots").iterdir())
+    # only the trade-off plot is drawn from the record itself; every other plot needs plot data
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["s4_tradeoff.png"]
     assert "No plot data for:" in (tmp_path / "certification_report.md").read_text()
 
 

@@ -47,9 +47,14 @@ def s3_df(world):
     return run_s3(world)["s3_day_effects"]
 
 
+def soft_policy(**changes):
+    return mix_policy(mode="soft_cap_blend", **changes)
+
+
 @pytest.fixture(scope="module")
 def out(world, s3_df):
-    return run_s4(world, s3_df)
+    """The state with the soft cap: it exercises every regulariser column."""
+    return run_s4(world, s3_df, soft_policy())
 
 
 # ----------------------------------------------------------------------------- the regulariser
@@ -107,6 +112,27 @@ def test_continuity(mixes, seed):
     b, _ = s4.soft_cap_blend(q, start, n, **SOFT)
     # a small move of the input moves the output by at most a small multiple of it (no jumps)
     assert np.max(np.abs(a - b)) <= 10 * np.max(np.abs(p_raw - q)) + 1e-15
+
+
+@settings(max_examples=150, deadline=None)
+@given(raw_mixes(), st_.floats(0.05, 1.0))
+def test_power_map_scales_every_log_ratio_by_tau(mixes, tau):
+    p_raw, start, n = _flat(mixes)
+    p, strength = s4.power_map(p_raw, start, n, tau=tau)
+    seg = np.repeat(np.arange(len(n)), n)
+    assert np.max(np.abs(np.bincount(seg, weights=p) - 1.0)) <= 1e-12
+    assert np.all(strength == pytest.approx(1.0 - tau, abs=1e-15) if tau < 1 else strength == 0)
+    for a, b in zip(np.split(p_raw, start[1:]), np.split(p, start[1:])):
+        la, lb = np.log(a), np.log(b)
+        # ln(p_i / p_j) = tau ln(r_i / r_j) for every pair: a uniform contraction, slope tau
+        np.testing.assert_allclose(lb[:, None] - lb[None, :], tau * (la[:, None] - la[None, :]), rtol=1e-9, atol=1e-9)
+
+
+def test_off_is_the_raw_mix_bit_for_bit(world, s3_df):
+    df = run_s4(world, s3_df, mix_policy(mode="off"))["s4_group_weights"]
+    assert np.array_equal(df["p_group"].to_numpy(), (df["mass_raw"] / df["denom_raw"]).to_numpy())
+    assert not df["regularizer_applied"].any()
+    assert load_policy("group_mix_regularizer_v1").data["mode"] == "off"  # the shipped default
 
 
 def test_continuous_across_the_knee():
@@ -183,18 +209,18 @@ def test_coverage_schema_pk_and_echo(world, s3_df, out):
 
 
 def test_deterministic_order_independent_and_shard_invariant(world, s3_df, out):
-    assert run_s4(world, s3_df)["s4_group_weights"].equals(out["s4_group_weights"])
-    shuffled = run_s4(world, s3_df.sample(fraction=1.0, shuffle=True, seed=5))["s4_group_weights"]
+    assert run_s4(world, s3_df, soft_policy())["s4_group_weights"].equals(out["s4_group_weights"])
+    shuffled = run_s4(world, s3_df.sample(fraction=1.0, shuffle=True, seed=5), soft_policy())["s4_group_weights"]
     assert shuffled.equals(out["s4_group_weights"])
     merchants, st, s1 = world
     ids = merchants["merchant_id"].to_list()[::4]
     keep = pl.col("merchant_id").is_in(ids)
-    part = run_s4((merchants.filter(keep), st.filter(keep), s1.filter(keep)), s3_df.filter(keep))
+    part = run_s4((merchants.filter(keep), st.filter(keep), s1.filter(keep)), s3_df.filter(keep), soft_policy())
     assert part["s4_group_weights"].equals(out["s4_group_weights"].filter(keep))
 
 
 def test_apply_threshold(world, s3_df):
-    df = run_s4(world, s3_df, mix_policy(apply_when_groups_ge=3))["s4_group_weights"]
+    df = run_s4(world, s3_df, soft_policy(apply_when_groups_ge=3))["s4_group_weights"]
     two = df.filter(pl.len().over("merchant_id", "utc_day") == 2)
     assert two.height and not two["regularizer_applied"].any()
     np.testing.assert_allclose(two["p_group"].to_numpy(), (two["mass_raw"] / two["denom_raw"]).to_numpy(), rtol=1e-15)
@@ -203,7 +229,7 @@ def test_apply_threshold(world, s3_df):
 def test_gates_soft_mode_and_legacy_negative_control():
     world = make_world(n_merchants=400, seed=12)
     s3_df = run_s3(world)["s3_day_effects"]
-    soft = run_s4(world, s3_df)["s4_group_weights"]
+    soft = run_s4(world, s3_df, soft_policy())["s4_group_weights"]
     m = M.s4_metrics(soft)
     assert m["s4_mass_error_max"] <= 1e-9  # T-S4-06
     assert m["s4_point_mass_share"] <= 0.01 and m["s4_rank_agreement"] == 1.0  # T-S4-07
@@ -218,9 +244,11 @@ def test_gates_soft_mode_and_legacy_negative_control():
 
 
 @pytest.mark.parametrize("changes, field", [
-    ({"soft_cap_blend/cap": 1.2}, "/soft_cap_blend/cap"),
-    ({"soft_cap_blend/cap": 0.0}, "/soft_cap_blend/cap"),
-    ({"soft_cap_blend/knee": 0.9}, "/soft_cap_blend/knee"),
+    ({"mode": "soft_cap_blend", "soft_cap_blend/cap": 1.2}, "/soft_cap_blend/cap"),
+    ({"mode": "soft_cap_blend", "soft_cap_blend/cap": 0.0}, "/soft_cap_blend/cap"),
+    ({"mode": "soft_cap_blend", "soft_cap_blend/knee": 0.9}, "/soft_cap_blend/knee"),
+    ({"mode": "power", "power/tau": 0.0}, "/power/tau"),
+    ({"mode": "power", "power/tau": 1.5}, "/power/tau"),
     ({"mode": "hard_cap_legacy", "hard_cap_legacy/cap": -0.1}, "/hard_cap_legacy/cap"),
     ({"apply_when_groups_ge": 1}, "/apply_when_groups_ge"),
     ({"mode": "bogus"}, "/mode"),
@@ -273,5 +301,5 @@ def test_base_shares_do_not_depend_on_site_row_order(world, s3_df, out):
     merchants, st, s1 = world
     for seed in range(3):
         shuffled = (merchants, st.sample(fraction=1.0, shuffle=True, seed=seed), s1)
-        got = run_s4(shuffled, s3_df)["s4_group_weights"]
+        got = run_s4(shuffled, s3_df, soft_policy())["s4_group_weights"]
         assert got.equals(out["s4_group_weights"])

@@ -105,7 +105,7 @@ def test_byte_edit_reuses_everything_upstream_of_the_first_consumer(parent, poli
 SEMANTIC = {
     "roster_policy_v1": lambda d: d["rate"].__setitem__("rate_scale", 1.1),
     "day_effect_policy_v1": lambda d: d["sigma_gamma_policy_v2"]["sigma_base_by_segment"].__setitem__("grocery", 0.09),
-    "group_mix_regularizer_v1": lambda d: d["soft_cap_blend"].__setitem__("cap", 0.81),
+    "group_mix_regularizer_v1": lambda d: d.update(mode="power"),
     "virtual_edge_policy_v1": lambda d: d["default_edges"][0].__setitem__("weight", d["default_edges"][0]["weight"] + 5),
     "alias_layout_policy_v1": lambda d: d["profile_mixture_v2"]["mixture_weights"]["small"].update(
         hub_spoke=0.55, heavy_tail=0.2),

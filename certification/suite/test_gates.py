@@ -7,7 +7,8 @@ def _describe(result):
     vals = ", ".join(f"{k}={v:.6g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in result["values"].items())
     att = f"; attribution: {result['attribution']}" if result.get("attribution") else ""
     floor = f"; floor band {result['floor_band']}" if result.get("floor_band") else ""
-    return f"band {result['band']} ({vals}){floor}{att}"
+    data = f"; data band {result['data_band']}" if result.get("data_band") else ""
+    return f"band {result['band']} ({vals}){floor}{data}{att}"
 
 
 def test_gate(record, seed_gate, record_property):

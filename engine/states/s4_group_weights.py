@@ -5,8 +5,18 @@
   p_raw            = mass_raw / denom_raw,   denom_raw = sum over the day's groups
   p_group          = regularise(p_raw)  when the day has >= apply_when_groups_ge groups
 
-Regulariser `soft_cap_blend` (plan P3, the default): a blend toward uniform whose strength depends
-smoothly on how dominant the top group is,
+The default mode is `off`: p_group = p_raw, the mix the site weights and day effects imply. The
+certificate grades S4 against that raw mix (veto gates: no compressive map, consistency with site
+weights), so a regulariser must earn its place by keeping the data's contrasts; the modes below are
+kept for the trade-off the certify pack draws and as negative controls.
+
+Regulariser `power` (a tempered mix): p proportional to p_raw^tau, 0 < tau <= 1. Every pairwise
+log-ratio of shares is multiplied by exactly tau, on every day alike: a uniform, smooth,
+rank-preserving and injective contraction (tau = 1 is the identity). The veto gate on compression
+reads tau directly.
+
+Regulariser `soft_cap_blend` (plan P3; a negative control since 2026-11-30): a blend toward uniform
+whose strength depends smoothly on how dominant the top group is,
   p = (1 - lam) p_raw + lam / n,
 with lam chosen so the top share x is mapped to T(x): identity up to `knee`, then
 knee + w tanh((x - knee)/w) with w = cap - knee, which approaches `cap` softly and never reaches it.
@@ -51,12 +61,17 @@ _COLUMNS = (
 
 def resolve_policy(data: dict) -> dict:
     """Validated regulariser parameters (the schema checks shapes; this checks the relations)."""
-    mode = data.get("mode", "soft_cap_blend")
+    mode = data.get("mode", "off")
     ge = int(data.get("apply_when_groups_ge", 2))
     if ge < 2:
         raise EngineError(POLICY, "/apply_when_groups_ge", f"must be >= 2, got {ge}")
     out = {"mode": mode, "apply_when_groups_ge": ge}
-    if mode == "soft_cap_blend":
+    if mode == "power":
+        tau = float(data["power"]["tau"])
+        if not (0.0 < tau <= 1.0):
+            raise EngineError(POLICY, "/power/tau", f"must be in (0, 1], got {tau}")
+        out.update(tau=tau)
+    elif mode == "soft_cap_blend":
         cfg = data["soft_cap_blend"]
         knee, cap, strength = float(cfg["knee"]), float(cfg["cap"]), float(cfg["max_strength"])
         if not (0.0 < cap <= 1.0):
@@ -87,6 +102,23 @@ def resolve_policy(data: dict) -> dict:
 
 def _segment_ids(seg_start: np.ndarray, n: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(seg_start)), n)
+
+
+def power_map(p_raw, seg_start, n, *, tau, eligible=None):
+    """p proportional to p_raw^tau within each segment. Returns (p, tau per segment).
+
+    Worked in logs shifted by each segment's maximum, so shares down to the smallest doubles keep
+    their order (a plain power would underflow first); zero shares stay zero."""
+    p_raw = np.asarray(p_raw, dtype=np.float64)
+    if len(seg_start) == 0:
+        return p_raw.copy(), np.zeros(0)
+    seg = _segment_ids(seg_start, n)
+    t = np.full(len(seg_start), tau) if eligible is None else np.where(eligible, tau, 1.0)
+    top = np.maximum.reduceat(p_raw, seg_start)
+    with np.errstate(divide="ignore"):
+        w = np.where(p_raw > 0, np.exp(t[seg] * (np.log(p_raw) - np.log(top[seg]))), 0.0)
+    p = w / np.add.reduceat(w, seg_start)[seg]
+    return p, np.where(t < 1.0, 1.0 - t, 0.0)
 
 
 def soft_cap_target(x: np.ndarray, knee: float, cap: float) -> np.ndarray:
@@ -139,6 +171,22 @@ def hard_cap_legacy(p_raw, seg_start, n, *, blend, cap, eligible=None):
         scale = np.where(clamp & (rest > 0), (1.0 - cap) / rest, 1.0)
     p = np.where(first & clamp[seg], cap, p * scale[seg])
     return p, lam
+
+
+def regularise(p_raw, seg_start, n, params: dict):
+    """The published mix of contiguous merchant-day segments under resolved policy `params`
+    (`resolve_policy`): (p, strength per segment). Days with fewer than apply_when_groups_ge groups
+    are left alone."""
+    eligible = np.asarray(n) >= params["apply_when_groups_ge"]
+    mode = params["mode"]
+    if mode == "power":
+        return power_map(p_raw, seg_start, n, tau=params["tau"], eligible=eligible)
+    if mode == "soft_cap_blend":
+        return soft_cap_blend(p_raw, seg_start, n, knee=params["knee"], cap=params["cap"],
+                              max_strength=params["max_strength"], eligible=eligible)
+    if mode == "hard_cap_legacy":
+        return hard_cap_legacy(p_raw, seg_start, n, blend=params["blend"], cap=params["cap"], eligible=eligible)
+    return np.asarray(p_raw, dtype=np.float64), np.zeros(len(seg_start))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -269,13 +317,7 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     p_raw = mass / denom[seg]
 
     eligible = seg_n >= params["apply_when_groups_ge"]
-    if params["mode"] == "soft_cap_blend":
-        p, lam = soft_cap_blend(p_raw, seg_start, seg_n, knee=params["knee"], cap=params["cap"],
-                                max_strength=params["max_strength"], eligible=eligible)
-    elif params["mode"] == "hard_cap_legacy":
-        p, lam = hard_cap_legacy(p_raw, seg_start, seg_n, blend=params["blend"], cap=params["cap"], eligible=eligible)
-    else:
-        p, lam = p_raw, np.zeros(len(seg_n))
+    p, lam = regularise(p_raw, seg_start, seg_n, params)
 
     # Total variation distance between the raw and the published mix, per merchant-day.
     tv = 0.5 * np.add.reduceat(np.abs(p - p_raw), seg_start) if n_rows else np.zeros(0)
