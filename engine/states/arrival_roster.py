@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import roster
+from ..calendar import day_range
 from ..context import Context
 from ..shards import run_whole
 
 READS = ("merchants", "site_timezones")
 POLICIES = ("roster_policy_v1", "day_effect_policy_v1")
 WRITES = ("s5_arrival_roster", "roster_card")
-
-
-def day_range(day_effect_policy: dict) -> tuple[str, str]:
-    r = day_effect_policy["day_range"]
-    return r["start"], r["end"]
 
 
 SHARDED = True  # every draw is keyed by merchant_id (a user's roster is read whole instead)

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import polars as pl
 
+from engine.calendar import day_range
 from engine.errors import EngineError
 from engine.rng import STREAM_S3, Stream
 from engine.shards import merge_reports, run_whole
@@ -44,7 +45,6 @@ WRITES = ("s3_day_effects",)
 
 DATASET = "s3_day_effects"
 POLICY = "day_effect_policy_v1"
-DEFAULT_DAY_RANGE = ("2026-01-01", "2026-03-31")
 # Top bit of counter_lo: reserved for merchant-level draws (see module docstring).
 MERCHANT_SLOT_BASE = np.uint64(1 << 63)
 _ROW_COUNTER_LIMIT = 1 << 63
@@ -64,14 +64,7 @@ def _fail(field: str, rule: str):
 
 def day_grid(policy_data: dict) -> list[str]:
     """The inclusive UTC day grid as YYYY-MM-DD strings (chronological = lexicographic)."""
-    rng = policy_data.get("day_range") or {"start": DEFAULT_DAY_RANGE[0], "end": DEFAULT_DAY_RANGE[1]}
-    try:
-        start = dt.date.fromisoformat(rng["start"])
-        end = dt.date.fromisoformat(rng["end"])
-    except (KeyError, TypeError, ValueError) as exc:
-        _fail("/day_range", f"start and end must be YYYY-MM-DD dates ({exc})")
-    if end < start:
-        _fail("/day_range", f"empty or reversed range {start}..{end} (inclusive end must be >= start)")
+    start, end = (dt.date.fromisoformat(d) for d in day_range(policy_data))
     n = (end - start).days + 1
     return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
 
