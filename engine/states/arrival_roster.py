@@ -17,6 +17,11 @@ WRITES = ("s5_arrival_roster", "roster_card")
 SHARDED = True  # every draw is keyed by merchant_id (a user's roster is read whole instead)
 
 
+def check_policy(policies: dict) -> None:
+    """The roster policy's rules against the day grid, before a run writes anything."""
+    roster.check_policy(policies["roster_policy_v1"].data, day_range(policies["day_effect_policy_v1"].data))
+
+
 def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     user_file = inputs.get("_user_roster")
     if user_file:

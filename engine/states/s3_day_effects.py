@@ -117,6 +117,40 @@ def _check_clip(clip: dict, field: str) -> None:
         _fail(field, f"gamma_clip must satisfy 0 < min < 1 < max (inverted or degenerate: {lo}, {hi})")
 
 
+def check_policy(policies: dict) -> None:
+    """Every rule of the policy that needs no data, so a run refuses it before it writes anything;
+    `run_shard` applies the same rules where it uses the values."""
+    policy = policies[POLICY].data
+    day_grid(policy)
+    mode = policy.get("mode", "sigma_gamma_policy_v2")
+    if mode == "scalar":
+        _check_clip(policy["sigma_gamma_policy_v2"]["gamma_clip"], "/sigma_gamma_policy_v2/gamma_clip")
+        if not float(policy.get("sigma_gamma_scalar", 0.0)) > 0:
+            _fail("/sigma_gamma_scalar", "must be > 0")
+        return
+    if mode != "sigma_gamma_policy_v2":
+        _fail("/mode", f"unknown mode {mode!r}")
+    v2 = policy["sigma_gamma_policy_v2"]
+    _check_v2(v2)
+    tables = (("sigma_base_by_segment", lambda v: v > 0, "base sigmas must be > 0"),
+              ("weekly_component_amp_by_segment", lambda v: v >= 0, "amplitudes must be >= 0"))
+    for key, ok, rule in tables:
+        values = _table_lookup(v2[key], list(v2[key]), f"/sigma_gamma_policy_v2/{key}")
+        if not np.all(ok(values)):
+            _fail(f"/sigma_gamma_policy_v2/{key}", rule)
+    tz_cfg = v2["sigma_multiplier_by_tz_group"]
+    mult = np.r_[_table_lookup(tz_cfg["by_region"], list(tz_cfg["by_region"]),
+                               "/sigma_gamma_policy_v2/sigma_multiplier_by_tz_group/by_region"),
+                 np.array(list(tz_cfg.get("by_tzid", {}).values()), dtype=np.float64)]
+    if np.any(mult <= 0):
+        _fail("/sigma_gamma_policy_v2/sigma_multiplier_by_tz_group", "multipliers must be > 0")
+    shapes_cfg = v2["weekly_shape_by_segment"]
+    if "default" not in shapes_cfg:
+        _fail("/sigma_gamma_policy_v2/weekly_shape_by_segment", "a 'default' entry is required")
+    for segment, shape in shapes_cfg.items():
+        _normalised_shape(shape, f"/sigma_gamma_policy_v2/weekly_shape_by_segment/{segment}")
+
+
 # --------------------------------------------------------------------------- weekly component
 
 

@@ -80,6 +80,11 @@ def resolve_policy(data: dict) -> dict:
     return out
 
 
+def check_policy(policies: dict) -> None:
+    """The policy's relations, checked before a run writes anything (resolve_policy is the rule)."""
+    resolve_policy(policies[POLICY].data)
+
+
 # --------------------------------------------------------------------------- regularisers
 # Both work on flat arrays of contiguous segments (one segment = one merchant-day):
 # p_raw (rows), seg_start (segment start rows, ascending), n (rows per segment, >= 1).
