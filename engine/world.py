@@ -322,9 +322,9 @@ def check_policy(policy: dict) -> None:
     _classes(policy)
     _size_knots(policy)
     ref = reference()
-    mw = market_weights(policy, ref)
     # Exponents have no upper bound in the schema; a weight law that overflows is no law.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mw = market_weights(policy, ref)
         laws = {
             "/home_country/population_exponent": mw,
             "/multi_country/foreign_preference/market_weight_exponent":
