@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,35 @@ def sweep_workspaces(runs_root: Path) -> list[Path]:
             try:
                 remove_tree(entry)
                 removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+_SIBLING = re.compile(r"^\.tmp-.+?-(?:(\d+)-)?[0-9a-f]{12}$")
+LEGACY_TEMP_AGE_S = 3600
+
+
+def sweep_siblings(folders) -> list[Path]:
+    """Remove temporaries left next to published outputs by dead writers: those of writes without
+    a workspace (named with their pid) and those of engines before workspaces existed (no pid;
+    removed once an hour old, longer than such a writer keeps one untouched). Returns them."""
+    removed = []
+    now = time.time()
+    for folder in folders:
+        try:
+            entries = list(Path(folder).iterdir()) if Path(folder).is_dir() else []
+        except OSError:
+            continue
+        for entry in entries:
+            m = _SIBLING.match(entry.name)
+            if not m:
+                continue
+            try:
+                dead = not _pid_alive(int(m.group(1))) if m.group(1) else now - entry.lstat().st_mtime > LEGACY_TEMP_AGE_S
+                if dead:
+                    remove_tree(entry)
+                    removed.append(entry)
             except OSError:
                 pass
     return removed
