@@ -48,6 +48,7 @@ from .publish import (
     new_workspace,
     publish_group,
     replace_file,
+    sweep_siblings,
     sweep_workspaces,
 )
 from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, writer_for
@@ -459,7 +460,7 @@ class Pipeline:
         records = []
         try:
             self.preflight()
-            sweep_workspaces(self.runs_root)
+            self._sweep()
             self._place_overlay()
             for stage in self.stages[: stop + 1]:
                 if only and stage.name not in only:
@@ -486,6 +487,13 @@ class Pipeline:
         paths += [receipt_path(self.runs_root, self.ctx, "S0"), run_report_path(self.runs_root, self.ctx),
                   self.runs_root / "tmp" / "x", self.runs_root / "policy_overlays" / "x"]
         preflight.check_no_links(self.runs_root, paths)
+
+    def _sweep(self) -> None:
+        """Temporaries of dead writers: their workspaces, and any left next to this run's outputs
+        (by writes without a workspace, or by engines from before workspaces existed)."""
+        sweep_workspaces(self.runs_root)
+        sweep_siblings({self._path(d).parent for d in contracts.DATASETS}
+                       | {receipt_path(self.runs_root, self.ctx, "S0").parent, run_report_path(self.runs_root, self.ctx).parent})
 
     def _place_overlay(self) -> None:
         """Policy overrides move into a content-addressed folder under the runs root (one folder
