@@ -230,3 +230,20 @@ def test_superseded_outputs_stay_until_their_replacement_publishes(world, root, 
     result = Pipeline(SEED, root, pdir).run()
     assert {r.name: r.status for r in result.stages}["S4"] == "ran" and s4.read_bytes() == before
     assert main(["verify", str(dataset_path("validation_bundle_2B", root, ctx))]) == 0
+
+
+def test_stale_temporaries_next_to_outputs_are_swept(world, root):
+    """Left by a dead writer without a workspace (its pid in the name) or by an engine from before
+    workspaces (no pid, an hour old): the next run removes them; a live writer's stays."""
+    pdir, _, ctx = world
+    folder = dataset_path("rng_event_alias_pick_site", root, ctx).parent
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = [folder / f".tmp-part-00000.parquet-{dead}-0123456789ab", folder / ".tmp-part-00000.parquet-d784fcce0a3b"]
+    live = folder / f".tmp-part-00000.parquet-{os.getpid()}-0123456789ab"
+    for p in (*stale, live):
+        p.write_bytes(b"partial")
+    os.utime(stale[1], (0, 0))
+    Pipeline(SEED, root, pdir).run()
+    assert not any(p.exists() for p in stale) and live.exists()
+    live.unlink()
+    assert main(["verify", str(dataset_path("validation_bundle_2B", root, ctx))]) == 0
