@@ -112,24 +112,41 @@ def _pairs(mode: str, n: int, policies: Path, scratch: Path, expected: dict) -> 
     return {"trials": n, "runs": 2 * n, "failures": len(failures), "failed": failures[:3]}
 
 
-def _kills(n: int, policies: Path, scratch: Path, expected: dict, run_seconds: float) -> dict:
-    """kill -9 at evenly spread moments of a run, then a rerun: it must succeed, publish the same
-    bytes as an undisturbed run, and leave no temporary file anywhere (the dead run's workspace is
-    swept, and no temporary ever sat in a published folder)."""
+def _receipts(root: Path) -> int:
+    return sum(1 for _ in root.glob("reports/layer1/2B/receipts/seed=*/manifest_fingerprint=*/*.json"))
+
+
+def _kills(n: int, policies: Path, scratch: Path, expected: dict) -> dict:
+    """kill -9 at moments spread over every stage of a run, then a rerun: it must succeed, publish
+    the same bytes as an undisturbed run, and leave no temporary file anywhere (the dead run's
+    workspace is swept, and no temporary ever sat in a published folder).
+
+    Trial t of n waits until 11 t / n stages have written their receipt (the moments follow the
+    run's progress, however loaded the machine is), then a few milliseconds more, and kills."""
     trials = []
     for t in range(n):
         root = scratch / f"kill-{t}"
         argv = _run_args(root, policies, 42)
-        at = run_seconds * (t + 0.5) / n
+        stages_done, extra = (11 * t) // n, 0.004 * ((11 * t) % n)  # a few ms into the next stage
         pid = os.fork()
         if pid == 0:
             _child(argv, scratch / "err-killed.txt")
-        time.sleep(at)
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        t0, status = time.monotonic(), None
+        while _receipts(root) < stages_done:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+                break
+            time.sleep(0.001)
+        if status is None:
+            time.sleep(extra)
+            os.kill(pid, signal.SIGKILL)  # a child that just exited is a zombie: the kill is a no-op
+            _, status = os.waitpid(pid, 0)
+        at = time.monotonic() - t0
         in_published = sorted(p.relative_to(root).as_posix() for p in root.rglob(".tmp-*")) if root.exists() else []
         (code, err), = _fork_all([argv], scratch)
-        trials.append({"kill_at_s": round(at, 3), "killed": os.WIFSIGNALED(status), "temps_in_published_after_kill": in_published,
+        trials.append({"kill_at_s": round(at, 3), "after_stages": stages_done, "killed": os.WIFSIGNALED(status),
+                       "temps_in_published_after_kill": in_published,
                        "rerun_exit": code, "stderr": err, "verified": _verified(root, policies, 42),
                        "identical": _state(root) == expected[42], "leftovers": _leftovers(root)})
         shutil.rmtree(root)
@@ -180,13 +197,11 @@ def main(argv=None) -> int:
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="seg2b-conc-"))
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        # Reference: each seed alone, in a process of its own (its duration spreads the kill moments).
-        expected, seconds = {}, {}
+        # Reference: each seed alone, in a process of its own.
+        expected = {}
         for seed in (42, 43):
             ref = scratch / f"ref-{seed}"
-            t0 = time.monotonic()
             (code, err), = _fork_all([_run_args(ref, args.policies, seed)], scratch)
-            seconds[seed] = time.monotonic() - t0
             if code != 0:
                 print(json.dumps({"error": f"reference run failed: {err}"}))
                 return 1
@@ -197,7 +212,7 @@ def main(argv=None) -> int:
             if mode == "overlay":
                 report[mode] = _overlays(n, args.policies, scratch)
             elif mode == "kill":
-                report[mode] = _kills(n, args.policies, scratch, expected, seconds[42])
+                report[mode] = _kills(n, args.policies, scratch, expected)
             else:
                 report[mode] = _pairs(mode, n, args.policies, scratch, expected)
         print(json.dumps(report))

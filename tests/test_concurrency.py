@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import small_policies
 
-DEFAULT_TRIALS = "same-seed=3,force=1,two-seeds=1,overlay=1,kill=4"
+DEFAULT_TRIALS = "same-seed=3,force=1,two-seeds=1,overlay=1,kill=5"
 
 
 @pytest.fixture(scope="module")
