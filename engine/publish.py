@@ -98,7 +98,13 @@ def new_workspace(runs_root: Path) -> Path:
     It sits on the runs root's file system (so publishing is a rename) but outside every
     published folder, and its name says which process owns it (see sweep_workspaces)."""
     ws = Path(runs_root) / WORKSPACES / f"w{os.getpid()}-{uuid.uuid4().hex[:12]}-{_HOST}"
-    ws.mkdir(parents=True)
+    for attempt in range(8):
+        try:
+            ws.mkdir(parents=True)
+            return ws
+        except FileNotFoundError:  # another run removed the emptied parent between our two mkdirs
+            if attempt == 7:
+                raise
     return ws
 
 
