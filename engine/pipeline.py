@@ -459,7 +459,7 @@ class Pipeline:
         t0 = time.perf_counter()
         records = []
         try:
-            self.preflight()
+            self.check()
             self._sweep()
             self._place_overlay()
             for stage in self.stages[: stop + 1]:
@@ -480,7 +480,7 @@ class Pipeline:
             self._ws = None
         return result
 
-    def preflight(self) -> None:
+    def check(self) -> None:
         """Every input checked before the runs root may change (engine/preflight.py)."""
         preflight.check_inputs(self.stages, self.policies, self.seed, self._upstream_files, self.upstream, self.roster_file)
         paths = [self._path(d) for d in contracts.DATASETS]
