@@ -23,7 +23,7 @@ from .. import contracts, jsonio
 from ..bundle import verify_members
 from ..context import Context
 from ..errors import EngineError, from_os_error
-from ..identity import sha256_hex
+from ..identity import parse_flag, sha256_hex
 
 READS = ()
 POLICIES = ()
@@ -38,7 +38,8 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     files = inputs["_upstream_files"]
     out = {name: files[f"{name}.parquet"] for name in TABLES}
     out["validation_bundle_1B"] = {rel[len("validation/"):]: data for rel, data in files.items() if rel.startswith("validation/")}
-    out["world_card"] = {"source": "user-supplied upstream", "path": inputs["_upstream_dir"]}
+    # Content, not the folder it came from: the same upstream copied elsewhere is the same run.
+    out["world_card"] = {"source": "user-supplied upstream", "upstream_flag_sha256": parse_flag(files["validation/_passed.flag"])}
     return out
 
 
