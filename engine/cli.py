@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import EngineError
+from .errors import EngineError, from_os_error
 from .shards import DEFAULT_SHARD_MERCHANTS
 
 DEFAULT_RUNS_ROOT = Path("runs")
@@ -47,22 +47,36 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _overrides(args) -> dict[str, Path]:
+    return {} if args.world_policy is None else {"world_policy_v1": args.world_policy}
+
+
 def _policy_dir(args) -> Path | None:
+    """The policy folder of a lane: the --world-policy overlay once every policy is checked."""
     if args.world_policy is None:
         return args.policies
-    from .policies import overlay_dir
+    from . import preflight
+    from .pipeline import ENGINE_POLICIES, STAGES
+    from .policies import load_policies, overlay_dir
 
-    return overlay_dir(args.policies, {"world_policy_v1": args.world_policy}, args.runs_root)
+    preflight.check_runs_root(args.runs_root)
+    policies = load_policies(args.policies, ENGINE_POLICIES, _overrides(args))
+    preflight.check_inputs(STAGES, policies, 0)
+    return overlay_dir(args.policies, _overrides(args), args.runs_root)
 
 
 def cmd_run(args) -> int:
     from .pipeline import Pipeline
 
-    pipe = Pipeline(args.seed, args.runs_root, _policy_dir(args), roster_file=args.roster, force=args.force,
-                    upstream=getattr(args, "upstream", None), report_path=getattr(args, "run_report", None),
-                    progress=StageProgress(args.quiet), shard_merchants=args.shard_merchants)
+    # The --world-policy is read from its file and placed in the runs root only once the whole run
+    # has passed its checks (a rejected run leaves the root as it was).
+    pipe = Pipeline(args.seed, args.runs_root, args.policies, roster_file=args.roster, force=args.force,
+                    upstream=args.upstream, report_path=args.run_report, progress=StageProgress(args.quiet),
+                    shard_merchants=args.shard_merchants, policy_overrides=_overrides(args))
     result = pipe.run(until=args.until)
     if not args.quiet:
+        for note in pipe.notes:
+            print(f"seg2b: note: {note}", file=sys.stderr)
         print(f"seed {args.seed}: {len(result.stages)} stages in {result.seconds:.2f} s; "
               f"mf={result.ctx.mf[:12]} run_id={result.ctx.run_id}")
     return 0
@@ -70,13 +84,14 @@ def cmd_run(args) -> int:
 
 def cmd_world(args) -> int:
     args.until, args.roster, args.force, args.upstream, args.run_report = "world", None, False, None, None
+    args.shard_merchants = DEFAULT_SHARD_MERCHANTS  # the world is one table; shards start with the roster
     return cmd_run(args)
 
 
 def cmd_verify(args) -> int:
     from .bundle import verify_bundle
 
-    digest = verify_bundle(args.bundle_dir)
+    digest = verify_bundle(args.bundle_dir, args.runs_root)
     print(f"PASS {args.bundle_dir}: sha256_hex = {digest}")
     return 0
 
@@ -110,30 +125,61 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _u64(text: str) -> int:
+    """A seed: a decimal unsigned 64-bit integer (it is packed as one into every RNG key)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal integer") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0 .. 2^64 - 1 (an unsigned 64-bit integer)")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is below 1")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors as one line (`seg2b: error: ...`, exit 2), like every other input error."""
+
+    def error(self, message):
+        print(f"seg2b: error: {' '.join(str(message).split())}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seg2b", description="Deterministic Segment 2B routing engine and its certification harness.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="seg2b", description="Deterministic Segment 2B routing engine and its certification harness.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="run world -> roster -> S0..S8 for one seed")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=_u64, required=True)
     p.add_argument("--until", default=None, help="stop after this state (world, roster, S0..S8)")
     p.add_argument("--roster", type=Path, default=None, help="a user-supplied roster Parquet file")
     p.add_argument("--upstream", type=Path, default=None,
                    help="a user-supplied upstream folder (merchants/site_locations/site_timezones .parquet + validation/)")
     p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
     p.add_argument("--run-report", type=Path, default=None, help="write the run report (stage times, publish statuses) here")
-    p.add_argument("--shard-merchants", type=int, default=DEFAULT_SHARD_MERCHANTS,
+    p.add_argument("--shard-merchants", type=_positive, default=DEFAULT_SHARD_MERCHANTS,
                    help="merchants per shard of the roster and S3..S7: bounds peak memory; outputs do not depend on it")
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("world", help="write the upstream world (merchants, sites, time zones, 1B bundle) for one seed")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--seed", type=_u64, required=True)
     _add_common(p)
     p.set_defaults(func=cmd_world)
 
-    p = sub.add_parser("verify", help="re-hash a validation bundle; exit non-zero unless its flag verifies")
+    p = sub.add_parser("verify", help="re-hash a validation bundle and every output it vouches for; exit 2 unless all verify")
     p.add_argument("bundle_dir", type=Path)
+    p.add_argument("--runs-root", type=Path, default=None,
+                   help="the runs root of the outputs the bundle vouches for (default: the root the bundle sits in)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("certify", help="run a lane (fast, witness, certify), score the gates, write the evidence pack")
@@ -141,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence-root", type=Path, default=Path("evidence"))
     p.add_argument("--lock", action="store_true", help="write evidence/lock.json from this run")
     p.add_argument("--ci", action="store_true", help="compare with evidence/lock.json and fail on any band change")
-    p.add_argument("--seeds", type=int, nargs="*", default=None, help="override the lane's seeds (for negative controls)")
+    p.add_argument("--seeds", type=_u64, nargs="*", default=None, help="override the lane's seeds (for negative controls)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is PASS_B or PASS_BPLUS")
     _add_common(p)
     p.set_defaults(func=cmd_certify)
@@ -170,6 +216,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except EngineError as exc:
         print(f"seg2b: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, permission denied, read-only root: the same one line
+        print(f"seg2b: error: {from_os_error(exc)}", file=sys.stderr)
         return 2
 
 

@@ -2,7 +2,8 @@
 
 parameter_hash  = SHA-256 over sorted (policy file name, SHA-256 of its bytes), each name
                   length-prefixed.
-manifest_fp     = SHA-256 over the upstream manifest digest and the parameter hash.
+manifest_fp     = SHA-256 over the upstream manifest digest and the parameter hash (and a user
+                  roster's digest, when the run routes one).
 upstream id     = SHA-256 over the three upstream tables' digests: what the RNG keys hang off.
 run_id          = first 32 hex of SHA-256(seed, mf, parameter_hash).
 bundle flag     = SHA-256 over the raw bytes of the indexed files concatenated in path order,
@@ -74,8 +75,13 @@ def parameter_hash(policy_digests: dict[str, str]) -> str:
     return h.hexdigest()
 
 
-def manifest_fingerprint(upstream_manifest_digest: str, param_hash: str) -> str:
-    return hashlib.sha256(_lp(b"2B.manifest.v1") + bytes.fromhex(upstream_manifest_digest) + bytes.fromhex(param_hash)).hexdigest()
+def manifest_fingerprint(upstream_manifest_digest: str, param_hash: str, roster_digest: str | None = None) -> str:
+    """A user roster, when there is one, is part of the manifest: its digest is folded in (after a
+    length-prefixed tag), so runs over the built roster keep the fingerprint they always had."""
+    data = _lp(b"2B.manifest.v1") + bytes.fromhex(upstream_manifest_digest) + bytes.fromhex(param_hash)
+    if roster_digest is not None:
+        data += _lp(b"2B.user_roster.v1") + bytes.fromhex(roster_digest)
+    return hashlib.sha256(data).hexdigest()
 
 
 UPSTREAM_TABLES = ("merchants", "site_locations", "site_timezones")

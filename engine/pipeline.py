@@ -35,22 +35,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from . import contracts
+from . import contracts, preflight
 from .context import Context
 from .datasets import check_footer, decode, digest, encode
-from .errors import EngineError
+from .errors import EngineError, from_os_error
 from .identity import (
     UPSTREAM_TABLES,
     canonical_json,
+    file_sha256,
+    folder_files,
     manifest_fingerprint,
     parameter_hash,
     run_id,
     sha256_hex,
     upstream_identity,
 )
-from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies
-from .publish import IDENTICAL, Staged, publish_group, remove_output, replace_file
-from .receipts import DEFAULT_CONTEXT, code_version, context_facts, find_reusable, library_versions, outputs_intact, read_receipt, stage_reused
+from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies, overlay_dir
+from .publish import (
+    IDENTICAL,
+    Staged,
+    drop_workspace,
+    new_workspace,
+    publish_group,
+    replace_file,
+    sweep_siblings,
+    sweep_workspaces,
+)
+from .receipts import (
+    DEFAULT_CONTEXT,
+    code_version,
+    context_facts,
+    find_reusable,
+    library_versions,
+    outputs_intact,
+    stage_reused,
+)
 from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, writer_for
 from .states import (
     arrival_roster,
@@ -174,40 +193,28 @@ def code_digest(stage: Stage) -> str:
 
 
 UPSTREAM_FILES = ("merchants.parquet", "site_locations.parquet", "site_timezones.parquet")
+upstream_files = upstream_import.read_folder  # the bytes of a user-supplied upstream folder
 
 
-def upstream_files(upstream: Path) -> dict[str, bytes]:
-    """The bytes of a user-supplied upstream folder (tables + validation bundle)."""
-    upstream = Path(upstream)
-    files = {}
-    for name in UPSTREAM_FILES:
-        if not (upstream / name).is_file():
-            raise EngineError(upstream / name, "(file)", "user-supplied upstream table missing")
-        files[name] = (upstream / name).read_bytes()
-    vdir = upstream / "validation"
-    if not vdir.is_dir():
-        raise EngineError(vdir, "(folder)", "user-supplied upstream has no validation bundle")
-    for p in sorted(vdir.rglob("*")):
-        if p.is_file():
-            files["validation/" + p.relative_to(vdir).as_posix()] = p.read_bytes()
-    return files
-
-
-def make_context(seed: int, policies: dict[str, Policy], upstream: Path | None = None) -> Context:
-    """Identity of a run: the upstream manifest (built-in world or the user's flag) plus the policies."""
+def make_context(seed: int, policies: dict[str, Policy], upstream: Path | None = None,
+                 roster_digest: str | None = None) -> Context:
+    """Identity of a run: the upstream manifest (built-in world or the user's flag) plus the
+    policies, plus the user roster's digest when there is one (a different roster is a different
+    manifest, so its run-scoped and seed-scoped outputs land at their own paths)."""
     from .identity import parse_flag
     from .world import world_fingerprint
 
     engine = {name: policies[name] for name in ENGINE_POLICIES}
-    ph = parameter_hash({p.path.name: p.sha256 for p in engine.values()})
+    # Keyed by the policy's canonical file name, whatever file a --world-policy came from.
+    ph = parameter_hash({f"{p.name}.json": p.sha256 for p in engine.values()})
     if upstream is None:
         upstream_digest = world_fingerprint(policies["world_policy_v1"].sha256)
     else:
         flag_file = Path(upstream) / "validation" / "_passed.flag"
-        upstream_digest = parse_flag(flag_file.read_bytes()) if flag_file.exists() else None
+        upstream_digest = parse_flag(flag_file.read_bytes()) if flag_file.is_file() else None
         if upstream_digest is None:
             raise EngineError(flag_file, "(file)", "user-supplied upstream needs a well-formed _passed.flag")
-    mf = manifest_fingerprint(upstream_digest, ph)
+    mf = manifest_fingerprint(upstream_digest, ph, roster_digest)
     return Context(seed=seed, manifest_fingerprint=mf, parameter_hash=ph, run_id=run_id(seed, mf, ph),
                    created_utc=policies["world_policy_v1"].data["as_of_utc"], upstream_verbatim=upstream is not None)
 
@@ -217,21 +224,30 @@ class Pipeline:
 
     def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
                  roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None,
-                 report_path: Path | None = None, shard_merchants: int = DEFAULT_SHARD_MERCHANTS):
-        self.seed = int(seed)
+                 report_path: Path | None = None, shard_merchants: int = DEFAULT_SHARD_MERCHANTS,
+                 policy_overrides: dict[str, Path] | None = None):
+        self.seed = preflight.check_seed(seed)
+        self.shard_merchants = preflight.check_shard_merchants(shard_merchants)
         self.runs_root = Path(runs_root)
+        preflight.check_runs_root(self.runs_root)
         self.policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
+        # Policy files that replace the folder's (--world-policy): read from where they are, and
+        # copied into an overlay folder under the runs root only once the run has passed preflight.
+        self.policy_overrides = {n: Path(p) for n, p in (policy_overrides or {}).items()}
         self.roster_file = Path(roster_file) if roster_file else None
         self.upstream = Path(upstream) if upstream else None
         self.stages = STAGES if self.upstream is None else (Stage("world", upstream_import),) + STAGES[1:]
         self.force = force
         self.report_path = Path(report_path) if report_path else None
         self.progress = progress
-        self.policies = load_policies(self.policy_dir, ENGINE_POLICIES)
-        self.ctx = make_context(self.seed, self.policies, self.upstream)
+        self.policies = load_policies(self.policy_dir, ENGINE_POLICIES, self.policy_overrides)
+        self._upstream_files = upstream_files(self.upstream) if self.upstream else None
+        roster_digest = preflight.user_roster_digest(self.roster_file) if self.roster_file else None
+        self.ctx = make_context(self.seed, self.policies, self.upstream, roster_digest)
         self._digests: dict[Path, str] = {}
-        self.shard_merchants = int(shard_merchants)
         self._plan: ShardPlan | None = None
+        self._ws: Path | None = None  # this run's private folder for temporaries (publish.new_workspace)
+        self.notes: list[str] = []
 
     # -- digests ---------------------------------------------------------------------------
     def _digest(self, dataset_id: str) -> str:
@@ -253,7 +269,9 @@ class Pipeline:
         if stage.name == "roster" and self.roster_file:
             key["user_roster"] = digest(self.roster_file)
         if stage.module is upstream_import:
-            key["upstream"] = {n: sha256_hex(b) for n, b in upstream_files(self.upstream).items()}
+            key["upstream"] = {n: sha256_hex(b) for n, b in self._upstream_files.items()}
+        if stage.module is s8_bundle:
+            key["published"] = {o["path"]: o["sha256_hex"] for o in self._published_outputs()}
         if stage.name == "S0":
             key["datasets"].update({d: self._digest(d) for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")})
         return key
@@ -313,9 +331,33 @@ class Pipeline:
         if stage.name == "roster" and self.roster_file:
             inputs["_user_roster"] = str(self.roster_file)
         if stage.module is upstream_import:
-            inputs["_upstream_files"] = upstream_files(self.upstream)
+            inputs["_upstream_files"] = self._upstream_files
             inputs["_upstream_dir"] = str(self.upstream)
+        if stage.module is s8_bundle:
+            inputs["_published"] = self._published_outputs()
+            inputs["_bundle_path"] = self._rel("validation_bundle_2B")
         return inputs
+
+    def _rel(self, dataset_id: str) -> str:
+        return self._path(dataset_id).relative_to(self.runs_root).as_posix()
+
+    def _published_outputs(self) -> list[dict]:
+        """Path and digest of every output the stages before S8 published for this seed (folders
+        file by file), from the digests the receipts already hold: what the S8 bundle vouches for."""
+        out = []
+        for stage in self.stages:
+            if stage.module is s8_bundle:
+                continue
+            for d in stage.writes:
+                path = self._path(d)
+                if d in OPTIONAL_OUTPUTS and not path.exists():
+                    continue
+                if path.is_dir():
+                    out += [{"dataset_id": d, "path": f"{self._rel(d)}/{rel}", "sha256_hex": file_sha256(path / rel)}
+                            for rel in folder_files(path)]
+                else:
+                    out.append({"dataset_id": d, "path": self._rel(d), "sha256_hex": self._digest(d)})
+        return out
 
     def run_stage(self, stage: Stage) -> StageRecord:
         t0 = time.perf_counter()
@@ -323,18 +365,14 @@ class Pipeline:
             self._know_upstream()
         rpath = receipt_path(self.runs_root, self.ctx, stage.name)
         key = self._input_key(stage)
-        receipt = read_receipt(rpath) if rpath.exists() else None
-        if receipt and not self.force and receipt.get("inputs") == key and self._outputs_intact(receipt):
+        receipt = _read_receipt(rpath)
+        if receipt and not self.force and receipt["inputs"] == key and self._outputs_intact(receipt):
             return StageRecord(stage.name, "skipped", time.perf_counter() - t0, receipt.get("rows", {}))
-        if receipt and receipt.get("inputs") != key:
-            # The receipt proves these outputs came from other inputs: withdraw them (superseded).
-            for dataset_id in receipt.get("outputs", {}):
-                remove_output(self._path(dataset_id))
-                self._digests.pop(self._path(dataset_id), None)
+        superseded = self._superseded(receipt, key)
         if not self.force:
             source = find_reusable(self.runs_root, self.seed, stage.name, key, exclude=rpath)
             if source is not None:
-                return self._reuse(stage, key, source, rpath, t0)
+                return self._reuse(stage, key, source, rpath, superseded, t0)
         policies = {n: self.policies[n] for n in stage.policies}
         sharded = getattr(stage.module, "SHARDED", False) and not (stage.name == "roster" and self.roster_file)
         if sharded:
@@ -363,7 +401,10 @@ class Pipeline:
         rows = {d: (outputs[d].rows if isinstance(outputs[d], Staged) else outputs[d].height)
                 for d in produced if hasattr(outputs[d], "height") or isinstance(outputs[d], Staged)}
         items = [(self._path(d), data) for d, data in encoded.items()]
-        statuses = publish_group(items)
+        statuses = publish_group(items, replace=superseded.values(), workspace=self._workspace(), lock=self.runs_root,
+                                 withdraw=[p for d, p in superseded.items() if d not in encoded])
+        for path in superseded.values():
+            self._digests.pop(path, None)
         out_digests = {}
         for (d, data), (path, _) in zip(encoded.items(), items):
             self._digests.pop(path, None)
@@ -377,36 +418,55 @@ class Pipeline:
                            dict(zip(encoded, statuses)), report)
 
     def _write_receipt(self, rpath: Path, stage: Stage, key: dict, out_digests: dict, rows: dict) -> None:
-        paths = {d: self._path(d).relative_to(self.runs_root).as_posix() for d in out_digests}
+        paths = {d: self._rel(d) for d in out_digests}
         replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests,
-                                            "paths": paths, "rows": rows}))
+                                            "paths": paths, "rows": rows}), self._workspace())
 
-    def _reuse(self, stage: Stage, key: dict, source: dict, rpath: Path, t0: float) -> StageRecord:
+    def _reuse(self, stage: Stage, key: dict, source: dict, rpath: Path, superseded: dict, t0: float) -> StageRecord:
         """Publish the outputs another manifest's run made from the same input key (common random
         numbers make that the normal case after a policy edit that does not concern this stage)."""
         items, staged = [], []
         try:
             for d, sha in source["outputs"].items():
-                data = stage_reused(self.runs_root / source["paths"][d], self._path(d), sha)
+                data = stage_reused(self.runs_root / source["paths"][d], self._path(d), sha, self._workspace())
                 if isinstance(data, Staged):
                     staged.append(data)
                 items.append((self._path(d), data))
-            statuses = publish_group(items)
+            statuses = publish_group(items, replace=superseded.values(), workspace=self._workspace(), lock=self.runs_root,
+                                     withdraw=[p for d, p in superseded.items() if d not in source["outputs"]])
         except BaseException:
             for data in staged:
                 Path(data.path).unlink(missing_ok=True)
             raise
+        for path in superseded.values():
+            self._digests.pop(path, None)
         for d, sha in source["outputs"].items():
             self._digests[self._path(d)] = sha
         self._write_receipt(rpath, stage, key, dict(source["outputs"]), source.get("rows", {}))
         return StageRecord(stage.name, "reused", time.perf_counter() - t0, source.get("rows", {}),
                            dict(zip(source["outputs"], statuses)), {"reused_from": source["paths"]})
 
+    def _superseded(self, receipt: dict | None, key: dict) -> dict[str, Path]:
+        """Published outputs this stage may replace: those of a receipt of other inputs (bytes that
+        merely differ from their receipt are damage, and the publish law refuses to overwrite them).
+        They are swapped out only when their replacement group publishes, so a stage that fails
+        before leaves them in place."""
+        if not receipt or receipt.get("inputs") == key:
+            return {}
+        return {d: self._path(d) for d in receipt.get("outputs", {})}
+
+    def _workspace(self) -> Path:
+        """This run's private folder for temporaries (created on first use, so a run that writes
+        nothing, e.g. on a read-only root, creates nothing)."""
+        if self._ws is None:
+            self._ws = new_workspace(self.runs_root)
+        return self._ws
+
     def _run_shards(self, stage: Stage, inputs: dict, big: frozenset, policies: dict) -> dict:
         """Run a sharded state one merchant shard at a time: small inputs restricted in memory, big
         ones read per shard, big outputs streamed into staged files, the rest merged by `finish`."""
         plan = self._shard_plan()
-        scratch = self.runs_root / "tmp" / f"{stage.name}-seed={self.seed}-{uuid.uuid4().hex[:12]}"
+        scratch = self._workspace() / f"{stage.name}-scratch-{uuid.uuid4().hex[:12]}"
         for d in big:
             check_footer(d, self._path(d), partition_of(d, self.ctx))
         readers = [ShardReader(d, self._path(d), plan, scratch) for d in sorted(big)]
@@ -427,7 +487,7 @@ class Pipeline:
                         if d not in writers:
                             if k:
                                 raise EngineError(stage.name, d, "an output appeared in a later shard only")
-                            writers[d] = writer_for(d, self._path(d), partition_of(d, self.ctx), scratch)
+                            writers[d] = writer_for(d, self._path(d), partition_of(d, self.ctx), scratch, self._workspace())
                     if set(out) != set(writers):
                         raise EngineError(stage.name, ",".join(sorted(set(writers) ^ set(out))), "a shard left out an output")
                     names = sorted(out)
@@ -444,10 +504,6 @@ class Pipeline:
             raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            try:
-                scratch.parent.rmdir()  # only when no other run is using it
-            except OSError:
-                pass
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
@@ -456,19 +512,54 @@ class Pipeline:
         stop = STAGE_NAMES.index(until) if until else len(STAGES) - 1
         t0 = time.perf_counter()
         records = []
-        for stage in self.stages[: stop + 1]:
-            if only and stage.name not in only:
-                continue
-            if self.progress:
-                self.progress(self.seed, stage.name, "start")
-            rec = self.run_stage(stage)
-            records.append(rec)
-            if self.progress:
-                self.progress(self.seed, stage.name, rec)
-        self._know_upstream()
-        result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
-        self._write_run_report(result)
+        try:
+            self.check()
+            self._sweep()
+            self._place_overlay()
+            for stage in self.stages[: stop + 1]:
+                if only and stage.name not in only:
+                    continue
+                if self.progress:
+                    self.progress(self.seed, stage.name, "start")
+                rec = self.run_stage(stage)
+                records.append(rec)
+                if self.progress:
+                    self.progress(self.seed, stage.name, rec)
+            self._know_upstream()
+            result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
+            self._write_run_report(result)
+        except OSError as exc:  # a full disk, a read-only or foreign-owned root: one line, not a traceback
+            raise from_os_error(exc, self.runs_root) from None
+        finally:
+            drop_workspace(self._ws)
+            self._ws = None
         return result
+
+    def check(self) -> None:
+        """Every input checked before the runs root may change (engine/preflight.py)."""
+        preflight.check_inputs(self.stages, self.policies, self.seed, self._upstream_files, self.upstream, self.roster_file)
+        paths = [self._path(d) for d in contracts.DATASETS]
+        paths += [receipt_path(self.runs_root, self.ctx, "S0"), run_report_path(self.runs_root, self.ctx),
+                  self.runs_root / "tmp" / "x", self.runs_root / "policy_overlays" / "x"]
+        preflight.check_no_links(self.runs_root, paths)
+
+    def _sweep(self) -> None:
+        """Temporaries of dead writers: their workspaces, and any left next to this run's outputs
+        (by writes without a workspace, or by engines from before workspaces existed)."""
+        sweep_workspaces(self.runs_root)
+        sweep_siblings({self._path(d).parent for d in contracts.DATASETS}
+                       | {receipt_path(self.runs_root, self.ctx, "S0").parent, run_report_path(self.runs_root, self.ctx).parent})
+
+    def _place_overlay(self) -> None:
+        """Policy overrides move into a content-addressed folder under the runs root (one folder
+        for every later reader, and what check_sealed re-reads), now that the run is accepted."""
+        if not self.policy_overrides:
+            return
+        folder = overlay_dir(self.policy_dir, self.policy_overrides, self.runs_root)
+        placed = load_policies(folder, ENGINE_POLICIES)
+        if {n: p.sha256 for n, p in placed.items()} != {n: p.sha256 for n, p in self.policies.items()}:
+            raise EngineError(folder, "(folder)", "policy bytes changed while the run started")
+        self.policy_dir, self.policies, self.policy_overrides = folder, placed, {}
 
     def _write_run_report(self, result: RunResult, path: Path | None = None) -> None:
         report = {
@@ -480,15 +571,31 @@ class Pipeline:
             "stages": [{"stage": r.name, "status": r.status, "seconds": round(r.seconds, 4), "rows": r.rows,
                         "published": r.published, "report": r.report} for r in result.stages],
         }
-        replace_file(path or self.report_path or run_report_path(self.runs_root, self.ctx),
-                     json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+        data = json.dumps(report, indent=2, sort_keys=True, default=str).encode()
+        if path or self.report_path:
+            replace_file(path or self.report_path, data)
+            return
+        try:
+            replace_file(run_report_path(self.runs_root, self.ctx), data, self._workspace())
+        except OSError as exc:
+            # Timings are not outputs: a root that cannot take them (read-only, full) still reran.
+            self.notes.append(f"run report not written ({from_os_error(exc)})")
+
+
+def _read_receipt(path: Path) -> dict | None:
+    """A stage receipt, or None when there is none or it is not one (receipts are replaced
+    atomically, so a damaged one was edited by hand: the stage then reruns and the publish law
+    judges its outputs)."""
+    if not path.is_file():
+        return None
+    try:
+        receipt = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return receipt if isinstance(receipt, dict) and isinstance(receipt.get("inputs"), dict) else None
 
 
 def _discard_staged(outputs: dict) -> None:
     for value in outputs.values():
         if isinstance(value, Staged) and Path(value.path).exists():
             Path(value.path).unlink()
-
-
-def run_seed(seed: int, runs_root: Path, policy_dir: Path | None = None, until: str | None = None, **kw) -> RunResult:
-    return Pipeline(seed, runs_root, policy_dir, **kw).run(until)

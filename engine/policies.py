@@ -1,12 +1,14 @@
 """Policies are data: every tunable number lives in a JSON file validated by its JSON Schema.
 
-`policies/<name>.json` is validated against `policies/schemas/<name>.schema.json`
-(`additionalProperties: false` throughout). A policy is identified by the SHA-256 of its bytes;
+`policies/<name>.json` is read as strict JSON (engine.jsonio: no duplicate keys, no non-finite
+numbers however spelled) and validated against the package's `policies/schemas/<name>.schema.json`
+(`additionalProperties: false` throughout), whichever folder the policy comes from. A policy is identified by the SHA-256 of its bytes;
 S0 seals those digests and every later state re-checks them (`check_sealed`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 
 import jsonschema
 
-from .errors import EngineError
+from . import jsonio
+from .errors import EngineError, from_os_error
 from .identity import sha256_hex
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
@@ -50,44 +53,66 @@ def _json_pointer(path) -> str:
     return "/" + "/".join(str(p) for p in path) if path else "(document root)"
 
 
-def schema_path(name: str, policy_dir: Path) -> Path:
-    return Path(policy_dir) / "schemas" / f"{name}.schema.json"
+def schema_path(name: str, policy_dir: Path | None = None) -> Path:
+    """The schema of policy `name`: always the package's own (a policy folder cannot bring its own
+    schemas and so switch validation off). `policy_dir` is ignored and kept for callers."""
+    return DEFAULT_POLICY_DIR / "schemas" / f"{name}.schema.json"
 
 
-def parse_policy_bytes(name: str, raw: bytes, where: Path, policy_dir: Path) -> dict:
+@functools.lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    path = schema_path(name)
+    if not path.is_file():
+        raise EngineError(path, "(file)", f"no schema ships for policy {name}")
+    return jsonschema.Draft202012Validator(json.loads(path.read_bytes()))
+
+
+def parse_policy_bytes(name: str, raw: bytes, where: Path, policy_dir: Path | None = None) -> dict:
+    """Policy bytes as data: strict JSON (engine.jsonio), then the package's JSON Schema."""
+    data = jsonio.loads(raw, where)
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineError(where, "(document)", f"malformed JSON: {exc}") from None
-    except ValueError as exc:
-        raise EngineError(where, "(document)", str(exc)) from None
-    schema_file = schema_path(name, policy_dir)
-    if not schema_file.exists():
-        schema_file = schema_path(name, DEFAULT_POLICY_DIR)
-    schema = json.loads(schema_file.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+        errors = sorted(_validator(name).iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    except RecursionError:
+        raise EngineError(where, "(document)", "too deeply nested to validate") from None
     if errors:
         e = errors[0]
         raise EngineError(where, _json_pointer(e.absolute_path), f"schema rule '{e.validator}' violated: {e.message}")
     return data
 
 
-def _reject_constant(token: str):
-    raise ValueError(f"non-finite number {token} is not allowed")
-
-
-def load_policy(name: str, policy_dir: Path | None = None) -> Policy:
-    policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
-    path = policy_dir / f"{name}.json"
+def _policy_file(path: Path, name: str) -> bytes:
+    """The bytes of a policy file; a missing file, a folder or a link in its place is refused."""
+    if path.is_symlink():
+        raise EngineError(path, "(file)", f"policy {name} is a symbolic link; input folders must hold regular files")
     if not path.exists():
         raise EngineError(path, "(file)", f"policy {name} not found")
-    raw = path.read_bytes()
-    return Policy(name=name, path=path, sha256=sha256_hex(raw), data=parse_policy_bytes(name, raw, path, policy_dir))
+    if not path.is_file():
+        raise EngineError(path, "(file)", f"policy {name} is not a regular file")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise from_os_error(exc, path) from None
 
 
-def load_policies(policy_dir: Path | None = None, names=POLICY_NAMES) -> dict[str, Policy]:
-    return {name: load_policy(name, policy_dir) for name in names}
+def load_policy(name: str, policy_dir: Path | None = None, path: Path | None = None) -> Policy:
+    """Policy `name` from `policy_dir` (or from the file `path`, e.g. a --world-policy)."""
+    if path is None:
+        policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
+        if policy_dir.exists() and not policy_dir.is_dir():
+            raise EngineError(policy_dir, "(folder)", "the policy folder is a file")
+        path = policy_dir / f"{name}.json"
+    path = Path(path)
+    raw = _policy_file(path, name)
+    return Policy(name=name, path=path, sha256=sha256_hex(raw), data=parse_policy_bytes(name, raw, path))
+
+
+def load_policies(policy_dir: Path | None = None, names=POLICY_NAMES, overrides: dict[str, Path] | None = None) -> dict[str, Policy]:
+    """Every named policy from one folder, except those `overrides` names (name -> file)."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise EngineError("policies", ",".join(unknown), "an override names no policy of this run")
+    return {name: load_policy(name, policy_dir, overrides.get(name)) for name in names}
 
 
 def check_sealed(policy: Policy, sealed_digests: dict[str, str]) -> None:
@@ -103,21 +128,42 @@ def check_sealed(policy: Policy, sealed_digests: dict[str, str]) -> None:
 def overlay_dir(base: Path | None, replacements: dict[str, Path], runs_root: Path) -> Path:
     """A policy folder equal to `base` except for the named replacement files.
 
-    Written under the runs root (content-addressed), so the run still reads policies from one folder.
+    Written under the runs root, content-addressed (the tag is a digest of every policy file it
+    holds), so the run still reads policies from one folder. Every replacement is parsed and
+    schema-checked before anything is written. The folder is assembled in a private temporary
+    folder and renamed into place; when a concurrent call wins the rename, its folder is used
+    once its content is confirmed equal.
     """
-    import shutil
+    import os
+
+    from .publish import remove_tree, workspace
 
     base = Path(base or DEFAULT_POLICY_DIR)
-    raws = {n: Path(p).read_bytes() for n, p in replacements.items()}
-    from .identity import folder_digest
-
-    tag = sha256_hex(folder_digest(base).encode() + b"".join(n.encode() + b"\0" + r for n, r in sorted(raws.items())))[:16]
+    names = [n for n in POLICY_NAMES if n in replacements or (base / f"{n}.json").exists() or (base / f"{n}.json").is_symlink()]
+    raws = {}
+    for name in names:
+        path = Path(replacements[name]) if name in replacements else base / f"{name}.json"
+        raws[name] = _policy_file(path, name)
+        parse_policy_bytes(name, raws[name], path)
+    tag = sha256_hex(b"".join(n.encode() + b"\0" + sha256_hex(raws[n]).encode() for n in sorted(raws)))[:16]
     target = Path(runs_root) / "policy_overlays" / tag
+    if target.is_symlink():
+        raise EngineError(target, "(folder)", "a symbolic link inside the runs root is refused")
     if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(base, tmp)
-        for n, raw in raws.items():
-            (tmp / f"{n}.json").write_bytes(raw)
-        tmp.rename(target)
+        with workspace(runs_root) as ws:
+            tmp = ws / f"overlay-{tag}"
+            tmp.mkdir()
+            for name, raw in raws.items():
+                (tmp / f"{name}.json").write_bytes(raw)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                remove_tree(tmp)  # a concurrent call placed the same folder first
+    have = {p.name: p for p in target.iterdir()} if target.is_dir() else {}
+    want = {f"{n}.json": raw for n, raw in raws.items()}
+    if set(have) != set(want) or any(have[f].is_symlink() or have[f].read_bytes() != raw for f, raw in want.items()):
+        raise EngineError(target, "(folder)", "policy overlay holds other bytes than its tag names (edited by hand?); remove it")
     return target

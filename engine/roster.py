@@ -53,7 +53,7 @@ import polars as pl
 import pyarrow as pa
 
 from .contracts import conform, get
-from .errors import EngineError
+from .errors import EngineError, from_os_error
 from .rng import STREAM_ROSTER, Stream
 
 DATASET_ID = "s5_arrival_roster"
@@ -121,6 +121,22 @@ def _horizon(policy: dict, grid: tuple[int, int]) -> tuple[int, int]:
                           f"horizon {h['start']}..{h['end']} leaves the day grid "
                           f"{_day_string(grid[0])}..{_day_string(grid[1])}")
     return start, end
+
+
+def check_policy(policy: Any, day_range: tuple[str, str]) -> None:
+    """Every rule of the roster policy that needs no data (the pipeline checks it before a run
+    writes anything): horizon inside the day grid, `min_active_days` within the grid (no horizon
+    could honour more; an explicit horizon shorter than it is the documented all-days-active law),
+    class profiles unique with some intraday weight."""
+    policy = getattr(policy, "data", policy)
+    grid = _day_grid(day_range, "day_effect_policy_v1")
+    _horizon(policy, grid)
+    grid_days = grid[1] - grid[0] + 1
+    if int(policy["min_active_days"]) > grid_days:
+        raise EngineError(POLICY_NAME, "/min_active_days",
+                          f"{policy['min_active_days']} active days per merchant cannot fit the {grid_days}-day grid "
+                          f"{_day_string(grid[0])}..{_day_string(grid[1])}")
+    _profiles(policy, [])
 
 
 def _profiles(policy: dict, classes: list[str]) -> tuple[dict[str, int], np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -741,11 +757,18 @@ def load_user_roster(path, merchants: pl.DataFrame | None = None, day_range: tup
     """
     path = Path(path)
     if not path.is_file():
-        raise EngineError(path, "(file)", "roster file not found")
+        raise EngineError(path, "(file)", "roster file not found" if not path.exists() else "roster is not a regular file")
     try:
         df = pl.read_parquet(path)
+    except OSError as exc:
+        if exc.errno is None:
+            raise EngineError(path, "(file)", f"not a readable Parquet file: {exc}") from None
+        raise from_os_error(exc, path) from None
     except Exception as exc:  # polars raises several types for a damaged or foreign file
         raise EngineError(path, "(file)", f"not a readable Parquet file: {exc}") from None
+    if df.height == 0:
+        # S5..S7 would pass vacuously over no arrivals; an empty roster routes nothing.
+        raise EngineError(path, "(rows)", "roster has no arrivals")
     if merchants is None or day_range is None:
         return _check_rows(_conformed(df, str(path)), str(path))
     return validate_roster(df, merchants, day_range, str(path))

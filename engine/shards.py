@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from . import contracts
 from .errors import EngineError
 from .identity import file_sha256
-from .publish import PARTITION_META, Staged, temp_sibling
+from .publish import PARTITION_META, Staged, temp_path
 
 ROW_GROUP = 1 << 20  # rows per Parquet row group, as parquet_bytes writes them
 MERGE_ROWS = 1 << 21  # rows per bucket of days when the roster is merged back into time order
@@ -172,19 +172,24 @@ class ShardReader:
 
 
 class TableWriter:
-    """A contract table streamed into a temporary sibling of its target, in fixed row groups."""
+    """A contract table streamed into a temporary file (the run's workspace, else next to its target), in fixed row groups."""
 
-    def __init__(self, dataset_id: str, target: Path, partition: str):
+    def __init__(self, dataset_id: str, target: Path, partition: str, workspace: Path | None = None):
         self.dataset_id = dataset_id
         self.target = Path(target)
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temp_sibling(self.target)
+        if workspace is None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path(self.target, workspace)
         ds = contracts.get(dataset_id)
         self.keys = list(ds.order)
         self.schema = ds.schema.with_metadata({PARTITION_META: partition.encode()})
         # The same settings as publish.parquet_bytes: one law for the bytes of a table.
-        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", compression_level=3,
-                                        write_statistics=False)
+        try:
+            self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", compression_level=3,
+                                            write_statistics=False)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
         self._last: pl.DataFrame | None = None
@@ -215,21 +220,26 @@ class TableWriter:
             self._pending_rows -= take
 
     def close(self) -> Staged:
-        if self.rows == 0:
-            self._writer.write_table(self.schema.empty_table())
-        self._flush(final=True)
-        self._writer.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        return Staged(self.tmp, file_sha256(self.tmp), self.rows)
+        """The finished file, staged for publishing; on any failure (a full disk at the last row
+        group, say) the temporary file is removed before the error propagates."""
+        try:
+            if self.rows == 0:
+                self._writer.write_table(self.schema.empty_table())
+            self._flush(final=True)
+            self._writer.close()
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            return Staged(self.tmp, file_sha256(self.tmp), self.rows)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         try:
             self._writer.close()
         except Exception:  # noqa: BLE001 - already failing; the temp file goes either way
             pass
-        if self.tmp.exists():
-            self.tmp.unlink()
+        self.tmp.unlink(missing_ok=True)
 
 
 class TimeOrderWriter:
@@ -240,9 +250,9 @@ class TimeOrderWriter:
     spill, sorted, and streamed to the table writer, so memory holds one bucket, never the roster.
     """
 
-    def __init__(self, dataset_id: str, target: Path, partition: str, scratch: Path):
+    def __init__(self, dataset_id: str, target: Path, partition: str, scratch: Path, workspace: Path | None = None):
         self.dataset_id = dataset_id
-        self.out = TableWriter(dataset_id, target, partition)
+        self.out = TableWriter(dataset_id, target, partition, workspace)
         self.scratch = Path(scratch) / f"{dataset_id}-merge-{uuid.uuid4().hex[:12]}"
         self.keys = list(contracts.get(dataset_id).order)
         self._held: pl.DataFrame | None = None
@@ -280,6 +290,9 @@ class TimeOrderWriter:
             elif self._spills:
                 self._merge()
             return self.out.close()
+        except BaseException:
+            self.out.abort()
+            raise
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -307,10 +320,11 @@ class TimeOrderWriter:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def writer_for(dataset_id: str, target: Path, partition: str, scratch: Path):
+def writer_for(dataset_id: str, target: Path, partition: str, scratch: Path, workspace: Path | None = None):
+    """The streamed writer of a big table; its staged file goes to `workspace` (else next to `target`)."""
     if contracts.get(dataset_id).order[:1] == ("merchant_id",):
-        return TableWriter(dataset_id, target, partition)
-    return TimeOrderWriter(dataset_id, target, partition, scratch)
+        return TableWriter(dataset_id, target, partition, workspace)
+    return TimeOrderWriter(dataset_id, target, partition, scratch, workspace)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -321,6 +321,28 @@ def market_weights(policy: dict, ref: Reference) -> np.ndarray:
     return (ref.population / 1e6) ** float(spec["population_exponent"]) * factor
 
 
+def check_policy(policy: dict) -> None:
+    """Every cross-field rule of the world policy (the schema has checked shapes and ranges), so a
+    run refuses a bad policy before it writes anything; build_world applies the same rules."""
+    if int(policy["n_merchants"]) < 1:
+        _bad("/n_merchants", "must be >= 1")
+    _classes(policy)
+    _size_knots(policy)
+    ref = reference()
+    # Exponents have no upper bound in the schema; a weight law that overflows is no law.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mw = market_weights(policy, ref)
+        laws = {
+            "/home_country/population_exponent": mw,
+            "/multi_country/foreign_preference/market_weight_exponent":
+                mw ** float(policy["multi_country"]["foreign_preference"]["market_weight_exponent"]),
+            "/sites/city_population_exponent": ref.city_population ** float(policy["sites"]["city_population_exponent"]),
+        }
+    for field_name, w in laws.items():
+        if not (np.all(np.isfinite(w)) and w.sum() > 0 and np.isfinite(w.sum())):
+            _bad(field_name, "the weights it gives overflow or vanish (not finite with a positive total)")
+
+
 # --------------------------------------------------------------------------------------------
 # The world
 

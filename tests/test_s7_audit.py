@@ -13,7 +13,7 @@ import pytest
 from engine.bundle import verify_bundle
 from engine.context import Context
 from engine.errors import EngineError
-from engine.identity import canonical_json, site_ids
+from engine.identity import canonical_json, sha256_hex, site_ids
 from engine.policies import DEFAULT_POLICY_DIR, load_policy
 from engine.states import s2_alias_tables, s7_audit, s8_bundle
 
@@ -450,11 +450,17 @@ def test_no_policies_to_recheck_fails(world):
 def test_pass_report_bundles_and_verifies(world, tmp_path):
     inputs, policies = world
     report = audit(inputs, policies)
+    s1 = tmp_path / "data/s1/part-00000.parquet"  # an output the bundle vouches for, next to it
+    s1.parent.mkdir(parents=True)
+    s1.write_bytes(b"s1 rows")
     bundle = s8_bundle.run({"s0_gate_receipt": inputs["s0_gate_receipt"], "sealed_inputs": inputs["sealed_inputs"],
-                            "s7_audit_report": report}, {}, CTX)["validation_bundle_2B"]
+                            "s7_audit_report": report, "_bundle_path": "data/bundle",
+                            "_published": [{"dataset_id": "s1_site_weights", "path": "data/s1/part-00000.parquet",
+                                            "sha256_hex": sha256_hex(b"s1 rows")}]}, {}, CTX)["validation_bundle_2B"]
+    (tmp_path / "data/bundle").mkdir()
     for rel, data in bundle.items():
-        (tmp_path / rel).write_bytes(data)
-    assert verify_bundle(tmp_path)
+        (tmp_path / "data/bundle" / rel).write_bytes(data)
+    assert verify_bundle(tmp_path / "data/bundle")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -51,3 +51,13 @@ def test_user_upstream_without_flag_is_refused(upstream_dir, tmp_path):
     (bad / "validation" / "_passed.flag").unlink()
     with pytest.raises(EngineError, match="_passed.flag"):
         Pipeline(101, tmp_path / "runs", upstream=bad)
+
+
+def test_same_upstream_from_another_folder_is_the_same_run(upstream_dir, tmp_path):
+    """The published world card names the upstream by content, so a copy elsewhere replays identically."""
+    root = tmp_path / "runs"
+    Pipeline(101, root, upstream=upstream_dir).run(until="S0")
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(upstream_dir, moved)
+    replay = Pipeline(101, root, upstream=moved, force=True).run(until="S0")
+    assert replay.replay_identical

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import roster
+from ..calendar import day_range
 from ..context import Context
 from ..shards import run_whole
 
@@ -13,12 +14,12 @@ POLICIES = ("roster_policy_v1", "day_effect_policy_v1")
 WRITES = ("s5_arrival_roster", "roster_card")
 
 
-def day_range(day_effect_policy: dict) -> tuple[str, str]:
-    r = day_effect_policy["day_range"]
-    return r["start"], r["end"]
-
-
 SHARDED = True  # every draw is keyed by merchant_id (a user's roster is read whole instead)
+
+
+def check_policy(policies: dict) -> None:
+    """The roster policy's rules against the day grid, before a run writes anything."""
+    roster.check_policy(policies["roster_policy_v1"].data, day_range(policies["day_effect_policy_v1"].data))
 
 
 def run(inputs: dict, policies: dict, ctx: Context) -> dict:

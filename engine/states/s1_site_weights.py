@@ -150,6 +150,31 @@ def run(inputs: dict, policies: dict[str, Policy], ctx: Context) -> dict[str, pl
     return {"s1_site_weights": out.select(OUTPUT_COLUMNS)}
 
 
+def check_policy(policies: dict) -> None:
+    """The policy's relations, checked before a run writes anything (`run` applies the same rules
+    where it uses the values): bucket bounds, mixture weights summing to one, tail ranges, and
+    room between each bucket's top-1 cap and its minimum secondary mass."""
+    policy = policies["alias_layout_policy_v1"].data
+    mix = policy["profile_mixture_v2"]
+    _bucket_of(np.zeros(0, dtype=np.int64), mix["merchant_size_buckets"])
+    weights = np.array([[mix["mixture_weights"][b][c] for c in COMPONENTS] for b in BUCKETS])
+    bad = np.abs(weights.sum(axis=1) - 1.0) > 1e-9
+    if bad.any():
+        raise EngineError("alias_layout_policy_v1", f"/profile_mixture_v2/mixture_weights/{BUCKETS[int(np.argmax(bad))]}",
+                          "component probabilities must sum to 1")
+    low, high = _per_bucket(mix, "tail_exponent_range", "low"), _per_bucket(mix, "tail_exponent_range", "high")
+    if (high < low).any():
+        raise EngineError("alias_layout_policy_v1", f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
+                          "high must not be below low")
+    if (1.0 - _per_bucket(mix, "min_secondary_mass") - _per_bucket(mix, "top1_soft_cap_by_bucket") <= 0).any():
+        raise EngineError("alias_layout_policy_v1", "/profile_mixture_v2/top1_soft_cap_by_bucket",
+                          "cap + min_secondary_mass must stay below 1")
+    source = policy["weight_source"]
+    if source["mode"] == "column" and source.get("column") not in ("lat_deg", "lon_deg"):
+        raise EngineError("alias_layout_policy_v1", "/weight_source/column",
+                          f"{source.get('column')!r} is not a numeric column of site_locations")
+
+
 def _joined_sites(inputs: dict) -> pl.DataFrame:
     """site_locations in PK order with each site's tzid and its merchant's home country."""
     sites = inputs["site_locations"].sort(PK)

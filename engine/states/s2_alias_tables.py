@@ -64,6 +64,11 @@ def _layout(policy) -> dict:
     }
 
 
+def check_policy(policies: dict) -> None:
+    """The layout this code can honour, checked before a run writes anything (_layout is the rule)."""
+    _layout(policies["alias_layout_policy_v1"])
+
+
 def _site(df: pl.DataFrame, row: int) -> str:
     r = df.row(row, named=True)
     return f"merchant_id={r['merchant_id']} site=({r['legal_country_iso']}, {r['site_order']})"

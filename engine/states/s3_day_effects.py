@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import polars as pl
 
+from engine.calendar import day_range
 from engine.errors import EngineError
 from engine.rng import STREAM_S3, Stream
 from engine.shards import merge_reports, run_whole
@@ -44,7 +45,6 @@ WRITES = ("s3_day_effects",)
 
 DATASET = "s3_day_effects"
 POLICY = "day_effect_policy_v1"
-DEFAULT_DAY_RANGE = ("2026-01-01", "2026-03-31")
 # Top bit of counter_lo: reserved for merchant-level draws (see module docstring).
 MERCHANT_SLOT_BASE = np.uint64(1 << 63)
 _ROW_COUNTER_LIMIT = 1 << 63
@@ -64,14 +64,7 @@ def _fail(field: str, rule: str):
 
 def day_grid(policy_data: dict) -> list[str]:
     """The inclusive UTC day grid as YYYY-MM-DD strings (chronological = lexicographic)."""
-    rng = policy_data.get("day_range") or {"start": DEFAULT_DAY_RANGE[0], "end": DEFAULT_DAY_RANGE[1]}
-    try:
-        start = dt.date.fromisoformat(rng["start"])
-        end = dt.date.fromisoformat(rng["end"])
-    except (KeyError, TypeError, ValueError) as exc:
-        _fail("/day_range", f"start and end must be YYYY-MM-DD dates ({exc})")
-    if end < start:
-        _fail("/day_range", f"empty or reversed range {start}..{end} (inclusive end must be >= start)")
+    start, end = (dt.date.fromisoformat(d) for d in day_range(policy_data))
     n = (end - start).days + 1
     return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
 
@@ -122,6 +115,40 @@ def _check_clip(clip: dict, field: str) -> None:
     lo, hi = clip["min"], clip["max"]
     if not (0 < lo < 1 < hi):
         _fail(field, f"gamma_clip must satisfy 0 < min < 1 < max (inverted or degenerate: {lo}, {hi})")
+
+
+def check_policy(policies: dict) -> None:
+    """Every rule of the policy that needs no data, so a run refuses it before it writes anything;
+    `run_shard` applies the same rules where it uses the values."""
+    policy = policies[POLICY].data
+    day_grid(policy)
+    mode = policy.get("mode", "sigma_gamma_policy_v2")
+    if mode == "scalar":
+        _check_clip(policy["sigma_gamma_policy_v2"]["gamma_clip"], "/sigma_gamma_policy_v2/gamma_clip")
+        if not float(policy.get("sigma_gamma_scalar", 0.0)) > 0:
+            _fail("/sigma_gamma_scalar", "must be > 0")
+        return
+    if mode != "sigma_gamma_policy_v2":
+        _fail("/mode", f"unknown mode {mode!r}")
+    v2 = policy["sigma_gamma_policy_v2"]
+    _check_v2(v2)
+    tables = (("sigma_base_by_segment", lambda v: v > 0, "base sigmas must be > 0"),
+              ("weekly_component_amp_by_segment", lambda v: v >= 0, "amplitudes must be >= 0"))
+    for key, ok, rule in tables:
+        values = _table_lookup(v2[key], list(v2[key]), f"/sigma_gamma_policy_v2/{key}")
+        if not np.all(ok(values)):
+            _fail(f"/sigma_gamma_policy_v2/{key}", rule)
+    tz_cfg = v2["sigma_multiplier_by_tz_group"]
+    mult = np.r_[_table_lookup(tz_cfg["by_region"], list(tz_cfg["by_region"]),
+                               "/sigma_gamma_policy_v2/sigma_multiplier_by_tz_group/by_region"),
+                 np.array(list(tz_cfg.get("by_tzid", {}).values()), dtype=np.float64)]
+    if np.any(mult <= 0):
+        _fail("/sigma_gamma_policy_v2/sigma_multiplier_by_tz_group", "multipliers must be > 0")
+    shapes_cfg = v2["weekly_shape_by_segment"]
+    if "default" not in shapes_cfg:
+        _fail("/sigma_gamma_policy_v2/weekly_shape_by_segment", "a 'default' entry is required")
+    for segment, shape in shapes_cfg.items():
+        _normalised_shape(shape, f"/sigma_gamma_policy_v2/weekly_shape_by_segment/{segment}")
 
 
 # --------------------------------------------------------------------------- weekly component

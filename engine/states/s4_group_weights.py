@@ -50,6 +50,8 @@ POLICY = "group_mix_regularizer_v1"
 SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
 BASE_SUM_TOL = 1e-9
 
+MODES = ("power", "soft_cap_blend", "hard_cap_legacy")  # besides "off"
+
 _COLUMNS = (
     "merchant_id", "utc_day", "tz_group_id", "p_group", "base_share", "gamma", "mass_raw", "denom_raw",
     "regularizer_applied", "regularizer_delta_mass", "created_utc",
@@ -59,20 +61,14 @@ _COLUMNS = (
 # --------------------------------------------------------------------------- policy
 
 
-def resolve_policy(data: dict) -> dict:
-    """Validated regulariser parameters (the schema checks shapes; this checks the relations)."""
-    mode = data.get("mode", "off")
-    ge = int(data.get("apply_when_groups_ge", 2))
-    if ge < 2:
-        raise EngineError(POLICY, "/apply_when_groups_ge", f"must be >= 2, got {ge}")
-    out = {"mode": mode, "apply_when_groups_ge": ge}
+def _resolve_block(mode: str, cfg: dict) -> dict:
+    """The relations inside one mode's block (the schema checks shapes)."""
     if mode == "power":
-        tau = float(data["power"]["tau"])
+        tau = float(cfg["tau"])
         if not (0.0 < tau <= 1.0):
             raise EngineError(POLICY, "/power/tau", f"must be in (0, 1], got {tau}")
-        out.update(tau=tau)
-    elif mode == "soft_cap_blend":
-        cfg = data["soft_cap_blend"]
+        return {"tau": tau}
+    if mode == "soft_cap_blend":
         knee, cap, strength = float(cfg["knee"]), float(cfg["cap"]), float(cfg["max_strength"])
         if not (0.0 < cap <= 1.0):
             raise EngineError(POLICY, "/soft_cap_blend/cap", f"cap must be in (0, 1], got {cap}")
@@ -81,18 +77,33 @@ def resolve_policy(data: dict) -> dict:
             raise EngineError(POLICY, "/soft_cap_blend/knee", f"need 0.5 <= knee < cap, got knee {knee}, cap {cap}")
         if not (0.0 < strength < 1.0):
             raise EngineError(POLICY, "/soft_cap_blend/max_strength", f"must be in (0, 1), got {strength}")
-        out.update(knee=knee, cap=cap, max_strength=strength)
-    elif mode == "hard_cap_legacy":
-        cfg = data["hard_cap_legacy"]
-        blend, cap = float(cfg["blend"]), float(cfg["cap"])
-        if not (0.0 < cap <= 1.0):
-            raise EngineError(POLICY, "/hard_cap_legacy/cap", f"cap must be in (0, 1], got {cap}")
-        if not (0.0 <= blend < 1.0):
-            raise EngineError(POLICY, "/hard_cap_legacy/blend", f"must be in [0, 1), got {blend}")
-        out.update(blend=blend, cap=cap)
-    elif mode != "off":
+        return {"knee": knee, "cap": cap, "max_strength": strength}
+    blend, cap = float(cfg["blend"]), float(cfg["cap"])  # hard_cap_legacy
+    if not (0.0 < cap <= 1.0):
+        raise EngineError(POLICY, "/hard_cap_legacy/cap", f"cap must be in (0, 1], got {cap}")
+    if not (0.0 <= blend < 1.0):
+        raise EngineError(POLICY, "/hard_cap_legacy/blend", f"must be in [0, 1), got {blend}")
+    return {"blend": blend, "cap": cap}
+
+
+def resolve_policy(data: dict) -> dict:
+    """Validated regulariser parameters of the mode in use. Every block present is checked, in
+    use or not: a sweep or the trade-off may switch to it, and a bad block is a bad input."""
+    mode = data.get("mode", "off")
+    ge = int(data.get("apply_when_groups_ge", 2))
+    if ge < 2:
+        raise EngineError(POLICY, "/apply_when_groups_ge", f"must be >= 2, got {ge}")
+    if mode not in ("off", *MODES):
         raise EngineError(POLICY, "/mode", f"unknown mode {mode!r}")
-    return out
+    blocks = {m: _resolve_block(m, data[m]) for m in MODES if m in data}
+    if mode != "off" and mode not in blocks:
+        raise EngineError(POLICY, f"/{mode}", f"mode {mode!r} needs its block")
+    return {"mode": mode, "apply_when_groups_ge": ge, **blocks.get(mode, {})}
+
+
+def check_policy(policies: dict) -> None:
+    """The policy's relations, checked before a run writes anything (resolve_policy is the rule)."""
+    resolve_policy(policies[POLICY].data)
 
 
 # --------------------------------------------------------------------------- regularisers

@@ -89,6 +89,12 @@ class _EdgeLists:
         return np.where(self.owner_ids[at] == merchant_ids, self.owner_list[at], 0)
 
 
+def check_policy(policies: dict) -> None:
+    """Edge lists and overrides, checked before a run writes anything: the same construction S6
+    uses (unique edge ids per list, one override per merchant, weights the alias law accepts)."""
+    _EdgeLists(policies[POLICY].data, np.zeros(0, dtype=np.uint64))
+
+
 def _check_virtual_flags(roster: pl.DataFrame, merchants: pl.DataFrame) -> None:
     facts = merchants.select(pl.col("merchant_id").cast(pl.UInt64), m_virtual=pl.col("is_virtual"))
     if facts["merchant_id"].is_duplicated().any():

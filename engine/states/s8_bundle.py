@@ -1,7 +1,12 @@
 """S8 validation bundle: seal the audited evidence so consumers can prove what they read.
 
 The bundle holds canonical-JSON copies of S0's receipt and sealed inputs and of the S7 report,
-plus `index.json` and `_passed.flag` built by the one bundle law (`engine.bundle.make_bundle`).
+`outputs.json` (the path and SHA-256 of every output the run published for this seed: upstream
+tables, roster, S1..S6 datasets, event logs, traces, cards, S0/S7 evidence), plus `index.json` and
+`_passed.flag` built by the one bundle law (`engine.bundle.make_bundle`). So the flag seals the
+routed data too: `seg2b verify` re-hashes every listed output ("no PASS, no read" covers the data,
+not only the evidence). The digests come from the pipeline, which knows them from its receipts
+(`_published`); this state never decodes the datasets they name.
 It is published only when the S7 report says PASS: a bundle is a claim that the run is valid,
 so a failed audit must leave no flag behind (the FAIL report itself is still on disk as evidence).
 
@@ -13,7 +18,7 @@ rewritten by each seed (breaking write-once publishing). The cross-seed view is 
 
 from __future__ import annotations
 
-from ..bundle import make_bundle
+from ..bundle import OUTPUTS, make_bundle, outputs_member
 from ..context import Context
 from ..errors import EngineError
 from ..identity import canonical_json
@@ -48,9 +53,14 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     if failed is None or failed:
         # A summary that contradicts its own checks is not a PASS either.
         raise EngineError("s7_audit_report", "checks", f"summary says PASS but the checks do not agree: {failed or 'no checks'}")
+    published = inputs.get("_published")
+    if not published:
+        raise EngineError("validation_bundle_2B", OUTPUTS, "the digests of the run's outputs were not passed; "
+                          "a bundle must vouch for the routed data, not only for the evidence")
     # Canonical JSON gives the same bytes the pipeline published for these inputs, so the bundle's
     # member digests equal the digests of the datasets themselves.
     members = {MEMBERS[d]: canonical_json(inputs[d]) for d in READS}
+    members[OUTPUTS] = outputs_member(inputs["_bundle_path"], published)
     return {"validation_bundle_2B": make_bundle(members)}
 
 

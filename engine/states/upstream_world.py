@@ -20,6 +20,11 @@ CONTEXT = ("seed", "created_utc")
 TABLES = ("merchants", "site_locations", "site_timezones")
 
 
+def check_policy(policies: dict) -> None:
+    """The world policy's cross-field rules, before a run writes anything."""
+    world.check_policy(policies["world_policy_v1"].data)
+
+
 def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     policy = policies["world_policy_v1"]
     fingerprint = world.world_fingerprint(policy.sha256)
