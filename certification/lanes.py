@@ -37,8 +37,9 @@ class LaneOutcome:
 
 
 def _grid_days(policy_dir: Path) -> int:
-    r = load_policy("day_effect_policy_v1", policy_dir).data["day_range"]
-    return (dt.date.fromisoformat(r["end"]) - dt.date.fromisoformat(r["start"])).days + 1
+    from engine.calendar import grid_days
+
+    return grid_days(load_policy("day_effect_policy_v1", policy_dir).data)
 
 
 def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds: list[int] | None = None,

@@ -36,3 +36,9 @@ def day_range(policy_data: dict) -> tuple[str, str]:
     if days[1] < days[0]:
         raise EngineError(POLICY, "/day_range", f"empty or reversed range {r['start']}..{r['end']} (inclusive end must be >= start)")
     return r["start"], r["end"]
+
+
+def grid_days(policy_data: dict) -> int:
+    """Number of days of the grid (inclusive)."""
+    start, end = day_range(policy_data)
+    return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
