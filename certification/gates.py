@@ -59,7 +59,7 @@ class GateResult:
 TOPOLOGY = "structural: upstream topology"
 UPSTREAM_OF_S4 = "upstream of S4: S1/S3 shares"
 S4 = "S4"
-OWNER = {"T-S1": "S1", "T-S3": "S3", "T-S4": "S4"}
+OWNER = {"T-S1": "S1", "T-S3": "S3", "T-S4": "S4", "T-S5": "S5", "T-R-": "roster"}
 
 
 def attribute(band_published: str, band_floor: str | None, band_data: str | None, veto_ok: bool) -> str:

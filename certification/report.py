@@ -57,6 +57,10 @@ PLOTS = {
     "veto_slope_vs_dominance.png": "T-S4-V1: per-merchant slope of published on raw log-contrast, by dominance",
     "veto_share_ratio_hist.png": "T-S4-V2: |ln(mean p_group / mean raw share)| per (merchant, tz group)",
     "s4_tradeoff.png": "Trade-off: S4 and veto gates against regulariser strength (same draws)",
+    "r_lorenz.png": "T-R-01: concentration of arrivals across merchants (Lorenz curve)",
+    "s3_acf1_hist.png": "T-S3-04: lag-1 autocorrelation of day effects per (merchant, tz group)",
+    "holiday_effects.png": "T-S3-05 / T-R-02: mean log effect of public holidays (S3 mix, roster volume)",
+    "s5_local_hour.png": "T-S5-01: local hour of arrivals routed >= 6 h from the main group vs at the main group",
 }
 
 BAND_MARKS = {"B+": "✅ B+", "B": "☑️ B", "FAIL": "❌ FAIL"}
@@ -825,6 +829,67 @@ def _tradeoff_plot(path: Path, record: dict, seeds: list[str]) -> bool:
     return True
 
 
+def _lorenz(path: Path, data: dict[str, dict]) -> bool:
+    fig, (ax,) = _figure(width=6.0)
+    drawn = False
+    for i, (s, d) in enumerate(data.items()):
+        x = np.sort(np.asarray(d.get("r_arrivals_per_merchant") or [], float))
+        if x.size == 0 or x.sum() <= 0:
+            continue
+        cum = np.r_[0.0, np.cumsum(x) / x.sum()]
+        ax.plot(np.linspace(0, 1, cum.size), cum, color=_color(i), label=f"seed {s} (n={x.size})")
+        drawn = True
+    if not drawn:
+        return False
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="equal volume")
+    ax.set(title="T-R-01: Lorenz curve of arrivals per merchant", xlabel="share of merchants (smallest first)",
+           ylabel="share of arrivals", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _holiday_bars(path: Path, record: dict | None, seeds: list[str]) -> bool:
+    if not record:
+        return False
+    keys = (("s3_holiday_log_effect", "S3 mix"), ("r_holiday_log_effect", "roster volume"))
+    values = {s: [record["per_seed"][s]["metrics"].get(k) for k, _ in keys] for s in seeds}
+    if all(v is None for vals in values.values() for v in vals):
+        return False
+    fig, (ax,) = _figure()
+    width = 0.8 / len(seeds)
+    x = np.arange(len(keys))
+    for j, s in enumerate(seeds):
+        ax.bar(x + (j - (len(seeds) - 1) / 2) * width, [v if v is not None else 0.0 for v in values[s]], width,
+               color=_color(j), label=f"seed {s}")
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(x, [label for _, label in keys])
+    ax.set(title="Mean log effect of a public holiday (holidays package, local date)", ylabel="mean log effect")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _local_hours(path: Path, data: dict[str, dict]) -> bool:
+    fig, (ax,) = _figure()
+    drawn = False
+    for i, (s, d) in enumerate(data.items()):
+        for key, style, what in (("s5_local_hour_far", "-", ">= 6 h from main"), ("s5_local_hour_main", ":", "main group")):
+            h = np.asarray(d.get(key) or [], float)
+            if h.size != 24 or h.sum() <= 0:
+                continue
+            ax.plot(np.arange(24), h / h.sum(), linestyle=style, color=_color(i), label=f"seed {s}: {what}")
+            drawn = True
+    if not drawn:
+        return False
+    ax.axvspan(0, 6, color="grey", alpha=0.12, label="00:00-05:59 local")
+    ax.set(title="T-S5-01: local hour of routed arrivals, at the site's own clock", xlabel="local hour",
+           ylabel="share of arrivals", xlim=(0, 23))
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
 def write_plots(folder: Path, seeds: list[str], data: dict[str, dict], veto_thresholds: dict | None = None,
                 record: dict | None = None) -> list[str]:
     """Draw every plot some seed has data for; returns the file names written, in `PLOTS` order."""
@@ -855,6 +920,12 @@ def write_plots(folder: Path, seeds: list[str], data: dict[str, dict], veto_thre
                                                               "|log ratio| (ln 2 = 0.69: a factor 2)", "(merchant, group) pairs",
                                                               vlines=(veto_thresholds or {}).get("T-S4-V2")),
         "s4_tradeoff.png": lambda p: record is not None and _tradeoff_plot(p, record, seeds),
+        "r_lorenz.png": lambda p: _lorenz(p, data),
+        "s3_acf1_hist.png": lambda p: _overlaid_hist(p, series("s3_acf1"), "T-S3-04: lag-1 autocorrelation of log gamma "
+                                                     "net of weekday means", "lag-1 autocorrelation",
+                                                     "(merchant, tz group) pairs", (-1.0, 1.0)),
+        "holiday_effects.png": lambda p: _holiday_bars(p, record, seeds),
+        "s5_local_hour.png": lambda p: _local_hours(p, data),
     }
     written = []
     for name in PLOTS:

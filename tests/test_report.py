@@ -38,12 +38,17 @@ POLICY = {
 }
 # Seed 42 reaches B+ everywhere but T-S3-01 (B); seed 7 fails T-S4-01 even under the floor.
 METRICS = {
-    42: {"s1_residual_median": 0.0071, "s3_std_median": 0.035, "s3_std_p90_over_p50": 1.4, "s4_max_p_median": 0.70},
-    7: {"s1_residual_median": 0.0065, "s3_std_median": 0.045, "s3_std_p90_over_p50": 1.3, "s4_max_p_median": 0.9123},
+    42: {"s1_residual_median": 0.0071, "s3_std_median": 0.035, "s3_std_p90_over_p50": 1.4, "s4_max_p_median": 0.70,
+         "s3_holiday_log_effect": -0.18, "r_holiday_log_effect": -0.12},
+    7: {"s1_residual_median": 0.0065, "s3_std_median": 0.045, "s3_std_p90_over_p50": 1.3, "s4_max_p_median": 0.9123,
+        "s3_holiday_log_effect": -0.16, "r_holiday_log_effect": -0.11},
 }
 FLOOR = {42: {"s4_max_p_median": 0.5}, 7: {"s4_max_p_median": 0.8765}}
 DATA = {42: {"s4_max_p_median": 0.70}, 7: {"s4_max_p_median": 0.9123}}
-VETO_SERIES = {"veto_dominance": [0.55, 0.7, 0.95], "veto_slope": [1.0, 0.98, 1.02], "veto_abs_log_ratio": [0.0, 0.01, 0.02]}
+VETO_SERIES = {"veto_dominance": [0.55, 0.7, 0.95], "veto_slope": [1.0, 0.98, 1.02], "veto_abs_log_ratio": [0.0, 0.01, 0.02],
+               "r_arrivals_per_merchant": [900.0, 120.0, 40.0], "s3_acf1": [0.35, 0.42, 0.5],
+               "s5_local_hour_far": [1, 1, 0, 0, 0, 1, 2, 4, 6, 8, 9, 9, 9, 9, 8, 8, 9, 9, 8, 6, 4, 3, 2, 1],
+               "s5_local_hour_main": [1, 0, 0, 0, 0, 1, 2, 5, 6, 8, 9, 9, 9, 9, 8, 8, 9, 9, 8, 6, 4, 3, 2, 1]}
 
 
 def tradeoff(seed: int) -> list[dict]:
@@ -217,8 +222,8 @@ def test_pack_is_deterministic(lane, pack, tmp_path):
 def test_missing_plot_data_is_reported(lane, tmp_path):
     record, _ = lane
     write_pack(tmp_path, record, SimpleNamespace(scores={}))
-    # only the trade-off plot is drawn from the record itself; every other plot needs plot data
-    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["s4_tradeoff.png"]
+    # only the trade-off and holiday plots are drawn from the record itself; the others need plot data
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["holiday_effects.png", "s4_tradeoff.png"]
     assert "No plot data for:" in (tmp_path / "certification_report.md").read_text()
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from certification import metrics as M
 from engine import contracts
+from engine.calendar import tz_offsets
 from engine.context import Context
 from engine.errors import EngineError
 from engine.policies import load_policy
@@ -122,20 +123,70 @@ def test_coverage_schema_and_pk_order(world, out):
     assert out["_report"]["rows"] == df.height
 
 
-def test_counter_law_and_recomputable_draws(out):
+def recompute_z(df: pl.DataFrame, ctx=CTX) -> np.ndarray:
+    """Each row's Z by the documented law, from the recorded counters alone: the group's own AR(1)
+    over innovations at its row counters, plus the merchant-wide AR(1) at 2^62 + day index."""
+    v2 = load_policy("day_effect_policy_v1").data["sigma_gamma_policy_v2"]
+    rho, w = v2["persistence"]["ar1"], v2["persistence"]["shared_share"]
+    stream = Stream(ctx.draws_of, ctx.seed, STREAM_S3)
+    e = stream.normals(df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    keyed = df.select("merchant_id", "tz_group_id", "utc_day").with_columns(
+        e=pl.Series(e), day=pl.col("utc_day").rank("dense").over("merchant_id").cast(pl.Int64) - 1,
+        row=pl.int_range(pl.len()))
+    out = np.empty(df.height)
+    for (_, _), g in keyed.sort("merchant_id", "tz_group_id", "utc_day").group_by(["merchant_id", "tz_group_id"],
+                                                                                   maintain_order=True):
+        y, x = 0.0, 0.0
+        shared = stream.normals(np.full(g.height, g["merchant_id"][0], dtype=np.uint64),
+                                np.uint64(1 << 62) + g["day"].to_numpy().astype(np.uint64))
+        for k, (row, ek, sk) in enumerate(zip(g["row"].to_list(), g["e"].to_list(), shared.tolist())):
+            y = ek if k == 0 else rho * y + np.sqrt(1 - rho * rho) * ek
+            x = sk if k == 0 else rho * x + np.sqrt(1 - rho * rho) * sk
+            out[row] = np.sqrt(w) * x + np.sqrt(1 - w) * y
+    return out
+
+
+def holiday_term(df: pl.DataFrame, site_timezones: pl.DataFrame, merchants: pl.DataFrame) -> np.ndarray:
+    """Each row's holiday log-effect: the class's effect when the group's country (where its sites
+    are) has a public holiday on the local date at 12:00 UTC (engine.calendar)."""
+    from engine.calendar import epoch_day, holiday_table
+
+    effects = load_policy("day_effect_policy_v1").data["sigma_gamma_policy_v2"]["holidays"]["log_effect_by_segment"]
+    country = site_timezones.group_by("merchant_id", "tzid").agg(pl.col("legal_country_iso").min().alias("c"))
+    rows = df.join(country, left_on=["merchant_id", "tz_group_id"], right_on=["merchant_id", "tzid"], how="left",
+                   maintain_order="left").join(merchants.select("merchant_id", "merchant_class"), on="merchant_id",
+                                               how="left", maintain_order="left")
+    first = epoch_day(df["utc_day"].min())
+    n_days = epoch_day(df["utc_day"].max()) - first + 1
+    countries = sorted(set(rows["c"].to_list()))
+    table = holiday_table(countries, first, n_days)
+    tzs = sorted(set(rows["tz_group_id"].to_list()))
+    noon = tz_offsets(tzs, first, n_days)[:, :, 48]
+    day = np.array([epoch_day(d) for d in rows["utc_day"].to_list()]) - first
+    tz_i = np.array([tzs.index(t) for t in rows["tz_group_id"].to_list()])
+    local = day + (43_200 + noon[tz_i, day]) // 86_400 + 1  # index into the table (one day of margin)
+    on = table[np.array([countries.index(c) for c in rows["c"].to_list()]), local]
+    eff = np.array([effects.get(c, effects["default"]) for c in rows["merchant_class"].to_list()])
+    return np.where(on, eff, 0.0)
+
+
+def test_counter_law_and_recomputable_draws(world, out):
     df = out["s3_day_effects"]
     assert (df["rng_stream_id"] == STREAM_S3).all()
     assert (df["rng_counter_hi"] == df["merchant_id"]).all()
     # counter_lo = day_index * n_groups + group_index, i.e. 0..D*n-1 in PK order per merchant
     expect = df.select(pl.int_range(pl.len(), dtype=pl.UInt64).over("merchant_id").alias("k"))["k"]
     assert (df["rng_counter_lo"] == expect).all()
-    assert int(df["rng_counter_lo"].max()) < 2**63  # the top bit is reserved for merchant-level draws
-    # The residual log_gamma + sigma^2/2 - sigma Z is the weekly term: bounded by its amplitude (+ the
-    # small mean-one correction), which shows each row's Z is the recorded counter's draw.
-    z = Stream(CTX.draws_of, CTX.seed, STREAM_S3).normals(
-        df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    assert int(df["rng_counter_lo"].max()) < 2**62  # above: the merchant-day and merchant regions
+    # The residual log_gamma + sigma^2/2 - sigma Z - holiday is the weekly term: bounded by its
+    # amplitude (+ the small mean-one correction), which shows each row's Z follows the documented
+    # law from the recorded counters (the synthetic world's two-letter codes include real countries).
+    z = recompute_z(df)
     sig = df["sigma_gamma"].to_numpy()
-    resid = df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z
+    merchants, st, _ = world
+    hol = holiday_term(df, st, merchants)
+    assert (hol != 0).sum() > 0
+    resid = df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z - hol
     assert np.all(np.abs(resid) <= df["weekly_amp"].to_numpy() * 1.1 + 1e-12)
 
 
@@ -204,8 +255,10 @@ def test_weekly_term_follows_local_weekday():
     tz = ["Asia/Tokyo", "Europe/London", "America/Los_Angeles"]
     shape = np.array([[-1.0, -0.5, 0.0, 0.0, 0.5, 1.0, 0.0]])
     amp = np.array([0.1])
-    table = s3._weekly_table(tz, days, np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64),
-                             np.arange(3), amp, shape)
+    first = dt.date(2026, 1, 5).toordinal() - dt.date(1970, 1, 1).toordinal()
+    noon = tz_offsets(tz, first, len(days))[:, :, 48]
+    utc_wd = np.array([dt.date.fromisoformat(d).weekday() for d in days])
+    table = s3._weekly_table(noon, np.arange(3), np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64), utc_wd, amp, shape)
     corr = np.log(np.mean(np.exp(amp[0] * shape[0])))
     wd = np.array([dt.date.fromisoformat(d).weekday() for d in days])
     # London in winter is UTC+0: exactly the UTC weekday
@@ -218,7 +271,7 @@ def test_weekly_term_follows_local_weekday():
     # the group ratio exp(w_Tokyo - w_LA) is not constant over the week
     assert np.ptp(table[0] - table[2]) > 0.05
     # a Fri/Sat weekend zone is the profile rotated by one day
-    shifted = s3._weekly_table(["Europe/London"], days, np.array([1]), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), amp, shape)
+    shifted = s3._weekly_table(noon[1:2], np.zeros(1, dtype=np.int64), np.array([1]), np.zeros(1, dtype=np.int64), utc_wd, amp, shape)
     np.testing.assert_allclose(shifted[0], 0.1 * shape[0][(wd + 1) % 7] - corr, atol=1e-15)
 
 
@@ -226,8 +279,7 @@ def test_weekly_term_differs_within_merchants(out):
     """On the state output: for multi-tz merchants spanning offsets, the day-by-day difference of
     the weekly residual between groups is not constant (the weekly term does not cancel in S4)."""
     df = out["s3_day_effects"]
-    z = Stream(CTX.draws_of, CTX.seed, STREAM_S3).normals(
-        df["rng_counter_hi"].to_numpy(), df["rng_counter_lo"].to_numpy())
+    z = recompute_z(df)
     sig = df["sigma_gamma"].to_numpy()
     w = df.with_columns(w=pl.Series(df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * z))
     spread = (w.group_by("merchant_id", "utc_day").agg((pl.col("w").max() - pl.col("w").min()).alias("r"))
@@ -247,6 +299,68 @@ def test_realism_gates_bplus_and_scalar_negative_control():
     scalar = run_s3(world, day_policy(mode="scalar", **pol))["s3_day_effects"]
     ms = M.t_s3_01_merchant_std(scalar)
     assert ms["s3_std_p90_over_p50"] < 1.25  # no regimes: no visible upper tail -> fails B+
+
+
+def _residual_acf(df: pl.DataFrame) -> pl.Series:
+    """Lag-1 autocorrelation per (merchant, group) of log_gamma net of its weekday means."""
+    r = df.with_columns(wd=pl.col("utc_day").str.to_date().dt.weekday()).with_columns(
+        r=pl.col("log_gamma") - pl.col("log_gamma").mean().over("merchant_id", "tz_group_id", "wd"))
+    c = pl.col("r") - pl.col("r").mean()
+    return r.sort("merchant_id", "tz_group_id", "utc_day").group_by("merchant_id", "tz_group_id").agg(
+        ((c * c.shift(1)).sum() / (c * c).sum()).alias("acf"))["acf"]
+
+
+def test_day_effects_have_memory_and_a_shared_shock(out):
+    acf = _residual_acf(out["s3_day_effects"]).median()
+    assert 0.3 < acf < 0.6  # AR(1) with rho 0.5, less a little for the weekday demeaning
+    # two groups of one merchant move together: the shared shock's share of the variance
+    df = out["s3_day_effects"].with_columns(z=pl.Series(recompute_z(out["s3_day_effects"])))
+    wide = df.filter(pl.col("tz_group_id") == pl.col("tz_group_id").min().over("merchant_id")).select(
+        "merchant_id", "utc_day", pl.col("z").alias("a")).join(
+        df.filter(pl.col("tz_group_id") == pl.col("tz_group_id").max().over("merchant_id"))
+        .filter(pl.len().over("merchant_id") > 0).select("merchant_id", "utc_day", pl.col("z").alias("b")),
+        on=["merchant_id", "utc_day"])
+    wide = wide.filter(pl.col("a") != pl.col("b"))  # multi-group merchants only
+    w = load_policy("day_effect_policy_v1").data["sigma_gamma_policy_v2"]["persistence"]["shared_share"]
+    assert np.corrcoef(wide["a"], wide["b"])[0, 1] == pytest.approx(w, abs=0.08)
+
+
+def test_iid_days_fail_the_memory_gate_recipe():
+    """Today's old behaviour (no persistence) is what the T-S3-04 negative control must catch."""
+    world = make_world(n_merchants=200, seed=4)
+    iid = run_s3(world, **{"sigma_gamma_policy_v2/persistence": {"ar1": 0.0, "shared_share": 0.0}})
+    assert abs(_residual_acf(iid["s3_day_effects"]).median()) < 0.1
+
+
+def real_country_world():
+    """Two real countries: a US merchant (New York) and a Saudi one (Riyadh), one zone each."""
+    merchants = pl.DataFrame({"merchant_id": pl.Series([11, 22], dtype=pl.UInt64), "home_country_iso": ["US", "SA"],
+                              "mcc": pl.Series([5411, 5411], dtype=pl.Int32), "merchant_class": ["grocery", "grocery"],
+                              "channel": ["card_present"] * 2, "is_virtual": [False, False]})
+    st = pl.DataFrame({"merchant_id": pl.Series([11, 22], dtype=pl.UInt64), "legal_country_iso": ["US", "SA"],
+                       "site_order": pl.Series([1, 1], dtype=pl.Int32), "tzid": ["America/New_York", "Asia/Riyadh"],
+                       "tzid_source": ["synthetic"] * 2})
+    return merchants, st, None
+
+
+def test_holidays_and_weekends_come_from_the_country_calendar():
+    pol = day_policy(day_range={"start": "2026-01-01", "end": "2026-03-31"})
+    res = run_s3(real_country_world(), pol)
+    df = res["s3_day_effects"]
+    assert res["_report"]["holiday_cells"] > 0
+    sig = df["sigma_gamma"].to_numpy()
+    resid = df.with_columns(w=pl.Series(df["log_gamma"].to_numpy() + 0.5 * sig**2 - sig * recompute_z(df)))
+    effect = pol.data["sigma_gamma_policy_v2"]["holidays"]["log_effect_by_segment"]["grocery"]
+    us = resid.filter(pl.col("merchant_id") == 11)
+    # 1 January is a US public holiday: the grocery holiday effect on top of the weekly term
+    new_year = us.filter(pl.col("utc_day") == "2026-01-01")["w"][0]
+    amp = us["weekly_amp"][0]
+    assert new_year < effect + amp * 1.1 and new_year > effect - amp * 1.1
+    # Saudi Arabia's weekend is Friday/Saturday: its weekly profile is the Sat/Sun one moved a day earlier
+    sa = resid.filter((pl.col("merchant_id") == 22)).with_columns(wd=pl.col("utc_day").str.to_date().dt.weekday())
+    by_wd = sa.group_by("wd").agg(pl.col("w").median()).sort("wd")["w"].to_numpy()
+    shape = np.asarray(pol.data["sigma_gamma_policy_v2"]["weekly_shape_by_segment"]["grocery"])
+    assert int(np.argmax(by_wd)) + 1 == int(np.argmax(shape))  # the Saturday peak falls on Friday there
 
 
 @pytest.mark.parametrize("changes, field", [
@@ -278,7 +392,7 @@ def test_bad_inputs_raise(world):
     orphan = st.head(1).with_columns(merchant_id=pl.lit(12345, dtype=pl.UInt64))
     with pytest.raises(EngineError, match="no merchants row"):
         run_s3((merchants, pl.concat([orphan, st]).sort(SITE_PK), s1))
-    with pytest.raises(EngineError, match="not a known IANA time zone"):
+    with pytest.raises(EngineError, match="not an IANA time zone"):
         run_s3((merchants, st.with_columns(tzid=pl.when(pl.int_range(pl.len()) == 0).then(pl.lit("Mars/Olympus"))
                                            .otherwise(pl.col("tzid"))), s1))
     with pytest.raises(EngineError, match="duplicate merchant_id"):

@@ -90,7 +90,8 @@ def synth_world(n_merchants=200, n_arrivals=100_000, n_days=28, mean_sites=10, s
 
 def policy(**over):
     p = load_policy("route_rng_policy_v1")
-    return {"route_rng_policy_v1": dataclasses.replace(p, data={**p.data, **over})}
+    return {"route_rng_policy_v1": dataclasses.replace(p, data={**p.data, **over}),
+            "roster_policy_v1": load_policy("roster_policy_v1")}
 
 
 def route(world, ctx=CTX, **over):
@@ -178,19 +179,57 @@ def test_p_group_echoes_s4(world, routed):
     assert j["p4"].null_count() == 0 and (j["p4"] == j["p_group"]).all()
 
 
+def reference_group_probabilities(world, merchant_id: int, utc_day: str) -> tuple[list[str], np.ndarray, list[int]]:
+    """The local-time group law written out plainly for one merchant-day, independently of the
+    engine's vectorised code: activity from zoneinfo quarter by quarter, then the proportional fit
+    to the S4 mix. Returns (groups in tzid order, P (arrivals x groups), the arrivals' seqs)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    roster = with_seq(world["s5_arrival_roster"]).filter(
+        (pl.col("merchant_id") == merchant_id) & (pl.col("utc_day") == utc_day))
+    mix = world["s4_group_weights"].filter((pl.col("merchant_id") == merchant_id) & (pl.col("utc_day") == utc_day)) \
+        .sort("tz_group_id")
+    cls = world["merchants"].filter(pl.col("merchant_id") == merchant_id)["merchant_class"][0]
+    pol = load_policy("roster_policy_v1").data
+    profile = next((c for c in pol["class_profiles"] if c["merchant_class"] == cls), pol["default_profile"])
+    weights = np.asarray(profile["intraday_weights"], float)
+    day0 = dt.datetime.fromisoformat(utc_day).replace(tzinfo=dt.timezone.utc)
+
+    def activity(tzid):
+        zone = ZoneInfo(tzid)
+        w = np.array([weights[(day0 + dt.timedelta(minutes=15 * q)).astimezone(zone).hour] for q in range(96)])
+        return w / w.sum()
+
+    a = np.stack([activity(t) for t in mix["tz_group_id"]])  # (groups, 96)
+    quarters = np.array([int(t[11:13]) * 4 + int(t[14:16]) // 15 for t in roster["utc_timestamp"]])
+    p = mix["p_group"].to_numpy()
+    aq = a[:, quarters].T  # (arrivals, groups)
+    c = np.ones(p.size)
+    for _ in range(10_000):
+        prob = p * c * aq
+        prob /= prob.sum(axis=1, keepdims=True)
+        ratio = p / prob.mean(axis=0)
+        if np.max(np.abs(ratio - 1)) < 1e-13:
+            break
+        c *= ratio
+    return mix["tz_group_id"].to_list(), prob, roster["arrival_seq"].to_list()
+
+
 def test_single_events_recompute_alone(world, routed):
-    """Any event can be recomputed from its counter and the scalar alias build of its table."""
+    """Group picks follow the local-time law (a plain reference implementation over the arrival's
+    merchant-day); site picks recompute from their counter and the scalar alias build of the table."""
     stream = Stream(CTX.draws_of, CTX.seed, STREAM_S5)
     g, s = routed["rng_event_alias_pick_group"], routed["rng_event_alias_pick_site"]
-    s4, s1 = world["s4_group_weights"], world["s1_site_weights"].join(
-        world["site_timezones"].select(s5_router.SITE_PK + ["tzid"]), on=s5_router.SITE_PK)
+    s1 = world["s1_site_weights"].join(world["site_timezones"].select(s5_router.SITE_PK + ["tzid"]), on=s5_router.SITE_PK)
     for i in np.random.default_rng(3).choice(g.height, 25, replace=False):
         ev, sv = g.row(int(i), named=True), s.row(int(i), named=True)
         m, k = ev["merchant_id"], ev["arrival_seq"]
-        mix = s4.filter((pl.col("merchant_id") == m) & (pl.col("utc_day") == ev["utc_day"])).sort("tz_group_id")
-        q, a = alias.build(mix["p_group"].to_numpy())
-        u1 = stream.uniforms(np.array([m], np.uint64), np.array([2 * k], np.uint64))
-        assert mix["tz_group_id"][int(alias.sample(q, a, u1)[0])] == ev["tz_group_id"]
+        groups, prob, seqs = reference_group_probabilities(world, m, ev["utc_day"])
+        u1 = stream.uniforms(np.array([m], np.uint64), np.array([2 * k], np.uint64))[0]
+        row = prob[seqs.index(k)]
+        pick = int(np.searchsorted(np.cumsum(row), u1 * row.sum(), side="right"))
+        assert groups[min(pick, len(groups) - 1)] == ev["tz_group_id"]
         grp = s1.filter((pl.col("merchant_id") == m) & (pl.col("tzid") == ev["tz_group_id"])).sort(s5_router.SITE_PK)
         q, a = alias.build(grp["p_weight"].to_numpy())
         u2 = stream.uniforms(np.array([m], np.uint64), np.array([2 * k + 1], np.uint64))
@@ -241,6 +280,38 @@ def test_frequencies_match_s4_times_s1(world, routed):
     assert len(p_groups) == len(CLASSES) and len(p_sites) == len(CLASSES)
     assert min(p_groups.values()) > 0.001, p_groups
     assert min(p_sites.values()) > 0.001, p_sites
+
+
+def test_day_mix_mode_is_the_alias_law_of_the_s4_mix(world):
+    """The old law (group from the day's mix alone, whatever the hour), kept as T-S5-01's negative
+    control: the group of any event recomputes from its counter and the alias build of the mix."""
+    stream = Stream(CTX.draws_of, CTX.seed, STREAM_S5)
+    g = route(world, group_choice="day_mix")["rng_event_alias_pick_group"]
+    s4 = world["s4_group_weights"]
+    for i in np.random.default_rng(4).choice(g.height, 25, replace=False):
+        ev = g.row(int(i), named=True)
+        m, k = ev["merchant_id"], ev["arrival_seq"]
+        mix = s4.filter((pl.col("merchant_id") == m) & (pl.col("utc_day") == ev["utc_day"])).sort("tz_group_id")
+        q, a = alias.build(mix["p_group"].to_numpy())
+        u1 = stream.uniforms(np.array([m], np.uint64), np.array([2 * k], np.uint64))
+        assert mix["tz_group_id"][int(alias.sample(q, a, u1)[0])] == ev["tz_group_id"]
+
+
+def test_local_time_routing_keeps_far_sites_out_of_their_night(world, routed):
+    """Against the old law on the same draws: fewer arrivals land at a group's local night."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    def night_share(events):
+        ev = events.join(with_seq(world["s5_arrival_roster"]).select("merchant_id", "arrival_seq", "utc_timestamp"),
+                         on=["merchant_id", "arrival_seq"]).sample(20_000, seed=1)
+        hours = [dt.datetime.fromisoformat(t[:19] + "+00:00").astimezone(ZoneInfo(z)).hour
+                 for t, z in zip(ev["utc_timestamp"], ev["tz_group_id"])]
+        return float(np.mean(np.array(hours) < 6))
+
+    local = night_share(routed["rng_event_alias_pick_group"])
+    old = night_share(route(world, group_choice="day_mix")["rng_event_alias_pick_group"])
+    assert local < old - 0.05, (local, old)
 
 
 def test_chi_square_has_power(world, routed):

@@ -424,7 +424,15 @@ def test_real_s5_router_output_passes(world):
     """The audit agrees with the S5 state itself (not only with this file's reading of the law)."""
     s5_router = pytest.importorskip("engine.states.s5_router")
     inputs, policies = world
-    out = s5_router.run({k: inputs[k] for k in s5_router.READS}, {"route_rng_policy_v1": policies["route_rng_policy_v1"]}, CTX)
+    roster = inputs["s5_arrival_roster"]
+    merchants = (roster.group_by("merchant_id").agg(pl.col("is_virtual", "merchant_class", "channel").first())
+                 .with_columns(home_country_iso=pl.lit("US"), mcc=pl.lit(5411, pl.Int32)).sort("merchant_id")
+                 .select("merchant_id", "home_country_iso", "mcc", "merchant_class", "channel", "is_virtual"))
+    from engine.policies import load_policy
+
+    out = s5_router.run({k: {**inputs, "merchants": merchants}[k] for k in s5_router.READS},
+                        {"route_rng_policy_v1": policies["route_rng_policy_v1"], "roster_policy_v1": load_policy("roster_policy_v1")},
+                        CTX)
     routed = with_(inputs, **{k: out[k] for k in ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5")})
     assert failed(audit(routed, policies)) == set()
 

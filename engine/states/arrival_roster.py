@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import roster
-from ..calendar import day_range
+from ..calendar import day_range, holiday_effects
 from ..context import Context
 from ..shards import run_whole
 
@@ -34,8 +34,9 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
 
 
 def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict:
+    days = policies["day_effect_policy_v1"].data
     df, part = roster.build_roster_shard(inputs["merchants"], inputs["site_timezones"], policies["roster_policy_v1"].data,
-                                         day_range(policies["day_effect_policy_v1"].data), ctx.draws_of, ctx.seed)
+                                         day_range(days), ctx.draws_of, ctx.seed, holiday_effects(days))
     return {"s5_arrival_roster": df, "_part": part}
 
 

@@ -5,24 +5,37 @@ of the merchant's sites (sorted), exactly one row, in primary-key order (merchan
 tz_group_id).
 
 Mode `sigma_gamma_policy_v2` (plan P2) makes volatility heterogeneous on purpose:
-  sigma(m, g) = clamp(base[segment(m)] * mult[tz group g] * regime_mult[regime(m)] * jitter(m),
-                      sigma_min, sigma_max)
-  log_gamma   = -sigma^2 / 2 + sigma * Z + weekly(m, g, day)
+  sigma(m, g) = clamp(base[segment(m)] * mult[tz group g] * regime_mult[regime(m)] * jitter(m)
+                      * dispersion(m), sigma_min, sigma_max)
+  log_gamma   = -sigma^2 / 2 + sigma * Z(m, g, d) + weekly(m, g, d) + holiday(m, g, d)
   gamma       = exp(log_gamma), clipped to gamma_clip (clipped rows counted, log_gamma = ln(gamma))
-The -sigma^2/2 term makes E[exp(sigma Z)] = 1; the weekly term carries its own mean-one correction
-(see `_weekly_table`), so the aggregate gamma stays centred near 1 without a data-driven rescale
-(which would break shard invariance).
+with
+  * dispersion(m) = exp(s eta_m - s^2/2), a lognormal volatility factor per merchant (mean one);
+  * Z = sqrt(w) X(m, d) + sqrt(1 - w) Y(m, g, d): X a merchant-wide shock shared by all its tz
+    groups, Y the group's own; both stationary AR(1) with coefficient rho and unit variance
+    (X_0 = e_0, X_d = rho X_{d-1} + sqrt(1 - rho^2) e_d), so day effects have memory and a merchant's
+    groups move together in part (`persistence`: rho, w);
+  * weekly: the segment's Mon..Sun profile on the group's LOCAL weekday, rotated by the weekend
+    convention of the group's country (engine.calendar: one convention per country, shared with the
+    roster), see `_weekly_table`;
+  * holiday: the segment's log-effect on the public holidays of the group's country (engine.calendar,
+    local date at 12:00 UTC), the same table the roster applies to volume.
+The -sigma^2/2 term makes E[exp(sigma Z)] = 1; the weekly term carries its own mean-one correction,
+so the aggregate gamma stays centred near 1 (holidays aside, by design) without a data-driven
+rescale (which would break shard invariance). The group's country is where most of the merchant's
+sites in that zone are (ties: the smallest ISO code).
 
 Mode `scalar` is the upstream baseline kept as a negative control: one sigma for every row, no
 regimes, no jitter, no tz multiplier, no weekly term. The harness must fail its B+ tail.
 
 RNG layout (stream `2B.S3.day_effects`, counter_hi = merchant_id always):
-  * row draws:       counter_lo = day_index * n_groups + group_index   (one block per row, Z from
-                     Box-Muller on the block), always < D * n_groups < 2^63;
-  * merchant draws:  counter_lo = 2^63 + slot (top bit reserved). Slot 0's block gives u0 (regime
-                     choice) and u1 (sigma jitter). Row counters never set the top bit (checked), so
-                     merchant-level and row-level draws can never share a counter, and each row's Z is
-                     recomputable from the counters it records.
+  * row draws:       counter_lo = day_index * n_groups + group_index: the group's own innovation e of
+                     Y on that day (one block, Box-Muller), always < 2^62 (checked);
+  * merchant-day:    counter_lo = 2^62 + day_index: the innovation of the shared shock X;
+  * merchant draws:  counter_lo = 2^63 + slot. Slot 0's block gives u0 (regime choice) and u1
+                     (sigma jitter); slot 1's block the normal eta of the dispersion factor.
+The three regions never meet, and a row's Z is recomputable from the counters it records and the
+counters of the same merchant's earlier days.
 """
 
 from __future__ import annotations
@@ -34,7 +47,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import polars as pl
 
-from engine.calendar import day_range
+from engine.calendar import (
+    NOON_QUARTER,
+    day_range,
+    epoch_day,
+    holiday_effects,
+    holiday_table,
+    local_days,
+    tz_offsets,
+    weekday_of,
+    weekday_role_shift,
+)
 from engine.errors import EngineError
 from engine.rng import STREAM_S3, Stream
 from engine.shards import merge_reports, run_whole
@@ -47,7 +70,8 @@ DATASET = "s3_day_effects"
 POLICY = "day_effect_policy_v1"
 # Top bit of counter_lo: reserved for merchant-level draws (see module docstring).
 MERCHANT_SLOT_BASE = np.uint64(1 << 63)
-_ROW_COUNTER_LIMIT = 1 << 63
+SHARED_DAY_BASE = np.uint64(1 << 62)  # the merchant-wide shock's innovations: 2^62 + day_index
+_ROW_COUNTER_LIMIT = 1 << 62
 
 _COLUMNS = (
     "merchant_id", "utc_day", "tz_group_id", "gamma", "log_gamma", "sigma_gamma", "weekly_amp",
@@ -154,50 +178,41 @@ def check_policy(policies: dict) -> None:
 # --------------------------------------------------------------------------- weekly component
 
 
-@lru_cache(maxsize=4096)
-def _utc_offsets_hours(tzid: str, first_day: str, n_days: int) -> tuple[float, ...]:
-    """UTC offset (hours) of `tzid` at 12:00 UTC of each day: once per (tzid, grid), never per row.
-
-    Noon UTC is used because DST switches happen around local night; the offset then tells where
-    local midnight falls inside the UTC day to within the one hour of a switch day.
-    """
-    try:
-        zone = ZoneInfo(tzid)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise EngineError("site_timezones", f"tzid={tzid!r}", "not a known IANA time zone") from None
-    start = dt.datetime.fromisoformat(first_day).replace(hour=12, tzinfo=dt.timezone.utc)
-    return tuple(
-        (start + dt.timedelta(days=i)).astimezone(zone).utcoffset().total_seconds() / 3600.0
-        for i in range(n_days)
-    )
-
-
-def _weekly_table(tz_names, days, shift_by_tz, seg_of_pair, tz_of_pair, amp_by_seg, shapes_by_seg) -> np.ndarray:
+def _weekly_table(offsets_noon, tz_of_pair, shift_of_pair, seg_of_pair, utc_wd, amp_by_seg, shapes_by_seg) -> np.ndarray:
     """Weekly log-effect per (merchant x group pair, day), on the group's LOCAL weekday(s).
 
     A UTC day overlaps two local days: with offset o > 0 the local clock passes midnight o hours
     before the UTC day ends, so the day is (24 - o)/24 the local weekday w and o/24 the next one;
-    with o < 0 it is |o|/24 the previous local day and the rest w. Groups of one merchant in
-    different offsets (or with a Fri/Sat weekend, `shift`) therefore see different weekly terms,
-    which is what lets the cycle survive S4's renormalisation across groups.
-    Mean-one correction: subtract ln(mean_k exp(amp * shape_k)) so the weekly factor averages ~1
-    over a week. Computed per (segment, tz, day), i.e. a few hundred thousand cells at most, then
-    gathered per pair; rows only index into the result.
+    with o < 0 it is |o|/24 the previous local day and the rest w. The profile is written for a
+    Saturday/Sunday weekend; a country with another weekend rotates it (`shift`, from
+    engine.calendar, the same rotation the roster applies). Groups of one merchant in different
+    offsets or countries therefore see different weekly terms, which is what lets the cycle survive
+    S4's renormalisation across groups. Mean-one correction: subtract ln(mean_k exp(amp * shape_k)).
+    Offsets are per (tz, day), gathered per pair: rows only index into the result.
     """
-    n_days = len(days)
-    offsets = np.array([_utc_offsets_hours(t, days[0], n_days) for t in tz_names], dtype=np.float64)
-    offsets = offsets.reshape(len(tz_names), n_days)
-    frac_next = np.clip(offsets, 0, 24) / 24.0
-    frac_prev = np.clip(-offsets, 0, 24) / 24.0
+    hours = offsets_noon[tz_of_pair] / 3600.0  # (pairs, days)
+    frac_next = np.clip(hours, 0, 24) / 24.0
+    frac_prev = np.clip(-hours, 0, 24) / 24.0
     frac_same = 1.0 - frac_next - frac_prev
-    utc_wd = np.array([dt.date.fromisoformat(d).weekday() for d in days], dtype=np.int64)
-    wd = (utc_wd[None, :] + shift_by_tz[:, None]) % 7  # local weekday at UTC midnight, (tz, day)
-    # (segment, tz, day): blend of the profile over the local days the UTC day covers
-    blended = (frac_prev * shapes_by_seg[:, (wd - 1) % 7] + frac_same * shapes_by_seg[:, wd]
-               + frac_next * shapes_by_seg[:, (wd + 1) % 7])
+    wd = (utc_wd[None, :] + shift_of_pair[:, None]) % 7  # role weekday at UTC midnight, (pairs, days)
+    shapes = shapes_by_seg[seg_of_pair]  # (pairs, 7)
+    rows = np.arange(len(seg_of_pair))[:, None]
+    blended = (frac_prev * shapes[rows, (wd - 1) % 7] + frac_same * shapes[rows, wd]
+               + frac_next * shapes[rows, (wd + 1) % 7])
     correction = np.log(np.mean(np.exp(amp_by_seg[:, None] * shapes_by_seg), axis=1))
-    table = amp_by_seg[:, None, None] * blended - correction[:, None, None]
-    return table[seg_of_pair, tz_of_pair]  # (pairs, days)
+    return amp_by_seg[seg_of_pair][:, None] * blended - correction[seg_of_pair][:, None]
+
+
+def _ar1(innovations: np.ndarray, rho: float) -> np.ndarray:
+    """Stationary unit-variance AR(1) along axis 1 from standard normal innovations (X_0 = e_0)."""
+    out = np.empty_like(innovations)
+    if innovations.shape[1] == 0:
+        return out
+    scale = np.sqrt(1.0 - rho * rho)
+    out[:, 0] = innovations[:, 0]
+    for d in range(1, innovations.shape[1]):  # a loop over days, vectorised over every series
+        out[:, d] = rho * out[:, d - 1] + scale * innovations[:, d]
+    return out
 
 
 # --------------------------------------------------------------------------- the state
@@ -210,8 +225,10 @@ def _topology(merchants: pl.DataFrame, site_timezones: pl.DataFrame):
     mids = merchants["merchant_id"]
     if mids.is_duplicated().any():
         raise EngineError("merchants", "merchant_id", "duplicate merchant_id")
-    pairs = (site_timezones.select("merchant_id", "tzid").unique()
-             .sort(["merchant_id", "tzid"])
+    # a group's country: where most of the merchant's sites in that zone are (ties: smallest ISO)
+    pairs = (site_timezones.group_by("merchant_id", "tzid", "legal_country_iso").len()
+             .sort(["merchant_id", "tzid", "len", "legal_country_iso"], descending=[False, False, True, False])
+             .group_by("merchant_id", "tzid", maintain_order=True).agg(pl.col("legal_country_iso").first().alias("country"))
              .join(merchants.select("merchant_id", "merchant_class"), on="merchant_id", how="left",
                    maintain_order="left"))
     missing = pairs.filter(pl.col("merchant_class").is_null())
@@ -253,7 +270,7 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     classes = per_merchant["merchant_class"].to_list()
     n_merchants = len(mid)
     if n_merchants and int(n_groups.max()) * n_days >= _ROW_COUNTER_LIMIT:
-        raise EngineError(DATASET, "rng_counter_lo", "row counters would reach the reserved top bit")
+        raise EngineError(DATASET, "rng_counter_lo", "row counters would reach the merchant-day region (2^62)")
 
     # Pair level (merchant x group): index helpers.
     pair_offset = np.concatenate(([0], np.cumsum(n_groups)[:-1])).astype(np.int64)
@@ -278,7 +295,8 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     counter_hi = mid[row_m]
 
     stream = Stream(ctx.draws_of, ctx.seed, STREAM_S3)
-    z = stream.normals(counter_hi, counter_lo)
+    e_row = stream.normals(counter_hi, counter_lo)  # the group's own innovation of each row
+    cell = row_pair * n_days + row_day
 
     seg_names = sorted(set(classes))
     seg_index = {s: i for i, s in enumerate(seg_names)}
@@ -293,6 +311,8 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
         source_pair = ["scalar"] * len(pair_merchant)
         amp_merchant = np.zeros(n_merchants)
         weekly_pair_day = np.zeros((len(pair_merchant), n_days))
+        z = e_row  # i.i.d. days: the upstream baseline
+        holidays_hit = 0
     else:
         v2 = policy["sigma_gamma_policy_v2"]
         clip = v2["gamma_clip"]
@@ -308,15 +328,35 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
         shapes = np.stack([_normalised_shape(shapes_cfg.get(s, shapes_cfg["default"]),
                                              f"/sigma_gamma_policy_v2/weekly_shape_by_segment/{s}")
                            for s in seg_names]) if seg_names else np.zeros((0, 7))
-        shift_cfg = v2.get("weekend_shift_days_by_tzid", {})
-        shift_by_tz = np.array([int(shift_cfg.get(t, 0)) for t in tz_names], dtype=np.int64)
+        first = epoch_day(days[0])
+        epoch_days = first + np.arange(n_days, dtype=np.int64)
+        offsets_noon = tz_offsets(tz_names, first, n_days)[:, :, NOON_QUARTER]  # (tz, day) seconds
+        countries, country_of_pair = np.unique(pairs["country"].to_numpy().astype(str), return_inverse=True)
+        shift_of_country = np.array([weekday_role_shift(c) for c in countries], dtype=np.int64)
+        seg_of_pair = seg_of_merchant[pair_merchant]
         amp_merchant = amp_seg[seg_of_merchant] if n_merchants else np.zeros(0)
-        weekly_pair_day = (_weekly_table(tz_names, days, shift_by_tz, seg_of_merchant[pair_merchant], tz_of_pair,
-                                         amp_seg, shapes) if n_rows else np.zeros((0, n_days)))
+        weekly_pair_day = (_weekly_table(offsets_noon, tz_of_pair, shift_of_country[country_of_pair], seg_of_pair,
+                                         weekday_of(epoch_days), amp_seg, shapes) if n_rows else np.zeros((0, n_days)))
+        # public holidays of the group's country on the local date at 12:00 UTC of each UTC day
+        hol = holiday_table(countries.tolist(), first, n_days)
+        local_index = local_days(offsets_noon, epoch_days[None, :]) - (first - 1)  # (tz, day) into hol
+        on_holiday = hol[country_of_pair[:, None], local_index[tz_of_pair]] if n_rows else np.zeros((0, n_days), bool)
+        hol_effect = _table_lookup(holiday_effects(policy), seg_names, "/sigma_gamma_policy_v2/holidays/log_effect_by_segment")
+        weekly_pair_day = weekly_pair_day + np.where(on_holiday, hol_effect[seg_of_pair][:, None], 0.0)
+        holidays_hit = int(on_holiday.sum())
+        # memory: stationary AR(1) per group plus a merchant-wide AR(1) shock (module docstring)
+        rho, w = float(v2["persistence"]["ar1"]), float(v2["persistence"]["shared_share"])
+        own = np.empty(len(pair_merchant) * n_days)
+        own[cell] = e_row
+        own = _ar1(own.reshape(len(pair_merchant), n_days), rho)
+        day_idx = np.arange(n_days, dtype=np.uint64)
+        shared = _ar1(stream.normals(np.repeat(mid, n_days), np.tile(SHARED_DAY_BASE + day_idx, n_merchants))
+                      .reshape(n_merchants, n_days), rho)
+        z_pair_day = np.sqrt(w) * shared[pair_merchant] + np.sqrt(1.0 - w) * own
+        z = z_pair_day.ravel()[cell]
 
-    # log_gamma = (-sigma^2/2 + weekly) + sigma Z; the bracket depends on (pair, day) only.
+    # log_gamma = (-sigma^2/2 + weekly + holiday) + sigma Z; the bracket depends on (pair, day) only.
     drift = (-0.5 * sigma_pair * sigma_pair)[:, None] + weekly_pair_day
-    cell = row_pair * n_days + row_day
     sigma = sigma_pair[row_pair]
     log_gamma = drift.ravel()[cell] + sigma * z
     gamma = np.exp(log_gamma)
@@ -351,6 +391,7 @@ def run_shard(inputs: dict, policies: dict, ctx) -> dict:
         "clipped_low": n_low,
         "clipped_high": n_high,
         "sigma_clamped_pairs": int(sum(1 for s in source_pair if "|clamp:" in s)),
+        "holiday_cells": holidays_hit,
     }
     return {DATASET: df, "_part": report}
 
@@ -373,8 +414,12 @@ def _resolve_sigma(v2, stream, mid, classes, seg_of_merchant, pair_merchant, tz_
         _fail("/sigma_gamma_policy_v2/sigma_multiplier_by_tz_group", "multipliers must be > 0")
     tz_label = [f"tz:{t}" if t in overrides else f"region:{r}" for t, r in zip(tz_names, regions)]
 
-    # One merchant-level block at the reserved slot: u0 picks the regime, u1 the jitter.
+    # One merchant-level block at the reserved slot: u0 picks the regime, u1 the jitter; slot 1's
+    # block gives the dispersion normal.
     u_regime, u_jitter = stream.uniform_pairs(mid, np.full(len(mid), MERCHANT_SLOT_BASE, dtype=np.uint64))
+    eta = stream.normals(mid, np.full(len(mid), MERCHANT_SLOT_BASE + np.uint64(1), dtype=np.uint64))
+    spread = float(v2["volatility_dispersion"]["sigma"])
+    dispersion = np.exp(spread * eta - 0.5 * spread * spread)
     regimes = v2["regimes"]
     cum = np.cumsum([r["share"] for r in regimes])
     regime_of_merchant = np.minimum(np.searchsorted(cum, u_regime, side="right"), len(regimes) - 1)
@@ -383,7 +428,8 @@ def _resolve_sigma(v2, stream, mid, classes, seg_of_merchant, pair_merchant, tz_
     jitter = 1.0 + amp * (2.0 * u_jitter - 1.0)  # bounded in [1 - amp, 1 + amp]
 
     pm = pair_merchant
-    raw = (base_seg[seg_of_merchant[pm]] * mult_tz[tz_of_pair] * regime_mult[regime_of_merchant[pm]] * jitter[pm])
+    raw = (base_seg[seg_of_merchant[pm]] * mult_tz[tz_of_pair] * regime_mult[regime_of_merchant[pm]] * jitter[pm]
+           * dispersion[pm])
     lo, hi = float(v2["sigma_min"]), float(v2["sigma_max"])
     sigma = np.clip(raw, lo, hi)
 

@@ -2,8 +2,15 @@
 
 Law (STATES.md, "S5 router"; ARCHITECTURE.md, "RNG law"):
 - k = arrival_seq = the arrival's 0-based ordinal among its merchant's arrivals in roster order.
-- Group pick: u1 = uniform at counter (merchant_id, 2k) of stream `2B.S5.routing`, alias decode
-  over the S4 mix p_group of (merchant, utc_day), groups in tzid order.
+- Group pick (local-time coherence, amended 2026-11-30): u1 = uniform at counter (merchant_id, 2k) of
+  stream `2B.S5.routing`, inverse CDF over the merchant-day's groups in tzid order with
+      P(g | arrival i) = p_g c_g a_g(q_i) / sum_h p_h c_h a_h(q_i),
+  p_g the S4 mix of (merchant, utc_day), a_g(q) the merchant class's intraday activity in group g's
+  LOCAL time at the arrival's UTC quarter hour q (the roster's law, `roster.quarter_activity`), and
+  c_g > 0 the scaling (iterative proportional fitting) that makes the day's expected shares exactly
+  the S4 mix: the mean over the day's arrivals of P(g | i) equals p_g for every group. So a site far
+  from the merchant's home takes its traffic in its own daytime, and each merchant-day's expected
+  group shares stay p_group (the S4 contract), whatever the roster's times (built or a user's).
 - Site pick: u2 = uniform at (merchant_id, 2k + 1), alias decode over the merchant's S1 weights
   restricted to the chosen group (one table per (merchant, group), sites in S1 PK order).
 - Events carry before/after counters: group (m, 2k) -> (m, 2k+1), site (m, 2k+1) -> (m, 2k+2);
@@ -23,15 +30,16 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .. import alias
+from .. import alias, roster
+from ..calendar import tz_offsets
 from ..context import Context
 from ..errors import EngineError
 from ..identity import site_ids
 from ..rng import STREAM_S5, Stream
 from ..shards import merge_reports, merge_traces, run_whole
 
-READS = ("s5_arrival_roster", "s4_group_weights", "s1_site_weights", "site_timezones")
-POLICIES = ("route_rng_policy_v1",)
+READS = ("s5_arrival_roster", "s4_group_weights", "s1_site_weights", "site_timezones", "merchants")
+POLICIES = ("route_rng_policy_v1", "roster_policy_v1")
 WRITES = ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5", "s5_selection_log")
 
 MODULE = "2B.S5.router"
@@ -39,6 +47,9 @@ SUB_GROUP = "alias_pick_group"
 SUB_SITE = "alias_pick_site"
 SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
 MASS_TOL = 1e-9  # sum-to-one tolerance of an S4 merchant-day (STATES.md, S4)
+FIT_TOL = 1e-10  # the proportional fit stops when every group's expected share is p_g within this (relative)
+FIT_MAX_ITER = 1000
+FIT_WAVE = 6  # fitting steps between two cuts of the problem down to its unsettled merchant-days
 DEFAULT_SHARD_MERCHANTS = 4096
 
 
@@ -111,6 +122,17 @@ def blocked_uniforms(stream: Stream, hi: np.ndarray, lo: np.ndarray) -> np.ndarr
     for i in range(0, hi.size, BLOCK):
         out[i:i + BLOCK] = stream.uniforms(hi[i:i + BLOCK], lo[i:i + BLOCK])
     return out
+
+
+def _quarters(timestamps: pl.Series) -> np.ndarray:
+    """UTC quarter hour (0..95) of RFC 3339 timestamps 'YYYY-MM-DDTHH:MM:SS.ffffffZ'."""
+    ts = timestamps.cast(pl.String)
+    hours = ts.str.slice(11, 2).cast(pl.Int64, strict=False)
+    minutes = ts.str.slice(14, 2).cast(pl.Int64, strict=False)
+    q = (hours * 4 + minutes // 15).to_numpy()
+    if (hours.null_count() or minutes.null_count()) or np.any((q < 0) | (q > 95)):
+        raise EngineError("s5_arrival_roster", "utc_timestamp", "not RFC 3339 'YYYY-MM-DDTHH:MM:SS.ffffffZ'")
+    return q.astype(np.int64)
 
 
 def constant_column(name: str, value, n: int, dtype) -> pl.Series:
@@ -228,11 +250,161 @@ class _Mixes:
         return f"merchant_id={merchants[m]}, utc_day={_day_text(d + self.day_min)}"
 
 
+class _Activity:
+    """The intraday law per (merchant, tz group, day, UTC quarter): the merchant class's profile in
+    the group's local time (roster_policy_v1, `roster.quarter_activity`)."""
+
+    def __init__(self, roster_policy: dict, merchants_table: pl.DataFrame, merchants: np.ndarray, tz_cats: pl.Series,
+                 mixes: _Mixes):
+        facts = pl.DataFrame({"merchant_id": pl.Series(merchants, dtype=pl.UInt64)}).join(
+            merchants_table.select(pl.col("merchant_id").cast(pl.UInt64), pl.col("merchant_class").cast(pl.String)),
+            on="merchant_id", how="left", maintain_order="left")
+        if facts["merchant_class"].null_count():
+            r = int(facts["merchant_class"].is_null().arg_max())
+            raise EngineError("merchants", f"merchant_id={merchants[r]}", "merchant of s1_site_weights has no merchants row")
+        classes = facts["merchant_class"].to_list()
+        profile_of_class, _, _, intraday, _ = roster.profiles(roster_policy, sorted(set(classes)))
+        self.profile = np.array([profile_of_class[c] for c in classes], dtype=np.int64)
+        offsets = tz_offsets(tz_cats.to_list(), mixes.day_min, mixes.span)
+        self.shares, self.pattern_of, self.n_patterns = roster.quarter_activity(offsets, intraday)
+        self.local_time = True
+
+
+def _fit_scales(p_e, a_e, group_e, arrival_e, p_group, seg_of_group, group_start, arrivals_of_group):
+    """c per group (dense numbering): for every merchant-day, the mean over its arrivals of
+    P(g | i) equals p_g.
+
+    Iterative proportional fitting, one scaling per group: c_g <- c_g p_g / E_g. Each merchant-day
+    stops on its own (all its groups within FIT_TOL), so a value never depends on which other
+    merchant-days share the shard, and every sum runs in arrival order inside one merchant-day.
+    Most merchant-days settle in a few steps and a few take many (groups whose local profiles
+    nearly coincide), so the work runs in waves: a few steps on every unsettled merchant-day, then
+    the problem is cut down to the ones still unsettled."""
+    c = np.ones(p_group.size)
+    iterations = np.zeros(group_start.size, dtype=np.int64)
+    seg_of_entry = seg_of_group[group_e]
+    segs = np.arange(group_start.size)  # unsettled merchant-days, as indices into the full problem
+    entries = np.arange(p_e.size)
+    groups = np.arange(p_group.size)
+    remap = np.empty(p_group.size, dtype=np.int64)  # full group index -> index in the current sub-problem
+    alive = np.ones(group_start.size, dtype=bool)
+    while segs.size and iterations.max() < FIT_MAX_ITER:
+        remap[groups] = np.arange(groups.size)
+        g_local = remap[group_e[entries]]
+        arrival = arrival_e[entries]
+        new_arrival = np.r_[True, arrival[1:] != arrival[:-1]]
+        starts = np.flatnonzero(new_arrival)
+        arrival_local = np.cumsum(new_arrival) - 1
+        pe, ae = p_e[entries], a_e[entries]
+        pg, ag = p_group[groups], arrivals_of_group[groups]
+        seg_local = np.cumsum(np.r_[True, seg_of_group[groups][1:] != seg_of_group[groups][:-1]]) - 1
+        gstart = np.flatnonzero(np.r_[True, seg_local[1:] != seg_local[:-1]])
+        cl = c[groups]
+        active = np.ones(segs.size, dtype=bool)
+        for _ in range(FIT_WAVE):
+            num = pe * cl[g_local] * ae
+            prob = num / np.add.reduceat(num, starts)[arrival_local]
+            expected = np.bincount(g_local, weights=prob, minlength=groups.size) / ag
+            ratio = pg / expected
+            step = active & (np.maximum.reduceat(np.abs(ratio - 1.0), gstart) > FIT_TOL)
+            if not step.any():
+                active = step
+                break
+            cl *= np.where(step[seg_local], ratio, 1.0)
+            iterations[segs] += step
+            active = step
+        c[groups] = cl
+        alive[segs[~active]] = False
+        segs = segs[active]
+        entries = entries[alive[seg_of_entry[entries]]]
+        groups = groups[alive[seg_of_group[groups]]]
+    return c, int(segs.size), int(iterations.max()) if iterations.size else 0
+
+
+def _pick_groups(seg, quarter, day_off, midx, u, mixes: _Mixes, act: _Activity):
+    """S4 row of each arrival's group: inverse CDF of P(g | i) (module docstring) over the
+    merchant-day's groups in tzid order. Returns (rows, merchant-days not converged, iterations).
+
+    Groups of one merchant-day whose zones keep the same clock that day (Paris and Berlin) have the
+    same activity at every instant, so the fit runs over those blocks of groups (their p summed) and
+    a group's probability is its block's times its share of the block: P(g | i) = p_g c_b a_b(q_i) /
+    sum_b' p_b' c_b' a_b'(q_i). A merchant-day with one block needs no fit (c = 1: P(g | i) = p_g)."""
+    n_g = (mixes.offsets[seg + 1] - mixes.offsets[seg]).astype(np.int64)
+    out = mixes.offsets[seg].astype(np.int64).copy()
+    multi = np.flatnonzero(n_g > 1)
+    if multi.size == 0:
+        return out, 0, 0
+    c_row = np.ones(mixes.p.size)  # the fitted scale of each S4 row's block (1: no fit needed)
+    # -- blocks: (merchant-day, clock pattern) among the merchant-days of these arrivals
+    segs, seg_inv = np.unique(seg[multi], return_inverse=True)
+    seg_day = (mixes.md_keys[segs] % mixes.span).astype(np.int64)
+    groups_per_seg = (mixes.offsets[segs + 1] - mixes.offsets[segs]).astype(np.int64)
+    seg_of_row = np.repeat(np.arange(segs.size), groups_per_seg)
+    rows = np.repeat(mixes.offsets[segs], groups_per_seg) + (np.arange(seg_of_row.size)
+                                                            - np.repeat(np.cumsum(groups_per_seg) - groups_per_seg, groups_per_seg))
+    pattern_row = act.pattern_of[mixes.tzc[rows], seg_day[seg_of_row]]
+    blocks, block_of_row = np.unique(seg_of_row * act.n_patterns + pattern_row, return_inverse=True)
+    seg_of_block, pattern_block = blocks // act.n_patterns, blocks % act.n_patterns
+    blocks_per_seg = np.bincount(seg_of_block, minlength=segs.size)
+    fitted = blocks_per_seg[seg_of_block] > 1
+    unconverged = iterations = 0
+    if fitted.any():
+        # entries: every (arrival, block of its merchant-day) of merchant-days with two blocks or more
+        arrivals = np.flatnonzero(blocks_per_seg[seg_inv] > 1)  # into multi
+        counts = blocks_per_seg[seg_inv[arrivals]]
+        arr = np.repeat(np.arange(arrivals.size), counts)
+        first_block = np.cumsum(blocks_per_seg) - blocks_per_seg
+        block_e = first_block[seg_inv[arrivals]][arr] + (np.arange(arr.size) - np.repeat(np.cumsum(counts) - counts, counts))
+        at = multi[arrivals][arr]
+        a_e = act.shares[act.profile[midx[at]] * act.n_patterns + pattern_block[block_e], quarter[at]]
+        p_block = np.bincount(block_of_row, weights=mixes.p[rows], minlength=blocks.size)
+        # dense numbering of the fitted blocks and their merchant-days
+        fit_blocks = np.flatnonzero(fitted)
+        dense = np.full(blocks.size, -1, dtype=np.int64)
+        dense[fit_blocks] = np.arange(fit_blocks.size)
+        fit_segs, seg_dense = np.unique(seg_of_block[fit_blocks], return_inverse=True)
+        group_start = np.flatnonzero(np.r_[True, seg_dense[1:] != seg_dense[:-1]])
+        arrivals_of_block = np.bincount(seg_inv[arrivals], minlength=segs.size)[seg_of_block[fit_blocks]]
+        c, unconverged, iterations = _fit_scales(p_block[block_e], a_e, dense[block_e], arr, p_block[fit_blocks],
+                                                 seg_dense, group_start, arrivals_of_block)
+        c_block = np.ones(blocks.size)
+        c_block[fit_blocks] = c
+        c_row[rows] = c_block[block_of_row]
+    # -- inverse CDF over each arrival's groups in tzid order, a running sum per arrival (two passes:
+    # the total, then the first group whose partial sum exceeds u x total)
+    counts = n_g[multi]
+    base = mixes.offsets[seg[multi]].astype(np.int64)
+    prof = act.profile[midx[multi]] * act.n_patterns
+    day_m, q_m = day_off[multi], quarter[multi]
+
+    def weight(k: int, has: np.ndarray) -> np.ndarray:
+        row = base[has] + k
+        return mixes.p[row] * c_row[row] * act.shares[prof[has] + act.pattern_of[mixes.tzc[row], day_m[has]], q_m[has]]
+
+    total = np.zeros(multi.size)
+    for k in range(int(counts.max())):
+        has = np.flatnonzero(counts > k)
+        total[has] += weight(k, has)
+    target = u[multi] * total
+    cum = np.zeros(multi.size)
+    chosen = counts - 1  # u x total reaches no partial sum before the last: the last group
+    open_ = np.ones(multi.size, dtype=bool)
+    for k in range(int(counts.max()) - 1):
+        has = np.flatnonzero((counts > k) & open_)
+        cum[has] += weight(k, has)
+        hit = has[target[has] < cum[has]]
+        chosen[hit] = k
+        open_[hit] = False
+    out[multi] = base + chosen
+    return out, unconverged, iterations
+
+
 # --------------------------------------------------------------------------------------------
 # routing
 
 
-def _route_shard(m0: int, m1: int, midx, mid, seq, day, mixes: _Mixes, sites: _Sites, stream: Stream):
+def _route_shard(m0: int, m1: int, midx, mid, seq, day, quarter, mixes: _Mixes, sites: _Sites, act: _Activity,
+                 stream: Stream):
     """Group and site picks for one merchant shard; returns (S4 row, site row) per arrival."""
     # merchant-day segment of each arrival; days outside S4's grid map to "missing"
     md_table = _dense_lookup(mixes.md_keys, m0 * mixes.span, m1 * mixes.span)
@@ -245,6 +417,12 @@ def _route_shard(m0: int, m1: int, midx, mid, seq, day, mixes: _Mixes, sites: _S
                           "arrival has no S4 group mix for its merchant-day")
 
     site_table = _dense_lookup(sites.seg_keys, m0 * sites.n_tz, m1 * sites.n_tz)
+    u1 = blocked_uniforms(stream, mid, seq * np.uint64(2))
+    if act.local_time:
+        groups, unconverged, iterations = _pick_groups(seg, quarter, off, midx, u1, mixes, act)
+    else:  # the day's mix alone, whatever the hour (the old law: T-S5-01's negative control)
+        groups = mixes.offsets[seg] + alias.sample_many(mixes.q, mixes.alias, mixes.offsets, seg, u1)
+        unconverged = iterations = 0
     s4_row = np.empty(mid.size, dtype=np.int64)
     site_row = np.empty(mid.size, dtype=np.int64)
     # Blocks of arrivals keep the Philox and alias-decode temporaries in cache (see
@@ -252,12 +430,12 @@ def _route_shard(m0: int, m1: int, midx, mid, seq, day, mixes: _Mixes, sites: _S
     for b0 in range(0, mid.size, BLOCK):
         b = slice(b0, b0 + BLOCK)
         m, lo = mid[b], seq[b] * np.uint64(2)
-        g = mixes.offsets[seg[b]] + alias.sample_many(mixes.q, mixes.alias, mixes.offsets, seg[b], stream.uniforms(m, lo))
+        g = groups[b]
         site_seg = site_table[(midx[b] - m0) * sites.n_tz + mixes.tzc[g]]
         u2 = stream.uniforms(m, lo + np.uint64(1))
         site_row[b] = sites.offsets[site_seg] + alias.sample_many(sites.q, sites.alias, sites.offsets, site_seg, u2)
         s4_row[b] = g
-    return s4_row, site_row
+    return s4_row, site_row, unconverged, iterations
 
 
 def _trace_row(label: str, mid: np.ndarray, lo_first: int, lo_last: int) -> dict:
@@ -285,7 +463,8 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
 
 def finish(inputs: dict, policies: dict, ctx: Context, parts: list[dict]) -> dict:
     return {"rng_trace_s5": merge_traces([p["trace"] for p in parts]),
-            "_report": merge_reports([p["report"] for p in parts], same=("shard_merchants",))}
+            "_report": merge_reports([p["report"] for p in parts], same=("shard_merchants",),
+                                     maxed=("local_time_fit_iterations",))}
 
 
 def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFrame]:
@@ -300,6 +479,8 @@ def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFr
     tz_cats = pl.concat([tz["tzid"].cast(pl.String), s4["tz_group_id"].cast(pl.String)]).unique().sort()
     sites = _Sites(s1, tz, merchants, tz_cats)
     mixes = _Mixes(s4, merchants, tz_cats, sites)
+    act = _Activity(policies["roster_policy_v1"].data, inputs["merchants"], merchants, tz_cats, mixes)
+    act.local_time = policy.get("group_choice", "local_time") == "local_time"
 
     # Dense merchant index of each arrival (hash join: far cheaper than a binary search per row).
     n = roster.height
@@ -324,16 +505,19 @@ def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFr
     mid = merchants[midx]
     day_run = day_run[order]
     day = run_day[day_run]
+    quarter = _quarters(roster["utc_timestamp"])[order]
 
     stream = Stream(ctx.draws_of, ctx.seed, STREAM_S5)
-    s4_rows, site_rows, shards = [], [], 0
+    s4_rows, site_rows, shards, unconverged, iterations = [], [], 0, 0, 0
     for m0 in range(0, merchants.size, shard_merchants):
         m1 = min(m0 + shard_merchants, merchants.size)
         a0, a1 = int(first[m0]), int(first[m1])
         if a0 == a1:
             continue
         shards += 1
-        g, s = _route_shard(m0, m1, midx[a0:a1], mid[a0:a1], seq[a0:a1], day[a0:a1], mixes, sites, stream)
+        g, s, u_n, it = _route_shard(m0, m1, midx[a0:a1], mid[a0:a1], seq[a0:a1], day[a0:a1], quarter[a0:a1],
+                                     mixes, sites, act, stream)
+        unconverged, iterations = unconverged + u_n, max(iterations, it)
         s4_rows.append(g)
         site_rows.append(s)
     s4_row = np.concatenate(s4_rows) if s4_rows else np.zeros(0, dtype=np.int64)
@@ -376,5 +560,6 @@ def run_shard(inputs: dict, policies: dict, ctx: Context) -> dict[str, pl.DataFr
         ])
     out["_part"] = {"trace": trace, "report": {
         "arrivals": n, "shards": shards, "shard_merchants": shard_merchants,
-        "group_tables": int(mixes.md_keys.size), "site_tables": int(sites.seg_keys.size)}}
+        "group_tables": int(mixes.md_keys.size), "site_tables": int(sites.seg_keys.size),
+        "local_time_fit_unconverged": unconverged, "local_time_fit_iterations": iterations}}
     return out
