@@ -213,13 +213,25 @@ def plot_problems(found: dict, n_pngs: int) -> list[str]:
     return problems
 
 
+def expected_heading(pack: Path) -> str:
+    """The heading the pack's record calls for: a lane's verdict, or a sweep's best honest point."""
+    lane = pack / "certification_record.json"
+    if lane.is_file():
+        return json.loads(lane.read_text(encoding="utf-8"))["verdict"]
+    sweep = pack / "sweep_record.json"
+    if sweep.is_file():
+        best = json.loads(sweep.read_text(encoding="utf-8")).get("best_honest")
+        return f"Best honest candidate: {best}" if best else "No honest candidate"
+    raise CheckFailed(f"{pack} holds neither certification_record.json nor sweep_record.json")
+
+
 def check_page(chromium: str, pack: Path, work: Path, screenshot: Path | None = None) -> dict:
     """Every assertion on `pack/report.html`; raises CheckFailed naming each problem."""
     pack = Path(pack)
     page = pack / "report.html"
-    record = json.loads((pack / "certification_record.json").read_text(encoding="utf-8"))
     if not page.is_file():
         raise CheckFailed(f"no report.html in {pack}")
+    expected = expected_heading(pack)
     facts: dict = {"page_bytes": page.stat().st_size}
     problems = []
 
@@ -242,16 +254,16 @@ def check_page(chromium: str, pack: Path, work: Path, screenshot: Path | None = 
     dom = run_chromium(chromium, ["--dump-dom", page.resolve().as_uri()]).stdout
     m = re.search(r'<span class="verdict-text">([^<]*)</span>', dom)
     facts["dom_verdict"] = m.group(1) if m else None
-    if facts["dom_verdict"] != record["verdict"]:
-        problems.append(f"verdict in the DOM is {facts['dom_verdict']!r}, the record says {record['verdict']!r}")
+    if facts["dom_verdict"] != expected:
+        problems.append(f"verdict in the DOM is {facts['dom_verdict']!r}, the record says {expected!r}")
 
     found = inspect_page(chromium, page, work)
     n_pngs = len(list((pack / "plots").glob("*.png"))) if (pack / "plots").is_dir() else 0
     facts.update(images_decoded=sum(i["ok"] for i in found["imgs"] + found["css_images"]), pngs=n_pngs,
                  plot_elements=len(found["plots"]), details=found["details"], sections=found["sections"])
     problems += plot_problems(found, n_pngs)
-    if found["verdict"] != record["verdict"]:
-        problems.append(f"verdict heading reads {found['verdict']!r} after load, the record says {record['verdict']!r}")
+    if found["verdict"] != expected:
+        problems.append(f"verdict heading reads {found['verdict']!r} after load, the record says {expected!r}")
     if found["scripts"]:
         problems.append(f"the page carries {found['scripts']} script(s); it must work with JavaScript off")
     if problems:

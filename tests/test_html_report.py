@@ -398,3 +398,34 @@ def test_cli_lanes_write_page_and_summary_and_append_to_the_summary_file(cli_lan
     assert f'<span class="verdict-text">{second["verdict"]}</span>' in page
     assert fmt(second["runtime"]["lane_wall_seconds_with_evidence"]) in page  # rendered from the final record
     assert render_lane_html(second, load_plots(packs[1] / "plots")) == page
+
+
+# --------------------------------------------------------------------------------------------
+# the sweep page
+
+
+def test_sweep_page_ranks_points_shows_gate_tables_and_plots(tmp_path):
+    from certification.html import write_sweep_html
+    from certification.sweep_report import write_plots
+
+    knob = "group_mix_regularizer_v1:/power/tau"
+    points = []
+    for name, tau, value, band in (("baseline", None, 0.88, "FAIL"), ("p001", 0.8, 0.81, "B"), ("p002", 0.6, 0.75, "B+")):
+        points.append({"name": name, "settings": {} if tau is None else {knob: tau}, "verdict": "FAIL_REALISM",
+                       "structural_failures": 1 if name == "p002" else 0, "seconds": 1.25,
+                       "per_seed": {"42": {"T-S4-01": {"band": band, "values": {"s4_max_p_median": value},
+                                                       "attribution": HOSTILE if name == "p001" else None}}},
+                       "stages": {"42": {"S4": "ran", "S1": "reused"}}})
+    record = {"lane": "fast", "knobs": [{"label": knob, "values": [0.8, 0.6]}], "replay": False, "points": points,
+              "ranking": ["p001", "baseline", "p002"], "best_honest": "p001",
+              "thresholds": {"T-S4-01": POLICY["realism_gates"]["T-S4-01"]}, "wall_seconds": 9.5}
+    write_json(tmp_path / "sweep_record.json", record)
+    assert write_plots(tmp_path / "plots", record) == ["T-S4-01_s4_max_p_median.png"]
+    page = write_sweep_html(tmp_path).read_text()
+    assert '<span class="verdict-text">Best honest candidate: p001</span>' in page
+    ranking = page[page.index('<section id="ranking">'):page.index('<section id="gates">')]
+    assert ranking.index(">p001<") < ranking.index(">baseline<") < ranking.index(">p002<")
+    assert "B 0.81" in page and "B+ 0.75" in page and "FAIL 0.88" in page
+    assert "&lt;script&gt;" in page and "<script" not in page and "https://" not in page
+    assert len(re.findall(r'url\("data:image/png;base64,', page)) == 1
+    assert write_sweep_html(tmp_path).read_text() == page
