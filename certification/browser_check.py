@@ -3,6 +3,9 @@
     python -m certification.browser_check                 # run the fast lane in a temp folder, check its page
     python -m certification.browser_check --pack DIR      # check an existing pack's page
 
+The lane runs in `--work` (default: a new temp folder); its runs root and the check's scratch files
+are removed at the end, its pack (with `report.png`) stays and its path is printed.
+
 Chromium is Debian's `chromium` package: if no browser is found it is installed with apt-get (as
 root, or through `sudo -n`); without apt-get the check says so in one line and fails. Not part of
 the pytest suite (it needs the browser); `nox -s browser` and `.ci/run` run it.
@@ -305,6 +308,22 @@ def run_fast_lane(work: Path) -> tuple[Path, float]:
     return packs[-1], time.perf_counter() - t
 
 
+SCRATCH = ("runs", "broken", "broken.png", "wrapper.html")  # what the check writes into --work besides evidence/
+
+
+def tidy(work: Path, created: bool) -> None:
+    """Remove the runs root and scratch files (the lane's pack, with report.png, stays); a work
+    folder this run created is removed too once nothing else is left in it."""
+    for name in SCRATCH:
+        entry = work / name
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.exists():
+            entry.unlink()
+    if created and work.is_dir() and not any(work.iterdir()):
+        work.rmdir()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m certification.browser_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", type=Path, default=None, help="check this pack's report.html (default: run the fast lane)")
@@ -312,10 +331,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-control", action="store_true", help="skip the negative control (a broken copy must fail)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="seg2b-browser-"))
     try:
         chromium = find_chromium() or install_chromium()
         version = run_chromium(chromium, ["--version"], timeout=30).stdout.strip() or chromium
-        work = args.work or Path(tempfile.mkdtemp(prefix="seg2b-browser-"))
         work.mkdir(parents=True, exist_ok=True)
         lane_seconds = None
         pack = args.pack
@@ -330,6 +349,8 @@ def main(argv=None) -> int:
     except CheckFailed as exc:
         print(f"browser check: FAILED: {exc}", file=sys.stderr)
         return 1
+    finally:
+        tidy(work, created=args.work is None)
     shot = facts["screenshot"]
     print(f"browser check: passed ({version})")
     print(f"  page: {pack / 'report.html'} ({facts['page_bytes']:,} bytes); verdict {facts['dom_verdict']} in the DOM")
