@@ -1,4 +1,4 @@
-"""Sessions: tests, fast (seed 42), witness (42, 7), certify (42, 7, 101, 202), bench, lint.
+"""Sessions: tests, fast (seed 42), witness (42, 7), certify (42, 7, 101, 202), bench, lint, browser.
 
 Lane sessions accept the CLI's overrides after `--`, e.g.
 `nox -s fast -- --policies DIR --world-policy FILE --runs-root DIR --evidence-root DIR`.
@@ -45,6 +45,15 @@ def bench(session):
     _install(session)
     session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only",
                 "--benchmark-json", "evidence/benchmarks.json", *session.posargs)
+
+
+@nox.session
+def browser(session):
+    """The fast lane's report.html opened in headless Chromium (Debian's package, installed with
+    apt-get when missing): screenshot kept as report.png, verdict in the DOM, every plot decoded,
+    no console message. `-- --pack DIR` checks an existing pack instead."""
+    _install(session)
+    session.run("python", "-m", "certification.browser_check", *session.posargs)
 
 
 @nox.session

@@ -179,10 +179,13 @@ def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
 
 def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None = None,
              evidence_root: Path = Path("evidence"), lock: bool = False, ci: bool = False, quiet: bool = False,
-             seeds: list[int] | None = None, lock_path: Path | None = None, strict: bool = False) -> int:
+             seeds: list[int] | None = None, lock_path: Path | None = None, strict: bool = False,
+             summary_to: Path | None = None) -> int:
     from engine.cli import StageProgress
 
+    from .html import write_lane_html
     from .report import write_pack
+    from .summary import append_summary, write_summary
 
     t0 = time.perf_counter()
     runs_root, evidence_root = Path(runs_root), Path(evidence_root)
@@ -201,6 +204,11 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     suite_rc = suite.wait()
     record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
     write_json(record_path, record)
+    # The page and the CI summary are drawn from the final record, so they show its full runtime.
+    write_lane_html(pack)
+    summary = write_summary(pack, record)
+    if summary_to:
+        append_summary(summary_to, summary.read_text(encoding="utf-8"))
     update_pointers(runs_root, record)
     prune_packs(evidence_root / lane, keep=pack, last_good=record["verdict"] in (G.PASS_B, G.PASS_BPLUS),
                 pointers=read_pointers(runs_root))
@@ -211,6 +219,7 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     if lock:
         write_json(lock_path, lock_from_record(record))
     lines = summary_lines(record, pack, time.perf_counter() - t0)
+    lines.append(f"  page: {pack / 'report.html'}")
     lines.append(f"  gate suite (junit.xml): {'all gates at B or better' if suite_rc == 0 else 'failures recorded'}")
     if ci:
         if not lock_path.exists():

@@ -136,5 +136,8 @@ def write_plots(folder: Path, record: dict) -> list[str]:
 
 
 def write_sweep_pack(pack: Path, record: dict) -> None:
+    from .html import write_sweep_html
+
     plots = write_plots(pack / "plots", record)
     (pack / "sweep_report.md").write_text(render_markdown(record, plots), encoding="utf-8")
+    write_sweep_html(pack)  # from sweep_record.json, which the sweep wrote before calling this

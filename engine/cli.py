@@ -101,7 +101,7 @@ def cmd_certify(args) -> int:
 
     return run_lane(args.lane, runs_root=args.runs_root, policy_dir=_policy_dir(args),
                     evidence_root=args.evidence_root, lock=args.lock, ci=args.ci, quiet=args.quiet,
-                    seeds=args.seeds, strict=args.strict)
+                    seeds=args.seeds, strict=args.strict, summary_to=args.summary_to)
 
 
 def cmd_compare(args) -> int:
@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ci", action="store_true", help="compare with evidence/lock.json and fail on any band change")
     p.add_argument("--seeds", type=_u64, nargs="*", default=None, help="override the lane's seeds (for negative controls)")
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is PASS_B or PASS_BPLUS")
+    p.add_argument("--summary-to", type=Path, default=None, metavar="FILE",
+                   help="append the pack's summary.md to FILE (e.g. \"$GITHUB_STEP_SUMMARY\")")
     _add_common(p)
     p.set_defaults(func=cmd_certify)
 
