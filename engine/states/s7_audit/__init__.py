@@ -65,11 +65,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from .. import alias
-from ..context import Context
-from ..errors import EngineError
-from ..identity import sha256_hex, site_ids
-from ..rng import STREAM_S3
+from ... import alias
+from ...context import Context
+from ...errors import EngineError
+from ...identity import sha256_hex, site_ids
+from ...rng import STREAM_S3
+from .arrays import epoch_days, index_in, index_in_runs, only_in, ordinal_in_runs, sorted_unique, take, unique_counts
 
 READS = (
     "s0_gate_receipt",
@@ -171,78 +172,6 @@ def _num(x) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _lookup(universe: np.ndarray, values: np.ndarray, scattered: bool = False) -> np.ndarray:
-    """Index of each value in a sorted unique universe, -1 where absent.
-
-    A binary search is fast while consecutive probes land near each other; probes scattered over
-    the universe (a roster in time order, hashed ids) miss the cache on every step, and a hash
-    join is then several times faster."""
-    if scattered and len(values) > 4096:
-        table = pl.DataFrame({"v": universe, "i": np.arange(len(universe), dtype=np.int64)})
-        probe = pl.DataFrame({"v": values})
-        return probe.join(table, on="v", how="left", maintain_order="left")["i"].fill_null(-1).to_numpy()
-    if len(universe) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    idx = np.searchsorted(universe, values)
-    hit = universe[np.minimum(idx, len(universe) - 1)] == values
-    return np.where(hit, idx, -1).astype(np.int64)
-
-
-def _unique(a: np.ndarray) -> np.ndarray:
-    """Sorted distinct values. numpy 2's np.unique hashes integer keys, which is many times slower
-    than sorting them on the key sizes met here; the audit's budget is a second for a million rows."""
-    if len(a) < 2:
-        return a
-    step = a[1:] >= a[:-1]
-    # Columns of tables in key order are already sorted: then only the runs need collapsing.
-    s = a if bool(step.all()) else np.sort(a)
-    return s[np.r_[True, s[1:] != s[:-1]]]
-
-
-def _unique_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = np.sort(a)
-    if not len(s):
-        return s, np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return s[starts], np.diff(np.r_[starts, len(s)])
-
-
-def _only_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distinct values of a that b lacks."""
-    a, b = _unique(a), _unique(b)
-    return a[_lookup(b, a) < 0]
-
-
-def _run_lookup(universe: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """_lookup, but when values come in sorted runs (logs in merchant order) only each run is searched."""
-    if len(values) > 1 and bool((values[1:] >= values[:-1]).all()):
-        starts = np.r_[0, np.flatnonzero(values[1:] != values[:-1]) + 1]
-        counts = np.diff(np.r_[starts, len(values)])
-        return np.repeat(_lookup(universe, values[starts]), counts)
-    return _lookup(universe, values, scattered=True)
-
-
-def _day_codes(days: pl.Series) -> np.ndarray:
-    """Epoch day of each YYYY-MM-DD string, -1 where it is not exactly that form."""
-    if len(days) > 4096 and days.is_sorted():
-        # A column in time order (the roster) holds few long runs: parse one value per run.
-        starts = np.flatnonzero((days != days.shift(1)).fill_null(True).to_numpy())
-        return np.repeat(_day_codes(days.gather(starts)), np.diff(np.r_[starts, len(days)]))
-    parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
-    parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
-    return parsed.fill_null(-1).to_numpy()
-
-
-def _seq_in_runs(sorted_ids: np.ndarray) -> np.ndarray:
-    """0-based ordinal of each row inside its run of equal ids (ids already grouped)."""
-    n = len(sorted_ids)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    starts = np.r_[0, np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1]
-    counts = np.diff(np.r_[starts, n])
-    return (np.arange(n) - np.repeat(starts, counts)).astype(np.uint64)
-
-
 SEQ_BITS = 40  # an event key is (merchant index << 40 | ordinal): room for 2^40 arrivals per merchant
 
 
@@ -300,7 +229,7 @@ def _match(ev_key: np.ndarray, exp_key: np.ndarray, name_ev, name_exp) -> _Match
     if len(ev_key) == len(exp_key) and np.array_equal(ev_key, exp_key):
         return _Match(np.arange(len(ev_key)), True, 0, 0, 0, [], [], [])
     # The log does not line up: find out exactly what differs (only a corrupt log gets here).
-    pos = np.where(ev_key >= 0, _lookup(exp_key, ev_key), -1)
+    pos = np.where(ev_key >= 0, index_in(exp_key, ev_key), -1)
     counts = np.bincount(pos[pos >= 0], minlength=len(exp_key))
     missing, dup = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
     extra = np.flatnonzero(pos < 0)
@@ -351,14 +280,6 @@ def _counter_faults(events: pl.DataFrame, seq_col: str, lo_before_of, n_steps: i
         return ((c["rng_counter_before_hi"] != m) | (c["rng_counter_after_hi"] != m)
                 | (c["rng_counter_before_lo"] != lo) | (c["rng_counter_after_lo"] != lo + np.uint64(n_steps))
                 | (c["draws"] != 1) | (c["blocks"] != 1))
-
-
-def _at(values: np.ndarray, rows: np.ndarray, fill=0) -> np.ndarray:
-    """values[rows] where rows >= 0; a row of -1 (no match, which the caller masks) reads values[0],
-    or fill when values is empty, as it can be in a shard (events of merchants without sites)."""
-    if len(values) == 0:
-        return np.full(len(rows), fill, dtype=values.dtype)
-    return values[np.maximum(rows, 0)]
 
 
 def _duplicate_counters(frames: list[pl.DataFrame]) -> int:
@@ -779,7 +700,7 @@ class _GlobalAudit(_Base):
         bad_a = a >= K[owner]
         for mask, what in ((bad_q, "q outside [1, 2^32 - 1]"), (bad_a, "alias index >= K")):
             if mask.any():
-                problems.append(f"{int(mask.sum())} entries with {what}{_examples(_unique(mids[owner[mask]]))}")
+                problems.append(f"{int(mask.sum())} entries with {what}{_examples(sorted_unique(mids[owner[mask]]))}")
         self.metrics["alias_entries"] = len(q)
         return not problems, "; ".join(problems) or f"{len(mids)} headers [K, {Q_BITS}, 0, 0], {len(q)} entries in range"
 
@@ -807,16 +728,16 @@ class _GlobalAudit(_Base):
     def _c_s2_coverage(self):
         ix = self.need("index")
         s1 = self.need("sites")["s1"]
-        m1, n1 = _unique_counts(s1["merchant_id"].to_numpy())
+        m1, n1 = unique_counts(s1["merchant_id"].to_numpy())
         order = np.argsort(ix["merchant_id"], kind="stable")
         mi, ni = ix["merchant_id"][order], ix["sites"][order]
         problems = []
-        missing, extra = _only_in(m1, mi), _only_in(mi, m1)
+        missing, extra = only_in(m1, mi), only_in(mi, m1)
         if len(missing):
             problems.append(f"{len(missing)} S1 merchants without a slice{_examples(missing)}")
         if len(extra):
             problems.append(f"{len(extra)} slices for merchants not in S1{_examples(extra)}")
-        if len(_unique(mi)) != len(mi):
+        if len(sorted_unique(mi)) != len(mi):
             problems.append("merchants listed more than once in the index")
         if not problems:
             wrong = mi[ni != n1]
@@ -931,17 +852,17 @@ class _ShardAudit(_Base):
     def _prep_universe(self) -> dict:
         """Sorted merchant ids and tzids every key code refers to (S1, site tz, S3 and S4)."""
         sites = self.need("sites")
-        mer = [_unique(sites["s1"]["merchant_id"].to_numpy())]
+        mer = [sorted_unique(sites["s1"]["merchant_id"].to_numpy())]
         tzs = [sites["tz"]["tzid"].unique()]
         for dataset_id in ("s3_day_effects", "s4_group_weights"):
             df = self.inp[dataset_id]
             if "merchant_id" in df.columns and "tz_group_id" in df.columns:
-                mer.append(_unique(df["merchant_id"].cast(pl.UInt64).to_numpy()))
+                mer.append(sorted_unique(df["merchant_id"].cast(pl.UInt64).to_numpy()))
                 tzs.append(df["tz_group_id"].unique())
         tz_list = sorted(set().union(*(set(t.to_list()) for t in tzs)))
         if len(tz_list) >= 1 << 16:
             raise _Blocked(f"{len(tz_list)} distinct tz groups exceed the 16-bit key field")
-        return {"mer": _unique(np.concatenate(mer)), "tz": tz_list}
+        return {"mer": sorted_unique(np.concatenate(mer)), "tz": tz_list}
 
     def _tz_codes(self, tz: pl.Series) -> np.ndarray:
         names = self.need("universe")["tz"]
@@ -949,8 +870,8 @@ class _ShardAudit(_Base):
 
     def _keys(self, df: pl.DataFrame) -> np.ndarray:
         """(merchant index << 32 | epoch day << 16 | tz index) per row, -1 where a part is unknown."""
-        mi = _run_lookup(self.need("universe")["mer"], df["merchant_id"].to_numpy())
-        day = _day_codes(df["utc_day"])
+        mi = index_in_runs(self.need("universe")["mer"], df["merchant_id"].to_numpy())
+        day = epoch_days(df["utc_day"])
         tz = self._tz_codes(df["tz_group_id"])
         ok = (mi >= 0) & (day >= 0) & (day < (1 << 16)) & (tz >= 0)
         return np.where(ok, (mi << 32) | (day << 16) | tz, -1)
@@ -966,12 +887,12 @@ class _ShardAudit(_Base):
     def _prep_groups(self) -> dict:
         """Each merchant's tz groups (distinct site tzids, sorted) keyed (merchant index << 16 | tz)."""
         sites = self.need("sites")["sites"]
-        mi = _lookup(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
+        mi = index_in(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
         tz = self._tz_codes(sites["tzid"])
-        mg = _unique((mi << 16) | tz)  # tz codes follow tzid string order, so this is the sorted law
+        mg = sorted_unique((mi << 16) | tz)  # tz codes follow tzid string order, so this is the sorted law
         m_of = mg >> 16
-        rank = _seq_in_runs(m_of).astype(np.int64)
-        n_groups = _unique_counts(m_of)[1]
+        rank = ordinal_in_runs(m_of).astype(np.int64)
+        n_groups = unique_counts(m_of)[1]
         size = np.repeat(n_groups, n_groups)
         return {"mg": mg, "rank": rank, "n_groups": size}
 
@@ -981,13 +902,13 @@ class _ShardAudit(_Base):
         pol = self.policies.get("day_effect_policy_v1")
         if pol is not None:
             rng = pol.data["day_range"]
-            start, end = _day_codes(pl.Series([rng["start"], rng["end"]]))
+            start, end = epoch_days(pl.Series([rng["start"], rng["end"]]))
             if start < 0 or end < start:
                 raise _Blocked(f"day_effect_policy_v1.day_range malformed: {rng}")
             return np.arange(start, end + 1)
         if self.inp["s3_day_effects"].height == 0:
             return None
-        days = _unique(_day_codes(self.inp["s3_day_effects"]["utc_day"].unique()))
+        days = sorted_unique(epoch_days(self.inp["s3_day_effects"]["utc_day"].unique()))
         if len(days) == 0 or days[0] < 0 or days[-1] - days[0] + 1 != len(days):
             raise _Blocked("S3 days are not a contiguous YYYY-MM-DD grid")
         return days
@@ -1001,16 +922,16 @@ class _ShardAudit(_Base):
         """
         r = self.inp["s5_arrival_roster"]
         mer = self.need("universe")["mer"]
-        mi = _lookup(mer, r["merchant_id"].to_numpy(), scattered=True)
+        mi = index_in(mer, r["merchant_id"].to_numpy(), scattered=True)
         known = mi >= 0
         counts = np.bincount(mi[known], minlength=len(mer))
         virtual = r["is_virtual"].to_numpy() & known
         vmi = mi[virtual]
-        day = _day_codes(r["utc_day"])  # roster order
+        day = epoch_days(r["utc_day"])  # roster order
         # The virtual arrivals are few: their days are put in key order by a (stable) sort.
         vday = day[virtual][np.argsort(vmi, kind="stable")]
         # Merchants outside every table S7 knows cannot be keyed; S5.ROSTER names them from the raw ids.
-        merchants = _unique(r["merchant_id"].to_numpy()) if not known.all() else mer[counts > 0]
+        merchants = sorted_unique(r["merchant_id"].to_numpy()) if not known.all() else mer[counts > 0]
         return {"key": _keys_from_counts(counts), "vkey": _keys_from_counts(np.bincount(vmi, minlength=len(mer))),
                 "mi": mi, "known": known, "day": day, "vday": vday, "merchants": merchants, "mer": mer}
 
@@ -1026,11 +947,11 @@ class _ShardAudit(_Base):
     def _event_keys(self, dataset_id: str, seq_col: str, with_day: bool = True) -> dict:
         ev = self.inp[dataset_id]
         mer = self.need("universe")["mer"]
-        mi = _run_lookup(mer, ev["merchant_id"].to_numpy())
+        mi = index_in_runs(mer, ev["merchant_id"].to_numpy())
         seq = ev[seq_col].to_numpy()
         ok = (mi >= 0) & (seq < (1 << SEQ_BITS))
         key = np.where(ok, (mi << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1)).astype(np.int64), -1)
-        return {"mi": mi, "key": key, "day": _day_codes(ev["utc_day"]) if with_day else None}
+        return {"mi": mi, "key": key, "day": epoch_days(ev["utc_day"]) if with_day else None}
 
     def _namer(self, dataset_id: str, seq_col: str):
         ev = self.inp[dataset_id]
@@ -1070,8 +991,8 @@ class _ShardAudit(_Base):
         first = np.ones(len(sid), dtype=bool)  # a repeated site (S1.SITE_KEYSET fails) maps once
         first[1:] = sid[order][1:] != sid[order][:-1]
         order = order[first]
-        pos = _lookup(sid[order], self.inp["rng_event_alias_pick_site"]["site_id"].to_numpy(), scattered=True)
-        return {"row": np.where(pos >= 0, _at(order, pos), -1)}
+        pos = index_in(sid[order], self.inp["rng_event_alias_pick_site"]["site_id"].to_numpy(), scattered=True)
+        return {"row": np.where(pos >= 0, take(order, pos), -1)}
 
     # -- S3 / S4 ------------------------------------------------------------------------------
     def _c_s3_coverage(self):
@@ -1091,8 +1012,8 @@ class _ShardAudit(_Base):
             problems.append(f"{int((have < 0).sum())} rows with an unknown merchant, malformed day or unknown tz")
         want_s, have_s = np.sort(want), np.sort(have[have >= 0])
         if not np.array_equal(want_s, have_s):
-            missing = _only_in(want_s, have_s)
-            extra = _only_in(have_s, want_s)
+            missing = only_in(want_s, have_s)
+            extra = only_in(have_s, want_s)
             if len(missing):
                 problems.append(f"{len(missing)} merchant x day x group rows missing{_examples(self._describe(missing))}")
             if len(extra):
@@ -1128,7 +1049,7 @@ class _ShardAudit(_Base):
         if (key < 0).any():
             raise _Blocked("S3 rows with unknown keys (see S3.COVERAGE)")
         mg_key = (key >> 32 << 16) | (key & 0xFFFF)
-        pos = _lookup(g["mg"], mg_key)
+        pos = index_in(g["mg"], mg_key)
         day_idx = (key >> 16 & 0xFFFF) - days[0]
         if (pos < 0).any():
             raise _Blocked("S3 rows for groups the merchant has no site in (see S3.COVERAGE)")
@@ -1145,7 +1066,7 @@ class _ShardAudit(_Base):
             problems.append(f"rng_stream_id values {streams[:EXAMPLES]}, expected only {STREAM_S3!r}")
         if not bad.any():
             # Counters that follow the law are unique exactly when the keys are (checked in S3S4.KEYSET).
-            dups = len(key) - len(_unique(key))
+            dups = len(key) - len(sorted_unique(key))
             if dups:
                 problems.append(f"{dups} duplicate counters")
         return problems, {"counters": len(key)}
@@ -1156,12 +1077,12 @@ class _ShardAudit(_Base):
         for name, k in (("S3", k3), ("S4", k4)):
             if (k < 0).any():
                 problems.append(f"{name}: {int((k < 0).sum())} rows with unknown merchant, malformed day or unknown tz")
-            dups = len(k) - len(_unique(k))
+            dups = len(k) - len(sorted_unique(k))
             if dups:
                 problems.append(f"{name}: {dups} duplicate keys")
-        a, b = _unique(k3[k3 >= 0]), _unique(k4[k4 >= 0])
+        a, b = sorted_unique(k3[k3 >= 0]), sorted_unique(k4[k4 >= 0])
         if not np.array_equal(a, b):
-            only3, only4 = _only_in(a, b), _only_in(b, a)
+            only3, only4 = only_in(a, b), only_in(b, a)
             if len(only3):
                 problems.append(f"{len(only3)} keys only in S3{_examples(self._describe(only3))}")
             if len(only4):
@@ -1172,7 +1093,7 @@ class _ShardAudit(_Base):
         s3, s4 = self.need("s3"), self.need("s4")
         k3, k4 = s3["key"], s4["key"]
         order3 = np.argsort(k3, kind="stable")
-        pos = _lookup(k3[order3], k4)
+        pos = index_in(k3[order3], k4)
         keep = (pos >= 0) & (k4 >= 0)
         i4 = np.flatnonzero(keep)
         i3 = order3[pos[keep]]
@@ -1215,16 +1136,16 @@ class _ShardAudit(_Base):
         sites = self.need("sites")["sites"]
         s4 = self.need("s4")
         key = s4["key"]
-        mi = _lookup(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
+        mi = index_in(self.need("universe")["mer"], sites["merchant_id"].to_numpy())
         tz = self._tz_codes(sites["tzid"])
         mg_site = (mi << 16) | tz
-        mg = _unique(mg_site)
+        mg = sorted_unique(mg_site)
         inv = np.searchsorted(mg, mg_site)
         share = np.bincount(inv, weights=sites["p_weight"].to_numpy(), minlength=len(mg))
-        pos = _lookup(mg, np.where(key >= 0, (key >> 32 << 16) | (key & 0xFFFF), -1))
+        pos = index_in(mg, np.where(key >= 0, (key >> 32 << 16) | (key & 0xFFFF), -1))
         b = s4["df"]["base_share"].to_numpy()
         no_site = pos < 0
-        dev = np.abs(b - _at(share, pos))
+        dev = np.abs(b - take(share, pos))
         dev[no_site] = np.inf
         finite = dev[~no_site]
         worst = float(np.nanmax(finite)) if len(finite) else None  # None: no rows with a site here
@@ -1249,8 +1170,8 @@ class _ShardAudit(_Base):
         wrong_day = self._roster_day_faults(r) if problems else _sandwich_day_faults(r)
         if wrong_day:
             problems.append(f"{wrong_day} rows whose utc_day is not the date of utc_timestamp")
-        s1_merchants = _unique(self.need("sites")["s1"]["merchant_id"].to_numpy())
-        outside = _only_in(self.need("roster")["merchants"], s1_merchants)
+        s1_merchants = sorted_unique(self.need("sites")["s1"]["merchant_id"].to_numpy())
+        outside = only_in(self.need("roster")["merchants"], s1_merchants)
         if len(outside):
             problems.append(f"{len(outside)} merchants with arrivals but without S1 sites{_examples(outside)}")
         return problems, {"arrivals": r.height, "virtual": int(r["is_virtual"].sum())}
@@ -1290,7 +1211,7 @@ class _ShardAudit(_Base):
         ev, match = self.inp[dataset_id], prep["match"]
         hit = match.pos >= 0
         # Malformed days (-1) never equal a roster day, which is a real YYYY-MM-DD (S5.ROSTER).
-        bad = hit & ((prep["day"] != _at(roster_day, match.pos, -1)) | (prep["day"] < 0))
+        bad = hit & ((prep["day"] != take(roster_day, match.pos, -1)) | (prep["day"] < 0))
         if not bad.any():
             return None
         rows = ev.filter(pl.Series(bad)).select("merchant_id", seq_col, "utc_day").rows()
@@ -1308,7 +1229,7 @@ class _ShardAudit(_Base):
                 if _same_days(rs["mi"][rs["known"]], rs["day"][rs["known"]], g["mi"], g["day"]):
                     return [], {}
         else:
-            s = {**s, "day": _day_codes(site["utc_day"])}
+            s = {**s, "day": epoch_days(site["utc_day"])}
         day = self.need("roster_day_by_key")
         problems = [p for p in (
             self._day_faults("rng_event_alias_pick_group", "arrival_seq", g, day),
@@ -1324,9 +1245,9 @@ class _ShardAudit(_Base):
         key = np.where(ok, (mi << 32) | (day << 16) | tz, -1)
         k4 = s4["key"]
         order = np.arange(len(k4)) if bool((k4[1:] > k4[:-1]).all()) else np.argsort(k4, kind="stable")
-        pos = _lookup(k4[order], key)
+        pos = index_in(k4[order], key)
         absent = pos < 0
-        p4 = _at(s4["df"]["p_group"].to_numpy()[order], pos)
+        p4 = take(s4["df"]["p_group"].to_numpy()[order], pos)
         p_ev = grp["p_group"].to_numpy()
         diff = ~absent & (p_ev.view(np.uint64) != p4.view(np.uint64))
         zero = ~absent & ~diff & ~(p_ev > 0)
@@ -1365,13 +1286,13 @@ class _ShardAudit(_Base):
         row = self.need("site_lookup")["row"]
         # A site of another merchant counts as unknown here (S5.SITE_KEY names it): a shard does
         # not hold other merchants' sites, and the verdict must not depend on the shard bounds.
-        known = (row >= 0) & (_at(sites["merchant_id"].to_numpy(), row) == ev["merchant_id"].to_numpy())
+        known = (row >= 0) & (take(sites["merchant_id"].to_numpy(), row) == ev["merchant_id"].to_numpy())
         g, s = self.need("group"), self.need("site")
         if g["match"].aligned and s["match"].aligned:
             # Row i of both logs is the same arrival: compare the two logged groups, then the
             # picked site's tz with the group's (as codes; strings only where the logs disagree).
             split = (grp["tz_group_id"] != ev["tz_group_id"]).to_numpy()
-            site_tz = _at(self._tz_codes(sites["tzid"]), row, -1)
+            site_tz = take(self._tz_codes(sites["tzid"]), row, -1)
             wrong = ~known | (site_tz != g["tz"])
             if split.any():
                 i = np.flatnonzero(split & known)
@@ -1422,7 +1343,6 @@ class _ShardAudit(_Base):
     def _c_s6_day(self):
         p = self._day_faults("rng_event_cdn_edge_pick", "virtual_seq", self.need("edge"), self.need("roster")["vday"])
         return [p] if p else [], {}
-
 
 
 _TRACE_SCHEMA = {"module": pl.String, "substream_label": pl.String, "events": pl.UInt64, "draws": pl.UInt64,
