@@ -47,17 +47,17 @@ class DayEffects(Audit):
     @preparation.named("universe")
     def codes(self) -> CodeBook:
         sites = self.sites
-        mer = [sorted_unique(sites.weights["merchant_id"].to_numpy())]
-        tzs = [sites.timezones["tzid"].unique()]
+        merchants = [sorted_unique(sites.weights["merchant_id"].to_numpy())]
+        tzids = [sites.timezones["tzid"].unique()]
         for dataset_id in ("s3_day_effects", "s4_group_weights"):
             df = self.inputs[dataset_id]
             if "merchant_id" in df.columns and "tz_group_id" in df.columns:
-                mer.append(sorted_unique(df["merchant_id"].cast(pl.UInt64).to_numpy()))
-                tzs.append(df["tz_group_id"].unique())
-        tz_list = sorted(set().union(*(set(t.to_list()) for t in tzs)))
+                merchants.append(sorted_unique(df["merchant_id"].cast(pl.UInt64).to_numpy()))
+                tzids.append(df["tz_group_id"].unique())
+        tz_list = sorted(set().union(*(set(t.to_list()) for t in tzids)))
         if len(tz_list) >= 1 << keys.TZ_BITS:
             raise Blocked(f"{len(tz_list)} distinct tz groups exceed the 16-bit key field")
-        return CodeBook(sorted_unique(np.concatenate(mer)), tz_list)
+        return CodeBook(sorted_unique(np.concatenate(merchants)), tz_list)
 
     def tz_codes(self, tz: pl.Series) -> np.ndarray:
         names = self.codes.tzids
@@ -145,10 +145,10 @@ class DayEffects(Audit):
     def s3_domain(self) -> Outcome:
         """gamma and sigma_gamma finite and > 0."""
         s3 = self.inputs["s3_day_effects"]
-        g, s = s3["gamma"].to_numpy(), s3["sigma_gamma"].to_numpy()
-        bad = ~(np.isfinite(g) & (g > 0)) | ~(np.isfinite(s) & (s > 0))
+        gamma, sigma = s3["gamma"].to_numpy(), s3["sigma_gamma"].to_numpy()
+        bad = ~(np.isfinite(gamma) & (gamma > 0)) | ~(np.isfinite(sigma) & (sigma > 0))
         problems = [f"{int(bad.sum())} rows with gamma or sigma_gamma not finite and > 0"] if bad.any() else []
-        return problems, {"rows": len(g)}
+        return problems, {"rows": len(gamma)}
 
     @shard_check("S3.COUNTERS", facts={"counters": SUM}, pass_detail=lambda f: f"{f['counters']} S3 counters follow the law")
     def s3_counters(self) -> Outcome:

@@ -64,20 +64,20 @@ class Routing(DayEffects):
         virtual arrivals), so the sorted key set follows from the per-merchant counts alone: a
         million arrivals need no sort to be keyed."""
         r = self.inputs["s5_arrival_roster"]
-        mer = self.codes.merchant_ids
-        merchant = index_in(mer, r["merchant_id"].to_numpy(), scattered=True)
+        merchant_ids = self.codes.merchant_ids
+        merchant = index_in(merchant_ids, r["merchant_id"].to_numpy(), scattered=True)
         known = merchant >= 0
-        counts = np.bincount(merchant[known], minlength=len(mer))
+        counts = np.bincount(merchant[known], minlength=len(merchant_ids))
         virtual = r["is_virtual"].to_numpy() & known
         virtual_merchant = merchant[virtual]
         day = epoch_days(r["utc_day"])  # roster order
         # The virtual arrivals are few: their days are put in key order by a (stable) sort.
         virtual_day = day[virtual][np.argsort(virtual_merchant, kind="stable")]
         # Merchants outside every table S7 knows cannot be coded; S5.ROSTER names them from the raw ids.
-        merchants = sorted_unique(r["merchant_id"].to_numpy()) if not known.all() else mer[counts > 0]
+        merchants = sorted_unique(r["merchant_id"].to_numpy()) if not known.all() else merchant_ids[counts > 0]
         return RosterKeys(keys.event_keys_from_counts(counts),
-                          keys.event_keys_from_counts(np.bincount(virtual_merchant, minlength=len(mer))),
-                          merchant, known, day, virtual_day, merchants, mer)
+                          keys.event_keys_from_counts(np.bincount(virtual_merchant, minlength=len(merchant_ids))),
+                          merchant, known, day, virtual_day, merchants, merchant_ids)
 
     @preparation
     def roster_day_by_key(self) -> np.ndarray:
