@@ -16,6 +16,7 @@ from engine.errors import EngineError
 from engine.identity import canonical_json, sha256_hex, site_ids
 from engine.policies import DEFAULT_POLICY_DIR, load_policy
 from engine.states import s2_alias_tables, s7_audit, s8_bundle
+from engine.states.s7_audit import registry
 
 SEED = 42
 MF = "ab" * 32
@@ -604,3 +605,134 @@ def test_site_of_another_merchant_fails_site_tz_in_any_sharding(world):
                                                        site_order=pair["site_order_other"]))
     single = audit(bad, policies)
     assert failed(single) == failed(sharded_audit(bad, policies, ranges)) == {"S5.SITE_KEY", "S5.SITE_TZ"}
+
+
+# ------------------------------------------------------------------------------------------------
+# the check registry: declared checks, their merge rules and metrics
+
+
+def test_every_registered_check_appears_in_a_pass_report(world):
+    inputs, policies = world
+    report = audit(inputs, policies)
+    assert [c["id"] for c in report["checks"]] == sorted(registry.CHECKS)
+    assert all(c["status"] == "PASS" for c in report["checks"])
+    declared = {m for check in registry.CHECKS.values() for m in check.metrics}
+    assert set(report["metrics"]) == declared | {"audit_mode"}
+
+
+class _Synthetic:
+    """The least an audit needs to be: inputs to read and a place for the verdicts."""
+
+    def __init__(self, inputs: dict):
+        self.inputs = inputs
+        self.outcomes: dict = {}
+
+
+@pytest.fixture
+def empty_registry(monkeypatch):
+    """A registry of only the checks a test declares (the real ones stay untouched)."""
+    monkeypatch.setattr(registry, "CHECKS", {})
+    return registry
+
+
+def _declare_synthetic_check(reg):
+    @reg.shard_check("T.SYNTH", facts={"rows": reg.SUM, "worst": reg.MAX, "grid": reg.SAME},
+                     metrics={"t_rows": "rows", "t_worst": "worst", "t_grid": "grid"},
+                     pass_detail=lambda f: f"{f['rows']} rows, worst {f['worst']}")
+    def synth(shard):
+        values = shard.inputs["values"]
+        if shard.inputs.get("explode"):
+            raise KeyError("values_column")
+        problems = [f"{int((values < 0).sum())} negative values"] if (values < 0).any() else []
+        return problems, {"rows": len(values), "worst": float(values.max()) if len(values) else None,
+                          "grid": shard.inputs.get("grid")}
+
+
+def _settle(reg, shards: list[dict]) -> tuple[dict, dict]:
+    parts = [reg.run_shard_checks(_Synthetic(s)) for s in shards]
+    checks, metrics = reg.settle(_Synthetic({}), parts)
+    return {c["id"]: c for c in checks}, metrics
+
+
+def test_shard_facts_merge_as_declared(empty_registry):
+    reg = empty_registry
+    _declare_synthetic_check(reg)
+    shards = [{"values": np.array([0.5, 2.0]), "grid": 90},
+              {"values": np.array([], dtype=float), "grid": None},  # no rows: knows neither worst nor grid
+              {"values": np.array([7.5, 1.0, 3.0]), "grid": 90}]
+    checks, metrics = _settle(reg, shards)
+    assert checks["T.SYNTH"] == {"id": "T.SYNTH", "status": "PASS", "detail": "5 rows, worst 7.5"}
+    assert metrics == {"t_rows": 5, "t_worst": 7.5, "t_grid": 90}  # summed, maxed, the same in every shard
+    # The merged facts do not depend on where the shard boundaries fall.
+    assert _settle(reg, [{"values": np.array([0.5, 2.0, 7.5, 1.0, 3.0]), "grid": 90}]) == (checks, metrics)
+    # NaN (a failed row) is ignored by the max unless nothing else is known; no rows at all is 0.0.
+    assert _settle(reg, [{"values": np.array([np.nan]), "grid": 1}, {"values": np.array([2.0]), "grid": 1}])[1]["t_worst"] == 2.0
+    assert _settle(reg, [{"values": np.array([np.nan]), "grid": 1}])[1]["t_worst"] is None  # NaN is written as null
+    assert _settle(reg, [{"values": np.array([], dtype=float), "grid": 1}])[1]["t_worst"] == 0.0
+
+
+def test_shard_problems_and_disagreements_fail_the_check(empty_registry):
+    reg = empty_registry
+    _declare_synthetic_check(reg)
+    checks, metrics = _settle(reg, [{"values": np.array([1.0]), "grid": 90}, {"values": np.array([-1.0, -2.0]), "grid": 91}])
+    assert checks["T.SYNTH"]["status"] == "FAIL"
+    assert checks["T.SYNTH"]["detail"] == "2 negative values; shards disagree on grid: [90, 91]"
+    assert metrics == {"t_rows": 3, "t_worst": 1.0}  # a constant the shards disagree on has no metric
+    # A shard that cannot run names why, and without its facts there are no metrics.
+    checks, metrics = _settle(reg, [{"values": np.array([1.0]), "grid": 90}, {"values": np.array([1.0]), "explode": True}])
+    assert checks["T.SYNTH"]["detail"] == "cannot run: KeyError: 'values_column'" and metrics == {}
+
+
+def test_registry_refuses_inconsistent_declarations(empty_registry):
+    reg = empty_registry
+    _declare_synthetic_check(reg)
+    with pytest.raises(ValueError, match="registered twice"):
+        _declare_synthetic_check(reg)
+    with pytest.raises(ValueError, match="already written"):
+        reg.global_check("T.OTHER", metrics={"t_rows": "n"}, pass_detail=str)(lambda audit: ([], {"n": 1}))
+    with pytest.raises(ValueError, match="undeclared facts"):
+        reg.shard_check("T.THIRD", facts={"n": reg.SUM}, metrics={"t_n": "m"}, pass_detail=str)(lambda audit: ([], {}))
+
+    # Facts a check returns but does not declare would be merged wrongly: a bug, raised, not reported.
+    @reg.shard_check("T.UNDECLARED", facts={"n": reg.SUM}, pass_detail=str)
+    def undeclared(shard):
+        return [], {"n": 1, "m": 2}
+
+    with pytest.raises(TypeError, match="T.UNDECLARED returned facts"):
+        reg.run_shard_checks(_Synthetic({"values": np.array([1.0])}))
+
+
+def test_a_failed_preparation_is_built_once_and_blocks_every_check_that_needs_it():
+    calls = []
+
+    class Prepared:
+        @registry.preparation
+        def table(self):
+            calls.append("table")
+            raise KeyError("column")
+
+        @registry.preparation.named("legacy_name")
+        def renamed(self):
+            return self.table
+
+        @registry.preparation
+        def fine(self):
+            calls.append("fine")
+            return 42
+
+    p = Prepared()
+    for _ in range(2):
+        with pytest.raises(registry.Blocked, match=r"^table: KeyError: 'column'$"):
+            p.renamed  # noqa: B018 - the property access is the test
+        with pytest.raises(registry.Blocked, match=r"^table: KeyError"):
+            p.table  # noqa: B018
+    assert p.fine == p.fine == 42
+    assert calls == ["table", "fine"]
+
+    class Broken:
+        @registry.preparation.named("legacy_name")
+        def renamed(self):
+            raise ValueError("bad")
+
+    with pytest.raises(registry.Blocked, match=r"^legacy_name: ValueError: bad$"):
+        Broken().renamed  # noqa: B018
