@@ -270,9 +270,10 @@ class _Activity:
         self.local_time = True
 
 
-def _fit_scales(p_e, a_e, group_e, arrival_e, p_group, seg_of_group, group_start, arrivals_of_group):
+def _fit_scales(p_e, a_e, group_e, arrival_e, weight_e, p_group, seg_of_group, group_start, arrivals_of_group):
     """c per group (dense numbering): for every merchant-day, the mean over its arrivals of
-    P(g | i) equals p_g.
+    P(g | i) equals p_g. Entries are (cell, group) pairs, a cell the arrivals of one merchant-day in
+    one quarter hour (they share every P(g | i)), `weight_e` its number of arrivals.
 
     Iterative proportional fitting, one scaling per group: c_g <- c_g p_g / E_g. Each merchant-day
     stops on its own (all its groups within FIT_TOL), so a value never depends on which other
@@ -295,7 +296,7 @@ def _fit_scales(p_e, a_e, group_e, arrival_e, p_group, seg_of_group, group_start
         new_arrival = np.r_[True, arrival[1:] != arrival[:-1]]
         starts = np.flatnonzero(new_arrival)
         arrival_local = np.cumsum(new_arrival) - 1
-        pe, ae = p_e[entries], a_e[entries]
+        pe, ae, we = p_e[entries], a_e[entries], weight_e[entries]
         pg, ag = p_group[groups], arrivals_of_group[groups]
         seg_local = np.cumsum(np.r_[True, seg_of_group[groups][1:] != seg_of_group[groups][:-1]]) - 1
         gstart = np.flatnonzero(np.r_[True, seg_local[1:] != seg_local[:-1]])
@@ -304,7 +305,7 @@ def _fit_scales(p_e, a_e, group_e, arrival_e, p_group, seg_of_group, group_start
         for _ in range(FIT_WAVE):
             num = pe * cl[g_local] * ae
             prob = num / np.add.reduceat(num, starts)[arrival_local]
-            expected = np.bincount(g_local, weights=prob, minlength=groups.size) / ag
+            expected = np.bincount(g_local, weights=prob * we, minlength=groups.size) / ag
             ratio = pg / expected
             step = active & (np.maximum.reduceat(np.abs(ratio - 1.0), gstart) > FIT_TOL)
             if not step.any():
@@ -349,14 +350,18 @@ def _pick_groups(seg, quarter, day_off, midx, u, mixes: _Mixes, act: _Activity):
     fitted = blocks_per_seg[seg_of_block] > 1
     unconverged = iterations = 0
     if fitted.any():
-        # entries: every (arrival, block of its merchant-day) of merchant-days with two blocks or more
+        # cells: the arrivals of a merchant-day with two blocks or more that share a quarter hour
+        # (they share every probability), counted; entries: every (cell, block of its merchant-day)
         arrivals = np.flatnonzero(blocks_per_seg[seg_inv] > 1)  # into multi
-        counts = blocks_per_seg[seg_inv[arrivals]]
-        arr = np.repeat(np.arange(arrivals.size), counts)
+        cell_keys, first_arrival, cell_n = np.unique(seg_inv[arrivals] * 96 + quarter[multi[arrivals]],
+                                                     return_index=True, return_counts=True)
+        cell_seg, cell_q = cell_keys // 96, cell_keys % 96
+        counts = blocks_per_seg[cell_seg]
+        arr = np.repeat(np.arange(cell_keys.size), counts)
         first_block = np.cumsum(blocks_per_seg) - blocks_per_seg
-        block_e = first_block[seg_inv[arrivals]][arr] + (np.arange(arr.size) - np.repeat(np.cumsum(counts) - counts, counts))
-        at = multi[arrivals][arr]
-        a_e = act.shares[act.profile[midx[at]] * act.n_patterns + pattern_block[block_e], quarter[at]]
+        block_e = first_block[cell_seg][arr] + (np.arange(arr.size) - np.repeat(np.cumsum(counts) - counts, counts))
+        merchant_of_cell = midx[multi[arrivals[first_arrival]]]
+        a_e = act.shares[act.profile[merchant_of_cell[arr]] * act.n_patterns + pattern_block[block_e], cell_q[arr]]
         p_block = np.bincount(block_of_row, weights=mixes.p[rows], minlength=blocks.size)
         # dense numbering of the fitted blocks and their merchant-days
         fit_blocks = np.flatnonzero(fitted)
@@ -365,8 +370,8 @@ def _pick_groups(seg, quarter, day_off, midx, u, mixes: _Mixes, act: _Activity):
         fit_segs, seg_dense = np.unique(seg_of_block[fit_blocks], return_inverse=True)
         group_start = np.flatnonzero(np.r_[True, seg_dense[1:] != seg_dense[:-1]])
         arrivals_of_block = np.bincount(seg_inv[arrivals], minlength=segs.size)[seg_of_block[fit_blocks]]
-        c, unconverged, iterations = _fit_scales(p_block[block_e], a_e, dense[block_e], arr, p_block[fit_blocks],
-                                                 seg_dense, group_start, arrivals_of_block)
+        c, unconverged, iterations = _fit_scales(p_block[block_e], a_e, dense[block_e], arr, cell_n[arr].astype(np.float64),
+                                                 p_block[fit_blocks], seg_dense, group_start, arrivals_of_block)
         c_block = np.ones(blocks.size)
         c_block[fit_blocks] = c
         c_row[rows] = c_block[block_of_row]
