@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
-from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy
+from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy, package_folder
 
 from . import gates as G
 from .compare import against_references
@@ -26,7 +26,7 @@ from .retention import prune_packs, prune_runs, read_pointers, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
-DEFAULT_LOCK = Path(__file__).resolve().parent.parent / "evidence" / "lock.json"
+DEFAULT_LOCK = package_folder("seg2b_evidence", "evidence") / "lock.json"
 
 
 @dataclass

@@ -101,16 +101,6 @@ def run_id(seed: int, mf: str, param_hash: str) -> str:
     return hashlib.sha256(struct.pack("<Q", seed) + bytes.fromhex(mf) + bytes.fromhex(param_hash)).hexdigest()[:32]
 
 
-def bundle_digest(root: Path, paths: Iterable[str]) -> str:
-    """SHA-256 of the raw bytes of the listed files, concatenated in byte-string path order."""
-    h = hashlib.sha256()
-    for rel in sorted(paths, key=str.encode):
-        with open(Path(root) / rel, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def flag_line(digest_hex: str) -> bytes:
     return f"sha256_hex = {digest_hex}\n".encode()
 

@@ -20,7 +20,18 @@ from . import jsonio
 from .errors import EngineError, from_os_error
 from .identity import sha256_hex
 
-DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+def package_folder(package: str, checkout_dir: str) -> Path:
+    """A folder of package data: the installed package's files, or the checkout's folder when the
+    project runs uninstalled from its sources."""
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / checkout_dir
+
+
+DEFAULT_POLICY_DIR = package_folder("seg2b_policies", "policies")
 
 # The policy packs of the plan plus the world, roster and certification packs.
 POLICY_NAMES = (
