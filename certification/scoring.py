@@ -67,9 +67,9 @@ def realism_metrics(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, clippe
 def roster_facts(roster: pl.DataFrame) -> dict:
     per_day = roster.group_by("merchant_id", "utc_day").len()
     days = roster.select(pl.col("utc_day").min().alias("lo"), pl.col("utc_day").max().alias("hi")).row(0)
-    import datetime as dt
+    from engine.calendar import epoch_day
 
-    horizon = (dt.date.fromisoformat(days[1]) - dt.date.fromisoformat(days[0])).days + 1 if roster.height else 0
+    horizon = epoch_day(days[1]) - epoch_day(days[0]) + 1 if roster.height else 0
     return {
         "horizon_days": horizon,
         "first_day": days[0],

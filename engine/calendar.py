@@ -70,11 +70,62 @@ EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def epoch_day(day: str) -> int:
+    """Days since 1970-01-01 of a YYYY-MM-DD date (trusted input: see `parse_day` for checked input)."""
     return dt.date.fromisoformat(day).toordinal() - EPOCH_ORDINAL
+
+
+def parse_day(value, where: str, field: str) -> int:
+    """Epoch day of a YYYY-MM-DD string, or an EngineError naming `where`, `field` and the value."""
+    if not isinstance(value, str) or not _DAY.match(value):
+        raise EngineError(where, field, f"day {value!r} is not YYYY-MM-DD")
+    try:
+        return epoch_day(value)
+    except ValueError:
+        raise EngineError(where, field, f"day {value!r} is not a calendar date") from None
 
 
 def day_string(epoch: int) -> str:
     return dt.date.fromordinal(int(epoch) + EPOCH_ORDINAL).isoformat()
+
+
+def day_bounds(day_range: tuple[str, str], where: str) -> tuple[int, int]:
+    """Epoch days (start, end) of an inclusive YYYY-MM-DD range, checked."""
+    start, end = parse_day(day_range[0], where, "day_range"), parse_day(day_range[1], where, "day_range")
+    if end < start:
+        raise EngineError(where, "day_range", f"day range ends ({day_range[1]}) before it starts ({day_range[0]})")
+    return start, end
+
+
+def grid_day_strings(policy_data: dict) -> list[str]:
+    """The inclusive UTC day grid of day_effect_policy_v1 as YYYY-MM-DD strings (chronological =
+    lexicographic)."""
+    start, end = day_bounds(day_range(policy_data), POLICY)
+    return [day_string(d) for d in range(start, end + 1)]
+
+
+_SMALL_COLUMN = 4096
+
+
+def epoch_days(days) -> np.ndarray:
+    """Epoch day of each YYYY-MM-DD string of a polars Series, -1 where it is not exactly that form.
+    A column in time order (the roster) holds few long runs: one value per run is parsed."""
+    import polars as pl
+
+    if len(days) > _SMALL_COLUMN and days.is_sorted():
+        starts = np.flatnonzero((days != days.shift(1)).fill_null(True).to_numpy())
+        return np.repeat(epoch_days(days.gather(starts)), np.diff(np.r_[starts, len(days)]))
+    parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
+    parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
+    return parsed.fill_null(-1).to_numpy()
+
+
+def checked_epoch_days(days, where: str, field: str = "utc_day") -> np.ndarray:
+    """`epoch_days`, or an EngineError naming the first value that is not a YYYY-MM-DD date."""
+    out = epoch_days(days)
+    bad = np.flatnonzero(out < 0)
+    if bad.size:
+        raise EngineError(where, field, f"not a YYYY-MM-DD date: {days[int(bad[0])]!r}")
+    return out
 
 
 @lru_cache(maxsize=8192)

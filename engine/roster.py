@@ -63,7 +63,16 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from .calendar import holiday_table, local_days, tz_offsets, weekday_of, weekday_role_shift
+from .calendar import (
+    day_bounds,
+    day_string,
+    holiday_table,
+    local_days,
+    parse_day,
+    tz_offsets,
+    weekday_of,
+    weekday_role_shift,
+)
 from .contracts import conform, get
 from .errors import EngineError, from_os_error
 from .rng import STREAM_ROSTER, Stream
@@ -88,7 +97,6 @@ ROW_SHIFT = 33  # table key = row << 33 | cdf; 2^32 fits below 2^33, so rows nev
 _GROUP_SHIFT = 38  # segmented running max: key = group << 38 | (tod - k + 2^20); tod < 2^37
 MAX_MERCHANT_DAYS = 1 << (64 - _GROUP_SHIFT)
 CHANNELS = ("card_present", "card_not_present", "omni")
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 # Hours, minutes and seconds in range; the date part is checked against utc_day and the day grid.
 # ASCII classes, not \d: Unicode digits are not RFC 3339 (and the ASCII class is faster).
 _TS_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{6}Z$"
@@ -99,41 +107,19 @@ _DAY_PATTERN = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 # days and policy
 # ---------------------------------------------------------------------------------------------
 
-def _parse_day(value: str, where: str, field: str) -> int:
-    """Epoch day of a YYYY-MM-DD string."""
-    if not isinstance(value, str) or not _DAY_PATTERN.match(value):
-        raise EngineError(where, field, f"day {value!r} is not YYYY-MM-DD")
-    try:
-        return dt.date.fromisoformat(value).toordinal() - _EPOCH_ORDINAL
-    except ValueError:
-        raise EngineError(where, field, f"day {value!r} is not a calendar date") from None
-
-
-def _day_string(epoch_day: int) -> str:
-    return dt.date.fromordinal(epoch_day + _EPOCH_ORDINAL).isoformat()
-
-
-def _day_grid(day_range: tuple[str, str], where: str) -> tuple[int, int]:
-    start = _parse_day(day_range[0], where, "day_range")
-    end = _parse_day(day_range[1], where, "day_range")
-    if end < start:
-        raise EngineError(where, "day_range", f"day range ends ({day_range[1]}) before it starts ({day_range[0]})")
-    return start, end
-
-
 def _horizon(policy: dict, grid: tuple[int, int]) -> tuple[int, int]:
     """The roster's days: the S3 day grid, or an explicit sub-range of it (S5 needs S4 rows for every day)."""
     h = policy["horizon"]
     if h == "follow_day_grid":
         return grid
-    start = _parse_day(h["start"], POLICY_NAME, "/horizon/start")
-    end = _parse_day(h["end"], POLICY_NAME, "/horizon/end")
+    start = parse_day(h["start"], POLICY_NAME, "/horizon/start")
+    end = parse_day(h["end"], POLICY_NAME, "/horizon/end")
     if end < start:
         raise EngineError(POLICY_NAME, "/horizon", f"horizon ends ({h['end']}) before it starts ({h['start']})")
     if start < grid[0] or end > grid[1]:
         raise EngineError(POLICY_NAME, "/horizon",
                           f"horizon {h['start']}..{h['end']} leaves the day grid "
-                          f"{_day_string(grid[0])}..{_day_string(grid[1])}")
+                          f"{day_string(grid[0])}..{day_string(grid[1])}")
     return start, end
 
 
@@ -143,13 +129,13 @@ def check_policy(policy: Any, day_range: tuple[str, str]) -> None:
     could honour more; an explicit horizon shorter than it is the documented all-days-active law),
     class profiles unique with some intraday weight."""
     policy = getattr(policy, "data", policy)
-    grid = _day_grid(day_range, "day_effect_policy_v1")
+    grid = day_bounds(day_range, "day_effect_policy_v1")
     _horizon(policy, grid)
     grid_days = grid[1] - grid[0] + 1
     if int(policy["min_active_days"]) > grid_days:
         raise EngineError(POLICY_NAME, "/min_active_days",
                           f"{policy['min_active_days']} active days per merchant cannot fit the {grid_days}-day grid "
-                          f"{_day_string(grid[0])}..{_day_string(grid[1])}")
+                          f"{day_string(grid[0])}..{day_string(grid[1])}")
     profiles(policy, [])
 
 
@@ -432,7 +418,7 @@ def _format_timestamps(ts_us: np.ndarray, epoch_days: np.ndarray) -> pl.Series:
     half its cost, which matters on a million rows.
     """
     first = int(epoch_days[0])
-    prefix = np.frombuffer("".join(_day_string(int(d)) + "T" for d in epoch_days).encode("ascii"),
+    prefix = np.frombuffer("".join(day_string(int(d)) + "T" for d in epoch_days).encode("ascii"),
                            dtype=np.uint8).reshape(-1, 11)
     day = ts_us // DAY_US
     tod = ts_us - day * DAY_US
@@ -496,7 +482,7 @@ def build_roster_shard(
     (utc_timestamp, merchant_id), is the roster of the whole set.
     """
     policy = getattr(policy, "data", policy)
-    grid = _day_grid(day_range, POLICY_NAME)
+    grid = day_bounds(day_range, POLICY_NAME)
     h_start, h_end = _horizon(policy, grid)
     n_days = h_end - h_start + 1
     # A horizon shorter than min_active_days (the one-day negative control) makes every day active;
@@ -593,7 +579,7 @@ def build_roster_shard(
     # already sorted per-merchant runs cheaply); fixed-width strings then sort like the instants
     final = np.argsort(ts_us, kind="stable")
     a_m, a_d, ts_us = a_m[final], a_d[final], ts_us[final]
-    day_strings = pl.Series([_day_string(int(d)) for d in epoch_days], dtype=pl.String)
+    day_strings = pl.Series([day_string(int(d)) for d in epoch_days], dtype=pl.String)
     idx_m = pl.Series(a_m.astype(np.uint32))
     roster = pl.DataFrame({
         "merchant_id": pl.Series(mid[a_m], dtype=pl.UInt64),
@@ -684,7 +670,7 @@ def _card_from_counts(per_day: pl.DataFrame, merchants: pl.DataFrame, day_range:
     quantiles (p50 is the midpoint median); coverage of the merchants table's classes and channels.
     The virtual share uses the merchants table's is_virtual, which a valid roster repeats.
     """
-    grid = _day_grid(day_range, DATASET_ID)
+    grid = day_bounds(day_range, DATASET_ID)
     facts = merchants.select(
         pl.col("merchant_id").cast(pl.UInt64), pl.col("merchant_class").cast(pl.String),
         pl.col("channel").cast(pl.String), pl.col("is_virtual").cast(pl.Boolean),
@@ -701,14 +687,14 @@ def _card_from_counts(per_day: pl.DataFrame, merchants: pl.DataFrame, day_range:
     )
     present = with_arrivals.filter(pl.col("arrivals") > 0)
     first, last = (per_day["utc_day"].min(), per_day["utc_day"].max()) if per_day.height else (None, None)
-    span = (_parse_day(last, DATASET_ID, "utc_day") - _parse_day(first, DATASET_ID, "utc_day") + 1) if first else 0
+    span = (parse_day(last, DATASET_ID, "utc_day") - parse_day(first, DATASET_ID, "utc_day") + 1) if first else 0
     total = int(n.sum())
 
     def quantile(q: float) -> float | None:
         return float(np.quantile(n, q)) if n.size else None
 
     return {
-        "day_grid": {"start": _day_string(grid[0]), "end": _day_string(grid[1]), "days": grid[1] - grid[0] + 1},
+        "day_grid": {"start": day_string(grid[0]), "end": day_string(grid[1]), "days": grid[1] - grid[0] + 1},
         "horizon": {"start": first, "end": last, "days": span},
         "merchants": facts.height,
         "merchants_with_arrivals": present.height,
@@ -754,7 +740,7 @@ def _law_card(policy, parts: list[dict]) -> dict:
                           "2^19 + j arrival j's zone); merchant level 2^63 + slot (0 merchant volume normal, "
                           "1 + k site k's productivity normal)",
         },
-        "policy_horizon": {"start": _day_string(horizon[0]), "end": _day_string(horizon[1]), "days": horizon[1] - horizon[0] + 1},
+        "policy_horizon": {"start": day_string(horizon[0]), "end": day_string(horizon[1]), "days": horizon[1] - horizon[0] + 1},
         "min_active_days_applied": min_active,
         "inactive_merchant_days": sum(p["merchant_days"] - p["active_merchant_days"] for p in parts),
         "arrivals_per_merchant_day_by_local_weekday": by_weekday,  # Monday..Sunday, home time zone
@@ -783,10 +769,10 @@ def validate_roster(df: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[
     table's is_virtual, merchant_class and channel. Row numbers are 0-based positions in the file.
     """
     df = _check_rows(_conformed(df, where), where)
-    grid = _day_grid(day_range, where)
+    grid = day_bounds(day_range, where)
     day, mid = df["utc_day"], df["merchant_id"]
     # the date part equals utc_day (checked above), so grid membership also proves a calendar date
-    grid_days = [_day_string(d) for d in range(grid[0], grid[1] + 1)]
+    grid_days = [day_string(d) for d in range(grid[0], grid[1] + 1)]
     bad = _first(~day.is_in(grid_days))
     if bad is not None:
         raise EngineError(where, f"row {bad}", f"utc_day {day[bad]!r} outside the day grid {grid_days[0]}..{grid_days[-1]}")

@@ -51,6 +51,7 @@ from engine.calendar import (
     NOON_QUARTER,
     day_range,
     epoch_day,
+    grid_day_strings,
     holiday_effects,
     holiday_table,
     local_days,
@@ -84,13 +85,6 @@ _COLUMNS = (
 
 def _fail(field: str, rule: str):
     raise EngineError(POLICY, field, rule)
-
-
-def day_grid(policy_data: dict) -> list[str]:
-    """The inclusive UTC day grid as YYYY-MM-DD strings (chronological = lexicographic)."""
-    start, end = (dt.date.fromisoformat(d) for d in day_range(policy_data))
-    n = (end - start).days + 1
-    return [(start + dt.timedelta(days=i)).isoformat() for i in range(n)]
 
 
 def _table_lookup(table: dict, keys: list[str], field: str) -> np.ndarray:
@@ -145,7 +139,7 @@ def check_policy(policies: dict) -> None:
     """Every rule of the policy that needs no data, so a run refuses it before it writes anything;
     `run_shard` applies the same rules where it uses the values."""
     policy = policies[POLICY].data
-    day_grid(policy)
+    grid_day_strings(policy)
     mode = policy.get("mode", "sigma_gamma_policy_v2")
     if mode == "scalar":
         _check_clip(policy["sigma_gamma_policy_v2"]["gamma_clip"], "/sigma_gamma_policy_v2/gamma_clip")
@@ -253,7 +247,7 @@ def finish(inputs: dict, policies: dict, ctx, parts: list[dict]) -> dict:
 
 def run_shard(inputs: dict, policies: dict, ctx) -> dict:
     policy = policies[POLICY].data
-    days = day_grid(policy)
+    days = grid_day_strings(policy)
     n_days = len(days)
     mode = policy.get("mode", "sigma_gamma_policy_v2")
     # Fail closed on the policy before any work is done.

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from .. import alias, roster
-from ..calendar import tz_offsets
+from ..calendar import checked_epoch_days, tz_offsets
 from ..context import Context
 from ..errors import EngineError
 from ..identity import site_ids
@@ -57,16 +57,6 @@ DEFAULT_SHARD_MERCHANTS = 4096
 # small helpers
 
 
-def _day_numbers(col: pl.Series, where: str) -> np.ndarray:
-    """utc_day 'YYYY-MM-DD' -> days since 1970-01-01 (int64), so merchant-days become integer keys."""
-    try:
-        days = col.str.to_date("%Y-%m-%d", strict=True)
-    except Exception:  # polars raises its own error types; report ours
-        bad = col.filter(col.str.to_date("%Y-%m-%d", strict=False).is_null())
-        raise EngineError(where, "utc_day", f"not a YYYY-MM-DD date: {bad[0]!r}") from None
-    return days.to_physical().to_numpy().astype(np.int64)
-
-
 def _day_runs(col: pl.Series, where: str) -> tuple[np.ndarray, pl.Series, np.ndarray]:
     """(run id per row, text of each run, day number of each run) for runs of equal utc_day.
 
@@ -79,7 +69,7 @@ def _day_runs(col: pl.Series, where: str) -> tuple[np.ndarray, pl.Series, np.nda
     run = col.rle_id().to_numpy().astype(np.int64)
     starts = np.flatnonzero(np.diff(run, prepend=-1))
     text = col.gather(starts)
-    return run, text, _day_numbers(text, where)
+    return run, text, checked_epoch_days(text, where)
 
 
 def _day_text(day_number: int) -> str:
@@ -204,7 +194,7 @@ class _Mixes:
         if not known.all():
             r = int(np.flatnonzero(~known)[0])
             raise EngineError("s4_group_weights", f"merchant_id={mid[r]}", "merchant has S4 rows but no S1 sites")
-        day = _day_numbers(s4["utc_day"], "s4_group_weights")
+        day = checked_epoch_days(s4["utc_day"], "s4_group_weights")
         tzc = s4["tz_group_id"].cast(pl.String).cast(pl.Enum(tz_cats)).to_physical().to_numpy().astype(np.int64)
         p = s4["p_group"].cast(pl.Float64).to_numpy()
 

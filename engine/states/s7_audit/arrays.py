@@ -84,12 +84,3 @@ def take(values: np.ndarray, rows: np.ndarray, fill=0) -> np.ndarray:
     return values[np.maximum(rows, 0)]
 
 
-def epoch_days(days: pl.Series) -> np.ndarray:
-    """Epoch day of each YYYY-MM-DD string, -1 where it is not exactly that form."""
-    if len(days) > _SMALL and days.is_sorted():
-        # A column in time order (the roster) holds few long runs: parse one value per run.
-        starts = np.flatnonzero((days != days.shift(1)).fill_null(True).to_numpy())
-        return np.repeat(epoch_days(days.gather(starts)), np.diff(np.r_[starts, len(days)]))
-    parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
-    parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
-    return parsed.fill_null(-1).to_numpy()

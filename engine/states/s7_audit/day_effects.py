@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from ...calendar import day_bounds, day_range, epoch_days
+from ...errors import EngineError
 from ...rng import STREAM_S3
 from . import keys
-from .arrays import epoch_days, index_in, index_in_runs, only_in, ordinal_in_runs, sorted_unique, take, unique_counts
+from .arrays import index_in, index_in_runs, only_in, ordinal_in_runs, sorted_unique, take, unique_counts
 from .audit import Audit
 from .registry import EXAMPLES, MAX, SAME, SUM, Blocked, Outcome, examples, preparation, shard_check
 
@@ -100,10 +102,10 @@ class DayEffects(Audit):
         (None when there is neither: a shard without S3 rows cannot tell the grid, nor needs it)."""
         pol = self.policies.get("day_effect_policy_v1")
         if pol is not None:
-            day_range = pol.data["day_range"]
-            start, end = epoch_days(pl.Series([day_range["start"], day_range["end"]]))
-            if start < 0 or end < start:
-                raise Blocked(f"day_effect_policy_v1.day_range malformed: {day_range}")
+            try:
+                start, end = day_bounds(day_range(pol.data), "day_effect_policy_v1")
+            except EngineError as exc:
+                raise Blocked(f"day_effect_policy_v1.day_range malformed: {exc.rule}") from None
             return np.arange(start, end + 1)
         if self.inputs["s3_day_effects"].height == 0:
             return None

@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
+from ...calendar import epoch_days
 from ...identity import site_ids
 from . import keys
-from .arrays import epoch_days, index_in, index_in_runs, only_in, sorted_unique, take
+from .arrays import index_in, index_in_runs, only_in, sorted_unique, take
 from .day_effects import DayEffects
 from .event_logs import (
     Match,
