@@ -142,7 +142,7 @@ def _runtime_by_seed(record: dict) -> dict[str, dict]:
 
 def _write_runtime_csv(path: Path, record: dict) -> None:
     by_seed = _runtime_by_seed(record)
-    states = _union_keys(by_seed.values())
+    states = union_keys(by_seed.values())
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["state", *by_seed])
@@ -212,7 +212,17 @@ def _table(header: list, rows: list[list]) -> list[str]:
     return lines + [""]
 
 
-def _union_keys(dicts) -> list:
+def short(v, width: int = 80) -> str:
+    """A value for a table cell: numbers as `fmt`, structures as compact JSON cut to `width`."""
+    import json
+
+    if isinstance(v, (dict, list)):
+        text = json.dumps(v, separators=(",", ":"), sort_keys=True)
+        return text if len(text) <= width else text[: width - 3] + "..."
+    return fmt(v)
+
+
+def union_keys(dicts) -> list:
     """Keys of several dicts in first-seen order (seeds may differ in what they report)."""
     seen = {}
     for d in dicts:
@@ -313,7 +323,7 @@ def _gate_cell(result: dict | None) -> str:
 
 def _gate_table(record: dict, seeds: list[str]) -> list[str]:
     per_seed = record["per_seed"]
-    gates = _union_keys(per_seed[s]["gates"] for s in seeds)
+    gates = union_keys(per_seed[s]["gates"] for s in seeds)
     rows = []
     for g in gates:
         # Thresholds come from the policy, identical for every seed: take the first seed that has the gate.
@@ -367,7 +377,7 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
              "not, and S4 passes the veto gates; `S4` only where S4 publishes a worse band than its data reference "
              "or fails a veto gate.", ""]
     rows = []
-    for g in _union_keys(per_seed[s]["gates"] for s in seeds):
+    for g in union_keys(per_seed[s]["gates"] for s in seeds):
         for s in seeds:
             r = per_seed[s]["gates"].get(g)
             if not r or not r.get("floor_values"):
@@ -385,7 +395,7 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
     if sentences:
         lines += ["Where each fix belongs:", "", *sentences, ""]
     shares = {s: per_seed[s].get("group_shares") or {} for s in seeds}
-    buckets = _union_keys(shares.values())
+    buckets = union_keys(shares.values())
     if buckets:
         lines += ["Shares of merchant-days by number of tz groups (a single-group day has max p_group = 1):", ""]
         lines += _table(["seed", *(f"{b} group(s)" for b in buckets)],
@@ -395,7 +405,7 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
 
 def _veto(record: dict, seeds: list[str]) -> list[str]:
     per_seed = record["per_seed"]
-    gates = [g for g in _union_keys(per_seed[s]["gates"] for s in seeds)
+    gates = [g for g in union_keys(per_seed[s]["gates"] for s in seeds)
              if any((per_seed[s]["gates"].get(g) or {}).get("family") == "veto" for s in seeds)]
     if not gates:
         return []
@@ -410,7 +420,7 @@ def _veto(record: dict, seeds: list[str]) -> list[str]:
     lines += _table(["gate", *_seed_header(seeds)], [[g, *(_gate_cell(per_seed[s]["gates"].get(g)) for s in seeds)]
                                                      for g in gates])
     bands = {s: per_seed[s].get("veto_slope_bands") or [] for s in seeds}
-    labels = _union_keys([{b["band"]: 1 for b in v} for v in bands.values()])
+    labels = union_keys([{b["band"]: 1 for b in v} for v in bands.values()])
     if labels:
         lines += ["T-S4-V1 per band of dominance (median slope, merchants; a band with too few merchants is not graded):", ""]
         rows = []
@@ -435,8 +445,8 @@ def _tradeoff(record: dict, seeds: list[str]) -> list[str]:
     points = {s: per_seed[s].get("tradeoff") or [] for s in seeds}
     if not any(points.values()):
         return []
-    labels = _union_keys([{p["label"]: 1 for p in v} for v in points.values()])
-    gates = _union_keys([p["gates"] for v in points.values() for p in v])
+    labels = union_keys([{p["label"]: 1 for p in v} for v in points.values()])
+    gates = union_keys([p["gates"] for v in points.values() for p in v])
     lines = ["## Trade-off: S4 settings against the gates, on the same draws", "",
              "Each row applies one regulariser setting (S4's own `regularise`) to the seed's raw mix S1 x S3 and grades "
              "the result with the same recipes as the published run: what `seg2b sweep` over the regulariser reports "
@@ -470,7 +480,7 @@ def _what_if(record: dict, seeds: list[str]) -> list[str]:
     rows_in = record.get("what_if")
     if not rows_in:
         return []
-    gates = _union_keys([w["gates"] for r in rows_in for w in r["seeds"].values()])
+    gates = union_keys([w["gates"] for r in rows_in for w in r["seeds"].values()])
     lines = ["## Upstream what-if: other world topologies (never the verdict of record)", "",
              "Each row rebuilds every seed's world with another share of merchants whose sites span two or more tz "
              "groups (the same draws: only the moved merchants differ), runs S1 and S3 over it and grades the S4 gates "
@@ -497,7 +507,7 @@ def _what_if(record: dict, seeds: list[str]) -> list[str]:
 
 def _structural(record: dict, seeds: list[str]) -> list[str]:
     per_seed = record["per_seed"]
-    checks = sorted(_union_keys(per_seed[s].get("structural") for s in seeds))
+    checks = sorted(union_keys(per_seed[s].get("structural") for s in seeds))
     rows = []
     for c in checks:
         for s in seeds:
@@ -530,7 +540,7 @@ def _cohorts(record: dict, seeds: list[str]) -> list[str]:
             if not rows:
                 lines += ["(empty)", ""]
                 continue
-            columns = _union_keys(rows)
+            columns = union_keys(rows)
             lines += _table(columns, [[_cohort_value(r.get(c)) for c in columns] for r in rows])
     if not any_table:
         lines += ["No cohort tables recorded.", ""]
@@ -593,13 +603,13 @@ def _flatten(card, prefix: str = "", skip: tuple = ()) -> dict:
 
 def _card_table(cards: dict[str, dict], seeds: list[str], skip: tuple = ()) -> list[str]:
     flat = {s: _flatten(cards[s], skip=skip) for s in seeds}
-    keys = _union_keys(flat.values())
+    keys = union_keys(flat.values())
     return _table(["fact", *_seed_header(seeds)], [[k, *(flat[s].get(k, "n/a") for s in seeds)] for k in keys])
 
 
 def _calibration(cards: dict[str, dict], seeds: list[str]) -> list[str]:
     rows_by_seed = {s: {r["metric"]: r for r in (cards[s] or {}).get("calibration", [])} for s in seeds}
-    metrics = _union_keys(rows_by_seed.values())
+    metrics = union_keys(rows_by_seed.values())
     if not metrics:
         return []
 
@@ -630,7 +640,7 @@ def _cards(record: dict, seeds: list[str]) -> list[str]:
 
 def _runtime(record: dict, seeds: list[str]) -> list[str]:
     by_seed = _runtime_by_seed(record)
-    states = _union_keys(by_seed.values())
+    states = union_keys(by_seed.values())
     lines = ["## Runtime (seconds)", ""]
     if states:
         lines += _table(["state", *_seed_header(seeds)], [[st, *(fmt(by_seed[s].get(st)) for s in seeds)] for st in states])
@@ -756,7 +766,7 @@ def _gamma_by_group(path: Path, data: dict[str, dict]) -> bool:
 
 def _groups_per_day(path: Path, data: dict[str, dict]) -> bool:
     shares = {s: d.get("s4_groups_per_day") or {} for s, d in data.items()}
-    buckets = _union_keys(shares.values())
+    buckets = union_keys(shares.values())
     present = [(i, s) for i, s in enumerate(shares) if shares[s]]
     if not buckets or not present:
         return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import REASON_LABELS, VERDICT_MEANING, fmt
+from .report import REASON_LABELS, VERDICT_MEANING, fmt, short
 
 SUMMARY = "summary.md"
 MAX_LINES = 60
@@ -99,7 +99,7 @@ def _comparison_lines(record: dict) -> list[str]:
         for note in last.get("notes") or []:
             lines.append(f"- note: {_cell(note)}")
         for d in diffs[:MAX_POLICY_ROWS]:
-            lines.append(f"- `{d.get('policy')}{d.get('pointer')}`: `{_cell(_short(d.get('old')))}` → `{_cell(_short(d.get('new')))}`")
+            lines.append(f"- `{d.get('policy')}{d.get('pointer')}`: `{_cell(short(d.get('old'), 60))}` → `{_cell(short(d.get('new'), 60))}`")
         if len(diffs) > MAX_POLICY_ROWS:
             lines.append(f"- … {len(diffs) - MAX_POLICY_ROWS} more policy difference(s) in report.html")
         if moved:
@@ -124,13 +124,6 @@ def _comparison_lines(record: dict) -> list[str]:
                          f"{(base.get('a') or {}).get('verdict')} → {record.get('verdict')}; {len(moved)} gate metrics moved, "
                          f"{sum(1 for g in moved if g.get('band_change'))} band change(s).")
     return lines
-
-
-def _short(v) -> str:
-    if isinstance(v, (dict, list)):
-        text = json.dumps(v, separators=(",", ":"), sort_keys=True)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return fmt(v)
 
 
 def render_summary(record: dict) -> str:

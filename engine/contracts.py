@@ -204,3 +204,19 @@ def check_key_order(dataset_id: str, df: pl.DataFrame) -> None:
         if dup_flags.any():
             row = int(dup_flags.arg_max())
             raise EngineError(dataset_id, f"row {row}", f"duplicate primary key {tuple(ds.primary_key)}: {df.row(row, named=True)}")
+
+
+def check_schema(have: pa.Schema, dataset_id: str, where) -> None:
+    """An Arrow schema (metadata removed) equal to the contract's, or an EngineError naming the first
+    difference: missing or extra columns, a column's type, or order/nullability."""
+    schema = get(dataset_id).schema
+    if have.equals(schema):
+        return
+    missing = [n for n in schema.names if n not in have.names]
+    extra = [n for n in have.names if n not in schema.names]
+    if missing or extra:
+        raise EngineError(where, ",".join(missing + extra), f"columns differ from the contract (missing {missing}, extra {extra})")
+    for f in schema:
+        if have.field(f.name).type != f.type:
+            raise EngineError(where, f.name, f"type {have.field(f.name).type} where the contract says {f.type}")
+    raise EngineError(where, "(schema)", "column order or nullability differs from the contract (all columns non-nullable)")

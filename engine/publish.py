@@ -396,15 +396,8 @@ def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition
     got = (table.schema.metadata or {}).get(PARTITION_META)
     if partition is not None and got is not None and got.decode() != partition:
         raise EngineError(path, "seg2b.partition", f"content is stamped {got.decode()!r}, not {partition!r}")
-    have = table.schema.remove_metadata()
-    if not have.equals(schema):
-        missing = [n for n in schema.names if n not in have.names]
-        extra = [n for n in have.names if n not in schema.names]
-        if missing or extra:
-            raise EngineError(path, ",".join(missing + extra), f"columns differ from the contract (missing {missing}, extra {extra})")
-        for f in schema:
-            hf = have.field(f.name)
-            if hf.type != f.type:
-                raise EngineError(path, f.name, f"type {hf.type} where the contract says {f.type}")
-        raise EngineError(path, "(schema)", "column order or nullability differs from the contract")
+    from .contracts import check_schema
+
+    if not table.schema.remove_metadata().equals(schema):
+        check_schema(table.schema.remove_metadata(), dataset_id, path)
     return table

@@ -445,15 +445,8 @@ def _format_timestamps(ts_us: np.ndarray, epoch_days: np.ndarray) -> pl.Series:
 # build
 # ---------------------------------------------------------------------------------------------
 
-def build_roster(
-    merchants: pl.DataFrame,
-    site_timezones: pl.DataFrame,
-    policy: Any,
-    day_range: tuple[str, str],
-    draws_of: str,
-    seed: int,
-    holiday_effects: dict | None = None,
-) -> tuple[pl.DataFrame, dict]:
+def build_roster(merchants: pl.DataFrame, site_timezones: pl.DataFrame, policy: Any, day_range: tuple[str, str],
+                 draws_of: str, seed: int, holiday_effects: dict | None = None) -> tuple[pl.DataFrame, dict]:
     """The arrival roster (contract columns, sorted by (utc_timestamp, merchant_id)) and its card.
 
     `policy` is the `roster_policy_v1` document (a dict, or a loaded `Policy`); `day_range` the S3

@@ -32,7 +32,19 @@ import jinja2
 
 from ..compare import REFERENCES
 from ..gates import holds
-from ..report import FIX_SENTENCE, OPS, PLOTS, REASON_LABELS, VERDICT_MEANING, _exact, _flatten, _near_threshold, fmt
+from ..report import (
+    FIX_SENTENCE,
+    OPS,
+    PLOTS,
+    REASON_LABELS,
+    VERDICT_MEANING,
+    _exact,
+    _flatten,
+    _near_threshold,
+    fmt,
+    short,
+    union_keys,
+)
 
 RECORD = "certification_record.json"
 PAGE = "report.html"
@@ -149,14 +161,6 @@ def normalise(record: dict) -> dict:
 # view helpers
 
 
-def _union_keys(dicts) -> list:
-    seen = {}
-    for d in dicts:
-        for k in d or {}:
-            seen.setdefault(k, None)
-    return list(seen)
-
-
 def _worst(bands) -> str:
     bands = [b for b in bands if b in BAND_CLASS]
     return min(bands, key=("FAIL", "B", "B+").index) if bands else "n/a"
@@ -237,7 +241,7 @@ def _cell(gate: str, seed: str, r: dict | None, seed_block: dict, plots: dict[st
 
 def _matrix(record: dict, seeds: list[str], plots: dict[str, Plot]) -> dict:
     per_seed = record["per_seed"]
-    gates = _union_keys(per_seed[s].get("gates") for s in seeds)
+    gates = union_keys(per_seed[s].get("gates") for s in seeds)
 
     def family(g):
         return next((per_seed[s]["gates"][g].get("family") or "realism" for s in seeds if g in per_seed[s]["gates"]), "realism")
@@ -277,7 +281,7 @@ def _shortfalls(record: dict, seeds: list[str]) -> list[dict]:
     """One row per gate below B+ on some seed: its bands per seed and where the fix belongs."""
     per_seed = record["per_seed"]
     rows = []
-    for g in _union_keys(per_seed[s].get("gates") for s in seeds):
+    for g in union_keys(per_seed[s].get("gates") for s in seeds):
         hits = [(s, per_seed[s]["gates"][g]) for s in seeds if g in per_seed[s]["gates"]
                 and per_seed[s]["gates"][g].get("band") != "B+"]
         if not hits:
@@ -285,7 +289,7 @@ def _shortfalls(record: dict, seeds: list[str]) -> list[dict]:
         rows.append({"gate": g, "band": _worst(r.get("band") for _, r in hits),
                      "family": hits[0][1].get("family") or "realism",
                      "seeds": [{"seed": s, "band": r.get("band"), "id": f"g-{g}-{s}"} for s, r in hits],
-                     "attributions": _union_keys([{r.get("attribution") or "n/a": 1} for _, r in hits])})
+                     "attributions": union_keys([{r.get("attribution") or "n/a": 1} for _, r in hits])})
     rows.sort(key=lambda r: ("FAIL", "B", "B+").index(r["band"]) if r["band"] in BAND_CLASS else 3)
     return rows
 
@@ -293,7 +297,7 @@ def _shortfalls(record: dict, seeds: list[str]) -> list[dict]:
 def _attribution(record: dict, seeds: list[str]) -> dict:
     per_seed = record["per_seed"]
     rows = []
-    for g in _union_keys(per_seed[s].get("gates") for s in seeds):
+    for g in union_keys(per_seed[s].get("gates") for s in seeds):
         for s in seeds:
             r = per_seed[s]["gates"].get(g)
             if not r or not r.get("floor_values"):
@@ -306,14 +310,14 @@ def _attribution(record: dict, seeds: list[str]) -> dict:
     sentences = [{"gate": g, "seed": s, "band": r.get("band"), "text": fix_sentence(r, per_seed[s])}
                  for s in seeds for g, r in per_seed[s]["gates"].items() if r.get("band") != "B+" and r.get("attribution")]
     shares = {s: per_seed[s].get("group_shares") or {} for s in seeds}
-    buckets = _union_keys(shares.values())
+    buckets = union_keys(shares.values())
     return {"rows": rows, "sentences": sentences, "buckets": buckets,
             "shares": [{"seed": s, "values": [fmt(shares[s].get(b)) for b in buckets]} for s in seeds]}
 
 
 def _veto(record: dict, seeds: list[str]) -> dict | None:
     per_seed = record["per_seed"]
-    gates = [g for g in _union_keys(per_seed[s].get("gates") for s in seeds)
+    gates = [g for g in union_keys(per_seed[s].get("gates") for s in seeds)
              if any((per_seed[s]["gates"].get(g) or {}).get("family") == "veto" for s in seeds)]
     if not gates:
         return None
@@ -327,7 +331,7 @@ def _veto(record: dict, seeds: list[str]) -> dict | None:
                                  "values": [(m, fmt(v)) for m, v in ((per_seed[s]["gates"].get(g) or {}).get("values") or {}).items()],
                                  "id": f"g-{g}-{s}"} for s in seeds]})
     bands = {s: per_seed[s].get("veto_slope_bands") or [] for s in seeds}
-    labels = _union_keys([{b.get("band"): 1 for b in v} for v in bands.values()])
+    labels = union_keys([{b.get("band"): 1 for b in v} for v in bands.values()])
     slope_rows = []
     for lab in labels:
         cells = []
@@ -363,7 +367,7 @@ def _cross_seed(record: dict) -> dict:
 def _structural(record: dict, seeds: list[str]) -> list[dict]:
     per_seed = record["per_seed"]
     rows = []
-    for c in sorted(_union_keys(per_seed[s].get("structural") for s in seeds)):
+    for c in sorted(union_keys(per_seed[s].get("structural") for s in seeds)):
         for s in seeds:
             res = (per_seed[s].get("structural") or {}).get(c)
             rows.append({"check": c, "seed": s, "ok": None if res is None else res.get("ok"),
@@ -386,7 +390,7 @@ def _cohorts(record: dict, seeds: list[str]) -> list[dict]:
     out = []
     for s in seeds:
         for name, rows in (record["per_seed"][s].get("cohorts") or {}).items():
-            cols = _union_keys(rows or [])
+            cols = union_keys(rows or [])
             cols = [c for c in COHORT_KEYS if c in cols] + [c for c in cols if c not in COHORT_KEYS]
             out.append({"seed": s, "name": name, "columns": cols,
                         "rows": [[_cohort_cell(r.get(c)) for c in cols] for r in rows or []]})
@@ -413,7 +417,7 @@ def _comparisons(record: dict) -> list[dict]:
                   "seeds": ", ".join(str(s) for s in b.get("seeds") or []), "lane": b.get("lane")},
             "notes": cmp.get("notes") or [],
             "policy": [{"policy": d.get("policy"), "pointer": d.get("pointer"),
-                        "old": _short(d.get("old")), "new": _short(d.get("new"))} for d in cmp.get("policy_differences") or []],
+                        "old": short(d.get("old")), "new": short(d.get("new"))} for d in cmp.get("policy_differences") or []],
             "compared": len(gates),
             "moved": [{"seed": g.get("seed"), "gate": g.get("gate"), "metric": g.get("metric"),
                        "a": fmt(g.get("value_a")), "b": fmt(g.get("value_b")), "delta": _signed(g.get("delta")),
@@ -426,20 +430,13 @@ def _comparisons(record: dict) -> list[dict]:
     return out
 
 
-def _short(v) -> str:
-    if isinstance(v, (dict, list)):
-        text = json.dumps(v, separators=(",", ":"), sort_keys=True)
-        return text if len(text) <= 80 else text[:77] + "..."
-    return fmt(v)
-
-
 def _tradeoff(record: dict, seeds: list[str], plots: dict[str, Plot]) -> dict | None:
     per_seed = record["per_seed"]
     points = {s: per_seed[s].get("tradeoff") or [] for s in seeds}
     if not any(points.values()):
         return None
-    labels = _union_keys([{p.get("label"): 1 for p in v} for v in points.values()])
-    gates = _union_keys([p.get("gates") for v in points.values() for p in v])
+    labels = union_keys([{p.get("label"): 1 for p in v} for v in points.values()])
+    gates = union_keys([p.get("gates") for v in points.values() for p in v])
     rows, honest = [], {}
     for lab in labels:
         entries = [e for e in (next((p for p in points[s] if p.get("label") == lab), None) for s in seeds) if e]
@@ -463,7 +460,7 @@ def _what_if(record: dict) -> dict | None:
     rows_in = record.get("what_if")
     if not rows_in:
         return None
-    gates = _union_keys([w.get("gates") for r in rows_in for w in (r.get("seeds") or {}).values()])
+    gates = union_keys([w.get("gates") for r in rows_in for w in (r.get("seeds") or {}).values()])
     rows = []
     for r in rows_in:
         ws = list((r.get("seeds") or {}).values())
@@ -487,7 +484,7 @@ def _cards(record: dict, seeds: list[str]) -> dict:
     roster = {s: per_seed[s].get("roster_card") or {} for s in seeds}
     calib_by_seed = {s: {r.get("metric"): r for r in (world[s].get("calibration") or [])} for s in seeds}
     calibration = []
-    for m in _union_keys(calib_by_seed.values()):
+    for m in union_keys(calib_by_seed.values()):
         cells = []
         for s in seeds:
             r = calib_by_seed[s].get(m)
@@ -501,7 +498,7 @@ def _cards(record: dict, seeds: list[str]) -> dict:
 
     def facts(cards, skip=()):
         flat = {s: _flatten(cards[s], skip=skip) for s in seeds}
-        return [{"fact": k, "values": [flat[s].get(k, "n/a") for s in seeds]} for k in _union_keys(flat.values())]
+        return [{"fact": k, "values": [flat[s].get(k, "n/a") for s in seeds]} for k in union_keys(flat.values())]
 
     return {"calibration": calibration, "world": facts(world, ("calibration",)), "roster": facts(roster)}
 
@@ -512,7 +509,7 @@ def _runtime(record: dict, seeds: list[str]) -> dict:
     if by_seed is None:
         by_seed = {s: d.get("runtime_seconds") or {} for s, d in record["per_seed"].items()}
     by_seed = {s: by_seed.get(s) or {} for s in seeds}
-    states = _union_keys(by_seed.values())
+    states = union_keys(by_seed.values())
     totals = {s: sum(v for v in by_seed[s].values() if _num(v)) for s in seeds}
     rows = []
     for st in states:
@@ -569,13 +566,18 @@ def render_lane_html(record: dict, plots: dict[str, Plot] | None = None) -> str:
     return environment().get_template("lane.html.j2").render(page=lane_view(normalise(record), plots or {}))
 
 
-def write_lane_html(pack: Path) -> Path:
-    """Render `pack/report.html` from `pack/certification_record.json` and `pack/plots/`."""
+def _write_page(pack: Path, record_name: str, render, captions: dict | None = None) -> Path:
+    """Render `pack/report.html` from the pack's record and its `plots/`."""
     pack = Path(pack)
-    record = json.loads((pack / RECORD).read_text(encoding="utf-8"))
+    record = json.loads((pack / record_name).read_text(encoding="utf-8"))
+    plots = load_plots(pack / "plots") if captions is None else load_plots(pack / "plots", captions=captions)
     out = pack / PAGE
-    out.write_text(render_lane_html(record, load_plots(pack / "plots")), encoding="utf-8")
+    out.write_text(render(record, plots), encoding="utf-8")
     return out
+
+
+def write_lane_html(pack: Path) -> Path:
+    return _write_page(pack, RECORD, render_lane_html)
 
 
 # --------------------------------------------------------------------------------------------
@@ -593,7 +595,7 @@ def sweep_view(record: dict, plots: dict[str, Plot]) -> dict:
     seeds = sorted({s for p in points for s in p.get("per_seed") or {}}, key=lambda s: (len(s), s))
 
     def settings(p):
-        return [_short(p["settings"][k]) if k in (p.get("settings") or {}) else "today" for k in knobs]
+        return [short(p["settings"][k]) if k in (p.get("settings") or {}) else "today" for k in knobs]
 
     rows = []
     for i, p in enumerate(ranked, 1):
@@ -619,7 +621,7 @@ def sweep_view(record: dict, plots: dict[str, Plot]) -> dict:
         gates.append({"gate": gate, "conditions": [_condition_text(c) for c in conditions], "rows": table, "plots": gate_plots})
     best = by_name.get(record.get("best_honest"))
     return {"title": f"Sweep · {record.get('lane')} lane · {len(points)} points", "lane": record.get("lane"),
-            "knobs": [{"label": k.get("label"), "values": ", ".join(_short(v) for v in k.get("values") or [])}
+            "knobs": [{"label": k.get("label"), "values": ", ".join(short(v) for v in k.get("values") or [])}
                       for k in record.get("knobs") or []],
             "knob_labels": knobs, "seeds": seeds, "replay": record.get("replay"), "wall": fmt(record.get("wall_seconds")),
             "best": None if best is None else {"name": best.get("name"), "verdict": best.get("verdict"),
@@ -632,9 +634,4 @@ def render_sweep_html(record: dict, plots: dict[str, Plot] | None = None) -> str
 
 
 def write_sweep_html(pack: Path) -> Path:
-    """Render `pack/report.html` from `pack/sweep_record.json` and `pack/plots/`."""
-    pack = Path(pack)
-    record = json.loads((pack / SWEEP_RECORD).read_text(encoding="utf-8"))
-    out = pack / PAGE
-    out.write_text(render_sweep_html(record, load_plots(pack / "plots", captions={})), encoding="utf-8")
-    return out
+    return _write_page(pack, SWEEP_RECORD, render_sweep_html, captions={})

@@ -101,21 +101,11 @@ def validate(files: dict[str, bytes], folder: Path) -> pl.DataFrame:
 
 
 def _table(name: str, data: bytes, where: Path) -> pl.DataFrame:
-    schema = contracts.get(name).schema
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise EngineError(where, name, f"unreadable Parquet: {exc}") from None
-    have = table.schema.remove_metadata()
-    if not have.equals(schema):
-        missing = [n for n in schema.names if n not in have.names]
-        extra = [n for n in have.names if n not in schema.names]
-        if missing or extra:
-            raise EngineError(where, ",".join(missing + extra), f"columns differ from the contract (missing {missing}, extra {extra})")
-        for f in schema:
-            if have.field(f.name).type != f.type:
-                raise EngineError(where, f.name, f"type {have.field(f.name).type} where the contract says {f.type}")
-        raise EngineError(where, "(schema)", "column order or nullability differs from the contract (all columns non-nullable)")
+    contracts.check_schema(table.schema.remove_metadata(), name, where)
     df = pl.from_arrow(table)
     if df.height == 0:
         raise EngineError(where, "(rows)", "table has no rows")
