@@ -13,15 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-
-def union_keys(dicts) -> list:
-    """Keys of several dicts in first-seen order (seeds may differ in what they report)."""
-    seen = {}
-    for d in dicts:
-        for k in d or {}:
-            seen.setdefault(k, None)
-    return list(seen)
-
+from .formatting import union_keys
 
 # file name -> caption; the order is the order of the report's plot section.
 PLOTS = {

@@ -33,17 +33,24 @@ a plot no seed has data for is not written, and the report says so.
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
-from .plots import PLOTS, union_keys, write_plots
+from .formatting import (  # noqa: F401 (fmt is re-exported for callers of the report)
+    BAND_MARKS,
+    OK_MARKS,
+    OPS,
+    band_mark,
+    cell,
+    exact,
+    flatten,
+    fmt,
+    near_threshold,
+    short,
+    table,
+    union_keys,
+)
+from .plots import PLOTS, write_plots
 from .record import write_json
-
-
-BAND_MARKS = {"B+": "✅ B+", "B": "☑️ B", "FAIL": "❌ FAIL"}
-OK_MARKS = {True: "✅ pass", False: "❌ fail", None: "n/a"}
-OPS = {">=": "≥", "<=": "≤", ">": ">", "<": "<"}
-SIG = 4  # significant digits of every value shown in the report
 
 VERDICT_MEANING = {
     "PASS_BPLUS": "every realism gate reached B+ on every seed, cross-seed stability and S3 drift hold, "
@@ -128,77 +135,6 @@ def _write_runtime_csv(path: Path, record: dict) -> None:
             w.writerow([state, *("" if by_seed[s].get(state) is None else by_seed[s][state] for s in by_seed)])
 
 
-# --------------------------------------------------------------------------------------------
-# formatting
-
-
-def fmt(value, sig: int = SIG) -> str:
-    """A record value as report text: floats to `sig` significant digits, None as n/a."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "∞" if value > 0 else "-∞"
-        return f"{value:.{sig}g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(fmt(v, sig) for v in value) or "none"
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {fmt(v, sig)}" for k, v in value.items()) or "none"
-    return str(value)
-
-
-def _exact(threshold) -> str:
-    """A threshold in its shortest exact form (thresholds are never rounded)."""
-    if threshold is None:
-        return "none"
-    text = f"{threshold:g}"
-    return text if float(text) == threshold else repr(threshold)
-
-
-def _near_threshold(value, thresholds: list) -> str:
-    """`fmt(value)`, with more digits when rounding would print exactly a threshold the value is not:
-    a FAIL shown as "0.006" next to ">= 0.006" would read as a contradiction."""
-    text = fmt(value)
-    if not isinstance(value, float) or not math.isfinite(value):
-        return text
-    for digits in range(SIG + 1, 18):
-        if not any(t is not None and float(text) == t and value != t for t in thresholds):
-            break
-        text = fmt(value, digits)
-    return text
-
-
-def _band(b) -> str:
-    return BAND_MARKS.get(b, "n/a" if b is None else str(b))
-
-
-def _cell(text) -> str:
-    """Table-cell safe: a literal pipe would split the cell, a newline would end the row."""
-    return str(text).replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
-
-
-def _table(header: list, rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return lines + [""]
-
-
-def short(v, width: int = 80) -> str:
-    """A value for a table cell: numbers as `fmt`, structures as compact JSON cut to `width`."""
-    import json
-
-    if isinstance(v, (dict, list)):
-        text = json.dumps(v, separators=(",", ":"), sort_keys=True)
-        return text if len(text) <= width else text[: width - 3] + "..."
-    return fmt(v)
-
-
 def _seed_header(seeds: list[str]) -> list[str]:
     return [f"seed {s}" for s in seeds]
 
@@ -252,7 +188,7 @@ def _reasons(record: dict) -> list[str]:
     for key, value in (record.get("reasons") or {}).items():
         label = REASON_LABELS.get(key, key)
         if key == "T-X-01":
-            text = _band(value)
+            text = band_mark(value)
         elif isinstance(value, list):
             text = ", ".join(value) if value else "none"
         else:
@@ -266,11 +202,11 @@ def _thresholds_text(conditions: list[dict]) -> str:
     for c in conditions:
         op = OPS.get(c["op"], c["op"])
         if c.get("B") == c.get("B+"):
-            parts.append(f"`{c['metric']}` {op} {_exact(c['B'])} (B and B+)")
+            parts.append(f"`{c['metric']}` {op} {exact(c['B'])} (B and B+)")
         elif c.get("B") is None:  # a condition only the target band asks for
-            parts.append(f"`{c['metric']}` {op} {_exact(c.get('B+'))} (B+ only)")
+            parts.append(f"`{c['metric']}` {op} {exact(c.get('B+'))} (B+ only)")
         else:
-            parts.append(f"`{c['metric']}` {op} {_exact(c.get('B'))} (B), {_exact(c.get('B+'))} (B+)")
+            parts.append(f"`{c['metric']}` {op} {exact(c.get('B'))} (B), {exact(c.get('B+'))} (B+)")
     return "<br>".join(parts)
 
 
@@ -279,11 +215,11 @@ def _gate_cell(result: dict | None) -> str:
         return "n/a"
     limits = {c["metric"]: [c.get("B"), c.get("B+")] for c in result.get("thresholds", [])}
     values = result.get("values", {})
-    shown = [_near_threshold(v, limits.get(m, [])) for m, v in values.items()]
+    shown = [near_threshold(v, limits.get(m, [])) for m, v in values.items()]
     if len(values) == 1:
-        text = f"{_band(result['band'])} {shown[0]}"
+        text = f"{band_mark(result['band'])} {shown[0]}"
     else:
-        text = _band(result["band"]) + "".join(f"<br>{m} = {v}" for m, v in zip(values, shown))
+        text = band_mark(result["band"]) + "".join(f"<br>{m} = {v}" for m, v in zip(values, shown))
     if result.get("attribution"):
         text += f"<br>*{result['attribution']}*"
     return text
@@ -300,7 +236,7 @@ def _gate_table(record: dict, seeds: list[str]) -> list[str]:
     return (["## Realism gates per seed", "",
              "Cells: band reached and value; below B+, the attribution in italics. "
              "✅ B+ target met, ☑️ B hard gate met, ❌ FAIL.", ""]
-            + _table(["gate", "thresholds", *_seed_header(seeds)], rows))
+            + table(["gate", "thresholds", *_seed_header(seeds)], rows))
 
 
 FIX_SENTENCE = {
@@ -351,11 +287,11 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
             if not r or not r.get("floor_values"):
                 continue
             for metric, floor in r["floor_values"].items():
-                rows.append([g, s, metric, f"{_band(r.get('floor_band'))} {fmt(floor)}",
-                             f"{_band(r.get('data_band'))} {fmt((r.get('data_values') or {}).get(metric))}",
-                             f"{_band(r['band'])} {fmt(r['values'].get(metric))}", r.get("attribution") or "none (B+)"])
+                rows.append([g, s, metric, f"{band_mark(r.get('floor_band'))} {fmt(floor)}",
+                             f"{band_mark(r.get('data_band'))} {fmt((r.get('data_values') or {}).get(metric))}",
+                             f"{band_mark(r['band'])} {fmt(r['values'].get(metric))}", r.get("attribution") or "none (B+)"])
     if rows:
-        lines += _table(["gate", "seed", "metric", "floor", "data", "published", "attribution"], rows)
+        lines += table(["gate", "seed", "metric", "floor", "data", "published", "attribution"], rows)
     else:
         lines += ["No gate of this record carries floor values.", ""]
     sentences = [_fix_sentence(g, s, r, per_seed[s]) for s in seeds for g, r in per_seed[s]["gates"].items()
@@ -366,7 +302,7 @@ def _floor(record: dict, seeds: list[str]) -> list[str]:
     buckets = union_keys(shares.values())
     if buckets:
         lines += ["Shares of merchant-days by number of tz groups (a single-group day has max p_group = 1):", ""]
-        lines += _table(["seed", *(f"{b} group(s)" for b in buckets)],
+        lines += table(["seed", *(f"{b} group(s)" for b in buckets)],
                         [[s, *(fmt(shares[s].get(b)) for b in buckets)] for s in seeds])
     return lines
 
@@ -385,7 +321,7 @@ def _veto(record: dict, seeds: list[str]) -> list[str]:
         first = next(per_seed[s]["gates"][g] for s in seeds if g in per_seed[s]["gates"])
         lines.append(f"- **{g}** ({_thresholds_text(first['thresholds'])})" + (f": {rationale[g]}" if g in rationale else ""))
     lines.append("")
-    lines += _table(["gate", *_seed_header(seeds)], [[g, *(_gate_cell(per_seed[s]["gates"].get(g)) for s in seeds)]
+    lines += table(["gate", *_seed_header(seeds)], [[g, *(_gate_cell(per_seed[s]["gates"].get(g)) for s in seeds)]
                                                      for g in gates])
     bands = {s: per_seed[s].get("veto_slope_bands") or [] for s in seeds}
     labels = union_keys([{b["band"]: 1 for b in v} for v in bands.values()])
@@ -399,7 +335,7 @@ def _veto(record: dict, seeds: list[str]) -> list[str]:
                 row.append("n/a" if b is None or b["median_slope"] is None else
                            f"{fmt(b['median_slope'])} ({b['merchants']}{'' if b['graded'] else ', not graded'})")
             rows.append(row)
-        lines += _table(["dominance band", *_seed_header(seeds)], rows)
+        lines += table(["dominance band", *_seed_header(seeds)], rows)
     return lines
 
 
@@ -431,13 +367,13 @@ def _tradeoff(record: dict, seeds: list[str]) -> list[str]:
             vals = [v for v in vals if isinstance(v, (int, float))]
             band = _worst([x["band"] for x in xs])
             rng = (fmt(min(vals)) if min(vals) == max(vals) else f"{fmt(min(vals))}..{fmt(max(vals))}") if vals else ""
-            row.append(f"{_band(band)} {rng}")
+            row.append(f"{band_mark(band)} {rng}")
             if not veto_fail and "-V" not in g:
                 best = honest.get(g)
                 if best is None or ("FAIL", "B", "B+").index(band) > ("FAIL", "B", "B+").index(best[0]):
                     honest[g] = (band, lab)
         rows.append(row)
-    lines += _table(["setting", "strength", *gates], rows)
+    lines += table(["setting", "strength", *gates], rows)
     if honest:
         lines += ["Best band any setting without a veto failure reaches, per gate: "
                   + "; ".join(f"{g} {b} ({lab})" for g, (b, lab) in honest.items()) + ".", ""]
@@ -465,11 +401,11 @@ def _what_if(record: dict, seeds: list[str]) -> list[str]:
             xs = [w["gates"][g] for w in ws if g in w["gates"]]
             vals = [x["data"] for x in xs if isinstance(x.get("data"), (int, float))]
             rng = (fmt(min(vals)) if min(vals) == max(vals) else f"{fmt(min(vals))}..{fmt(max(vals))}") if vals else ""
-            cells.append(f"{_band(_worst([x['data_band'] for x in xs]))} / {_worst([x['floor_band'] for x in xs])} {rng}")
+            cells.append(f"{band_mark(_worst([x['data_band'] for x in xs]))} / {_worst([x['floor_band'] for x in xs])} {rng}")
         calib = [w.get("calibration_pass") for w in ws]
         rows.append([r["world"], fmt(sum(mt) / len(mt)) if mt else "n/a", fmt(sum(single) / len(single)) if single else "n/a",
                      *cells, "yes" if all(calib) else "no"])
-    lines += _table(["world", "multi-tz merchants", "1-group merchant-days", *gates, "world card calibrated"], rows)
+    lines += table(["world", "multi-tz merchants", "1-group merchant-days", *gates, "world card calibrated"], rows)
     return lines
 
 
@@ -481,14 +417,14 @@ def _structural(record: dict, seeds: list[str]) -> list[str]:
         for s in seeds:
             res = (per_seed[s].get("structural") or {}).get(c)
             rows.append([c, s, OK_MARKS[None if res is None else bool(res.get("ok"))], (res or {}).get("detail", "")])
-    body = _table(["check", "seed", "result", "detail"], rows) if rows else ["No structural checks recorded.", ""]
+    body = table(["check", "seed", "result", "detail"], rows) if rows else ["No structural checks recorded.", ""]
     return ["## Structural checks (T-STR)", "", *body]
 
 
 def _preconditions(record: dict) -> list[str]:
     pre = record.get("preconditions") or {}
     rows = [[k, OK_MARKS[bool(v.get("ok"))], v.get("detail", "")] for k, v in sorted(pre.items())]
-    body = _table(["precondition", "result", "detail"], rows) if rows else ["No preconditions recorded.", ""]
+    body = table(["precondition", "result", "detail"], rows) if rows else ["No preconditions recorded.", ""]
     return ["## Preconditions (PRE)", "", *body]
 
 
@@ -509,7 +445,7 @@ def _cohorts(record: dict, seeds: list[str]) -> list[str]:
                 lines += ["(empty)", ""]
                 continue
             columns = union_keys(rows)
-            lines += _table(columns, [[_cohort_value(r.get(c)) for c in columns] for r in rows])
+            lines += table(columns, [[_cohort_value(r.get(c)) for c in columns] for r in rows])
     if not any_table:
         lines += ["No cohort tables recorded.", ""]
     return lines
@@ -520,8 +456,8 @@ def _cross_seed(record: dict) -> list[str]:
     lines = ["## Cross-seed stability", ""]
     cvs = x.get("cv") or {}
     if cvs:
-        lines += _table(["gate", "CV across seeds (std ddof=1 / mean)"], [[g, fmt(v)] for g, v in cvs.items()])
-    known = [("T-X-01", "T-X-01 (worst CV)", _band), ("worst_cv", "worst CV", fmt),
+        lines += table(["gate", "CV across seeds (std ddof=1 / mean)"], [[g, fmt(v)] for g, v in cvs.items()])
+    known = [("T-X-01", "T-X-01 (worst CV)", band_mark), ("worst_cv", "worst CV", fmt),
              ("T-X-02", "T-X-02 (no seed-specific collapse)", fmt), ("s3_drift_cv", "S3 drift CV of D", fmt),
              ("s3_drift_ok", "S3 drift ok", fmt)]
     for key, label, render in known:
@@ -552,27 +488,10 @@ def _comparisons(record: dict) -> list[str]:
     return lines
 
 
-def _flatten(card, prefix: str = "", skip: tuple = ()) -> dict:
-    """Scalar facts of a card as dotted keys; long lists and lists of rows point to the JSON file."""
-    out = {}
-    for k, v in (card or {}).items():
-        if k in skip:
-            continue
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        elif isinstance(v, list):
-            scalar = all(not isinstance(e, (dict, list)) for e in v)
-            out[key] = fmt(v) if scalar and len(v) <= 12 else f"list of {len(v)} (see JSON)"
-        else:
-            out[key] = fmt(v)
-    return out
-
-
 def _card_table(cards: dict[str, dict], seeds: list[str], skip: tuple = ()) -> list[str]:
-    flat = {s: _flatten(cards[s], skip=skip) for s in seeds}
+    flat = {s: flatten(cards[s], skip=skip) for s in seeds}
     keys = union_keys(flat.values())
-    return _table(["fact", *_seed_header(seeds)], [[k, *(flat[s].get(k, "n/a") for s in seeds)] for k in keys])
+    return table(["fact", *_seed_header(seeds)], [[k, *(flat[s].get(k, "n/a") for s in seeds)] for k in keys])
 
 
 def _calibration(cards: dict[str, dict], seeds: list[str]) -> list[str]:
@@ -581,15 +500,15 @@ def _calibration(cards: dict[str, dict], seeds: list[str]) -> list[str]:
     if not metrics:
         return []
 
-    def cell(r):
+    def target_cell(r):
         if r is None:
             return "n/a"
         mark = "n/a (reference scale only)" if not r.get("applies", True) else OK_MARKS[r.get("pass")]
         return f"{mark} {fmt(r.get('measured'))} in [{fmt(r.get('accept_lo'))}, {fmt(r.get('accept_hi'))}]"
 
-    rows = [[m, *(cell(rows_by_seed[s].get(m)) for s in seeds)] for m in metrics]
+    rows = [[m, *(target_cell(rows_by_seed[s].get(m)) for s in seeds)] for m in metrics]
     return ["World calibration targets (measured value and accepted interval):", "",
-            *_table(["target", *_seed_header(seeds)], rows)]
+            *table(["target", *_seed_header(seeds)], rows)]
 
 
 def _cards(record: dict, seeds: list[str]) -> list[str]:
@@ -611,7 +530,7 @@ def _runtime(record: dict, seeds: list[str]) -> list[str]:
     states = union_keys(by_seed.values())
     lines = ["## Runtime (seconds)", ""]
     if states:
-        lines += _table(["state", *_seed_header(seeds)], [[st, *(fmt(by_seed[s].get(st)) for s in seeds)] for st in states])
+        lines += table(["state", *_seed_header(seeds)], [[st, *(fmt(by_seed[s].get(st)) for s in seeds)] for st in states])
     rt = record.get("runtime") or {}
     lines += [f"- {k}: {fmt(v)}" for k, v in rt.items() if k != "per_seed_stage_seconds"]
     return lines + ["", "Per state and seed also in [runtime.csv](runtime.csv); S8 flags in [flags.txt](flags.txt).", ""]
@@ -621,10 +540,10 @@ def _provenance(record: dict) -> list[str]:
     lines = ["## Versions and policy fingerprints", ""]
     versions = record.get("versions") or {}
     if versions:
-        lines += _table(["library", "version"], [[k, fmt(v)] for k, v in versions.items()])
+        lines += table(["library", "version"], [[k, fmt(v)] for k, v in versions.items()])
     fps = record.get("policy_fingerprints") or {}
     if fps:
-        lines += _table(["policy", "sha256"], [[k, f"`{v}`"] for k, v in fps.items()])
+        lines += table(["policy", "sha256"], [[k, f"`{v}`"] for k, v in fps.items()])
     return lines
 
 

@@ -10,10 +10,10 @@ pack's `report.html`. `seg2b certify --summary-to FILE` appends the text to FILE
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .report import REASON_LABELS, VERDICT_MEANING, fmt, short
+from .formatting import fmt, short
+from .report import REASON_LABELS, VERDICT_MEANING
 
 SUMMARY = "summary.md"
 MAX_LINES = 60

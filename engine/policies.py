@@ -20,6 +20,7 @@ from . import jsonio
 from .errors import EngineError, from_os_error
 from .identity import sha256_hex
 
+
 def package_folder(package: str, checkout_dir: str) -> Path:
     """A folder of package data: the installed package's files, or the checkout's folder when the
     project runs uninstalled from its sources."""

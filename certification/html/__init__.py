@@ -31,20 +31,10 @@ from pathlib import Path
 import jinja2
 
 from ..compare import REFERENCES
+from ..formatting import OPS, exact, flatten, fmt, near_threshold, short, union_keys
 from ..gates import holds
-from ..report import (
-    FIX_SENTENCE,
-    OPS,
-    PLOTS,
-    REASON_LABELS,
-    VERDICT_MEANING,
-    _exact,
-    _flatten,
-    _near_threshold,
-    fmt,
-    short,
-    union_keys,
-)
+from ..plots import PLOTS
+from ..report import FIX_SENTENCE, REASON_LABELS, VERDICT_MEANING
 
 RECORD = "certification_record.json"
 PAGE = "report.html"
@@ -189,10 +179,10 @@ def _signed(v) -> str:
 def _condition_text(c: dict) -> str:
     op = OPS.get(c.get("op"), c.get("op"))
     if c.get("B") == c.get("B+"):
-        return f"{c['metric']} {op} {_exact(c.get('B'))} (B and B+)"
+        return f"{c['metric']} {op} {exact(c.get('B'))} (B and B+)"
     if c.get("B") is None:
-        return f"{c['metric']} {op} {_exact(c.get('B+'))} (B+ only)"
-    return f"{c['metric']} {op} {_exact(c.get('B'))} (B), {_exact(c.get('B+'))} (B+)"
+        return f"{c['metric']} {op} {exact(c.get('B+'))} (B+ only)"
+    return f"{c['metric']} {op} {exact(c.get('B'))} (B), {exact(c.get('B+'))} (B+)"
 
 
 def fix_sentence(r: dict, seed_block: dict) -> str:
@@ -214,13 +204,13 @@ def _cell(gate: str, seed: str, r: dict | None, seed_block: dict, plots: dict[st
     conditions = r.get("thresholds") or []
     values = r.get("values") or {}
     limits = {c["metric"]: [c.get("B"), c.get("B+")] for c in conditions}
-    shown = {m: _near_threshold(v, limits.get(m, [])) for m, v in values.items()}
+    shown = {m: near_threshold(v, limits.get(m, [])) for m, v in values.items()}
     rows = []
     for c in conditions:
         v = values.get(c["metric"])
         rows.append({"metric": c["metric"], "value": shown.get(c["metric"], fmt(v)), "op": OPS.get(c["op"], c["op"]),
-                     "B": _exact(c.get("B")) if c.get("B") is not None else "none",
-                     "Bplus": _exact(c.get("B+")) if c.get("B+") is not None else "none",
+                     "B": exact(c.get("B")) if c.get("B") is not None else "none",
+                     "Bplus": exact(c.get("B+")) if c.get("B+") is not None else "none",
                      "at_b": holds(v, c["op"], c.get("B")), "at_bplus": holds(v, c["op"], c.get("B+"))})
     refs = []
     for metric, floor in (r.get("floor_values") or {}).items():
@@ -497,7 +487,7 @@ def _cards(record: dict, seeds: list[str]) -> dict:
         calibration.append({"metric": m, "cells": cells})
 
     def facts(cards, skip=()):
-        flat = {s: _flatten(cards[s], skip=skip) for s in seeds}
+        flat = {s: flatten(cards[s], skip=skip) for s in seeds}
         return [{"fact": k, "values": [flat[s].get(k, "n/a") for s in seeds]} for k in union_keys(flat.values())]
 
     return {"calibration": calibration, "world": facts(world, ("calibration",)), "roster": facts(roster)}

@@ -12,6 +12,22 @@ breadth (merchant concentration, day-effect memory, holidays, local time), cohor
 
 from __future__ import annotations
 
+from ._common import _CELL, _MD, _SITE_PK  # noqa: F401 (the key lists, for callers that build frames)
+from .breadth import (  # noqa: F401 (re-exported)
+    FAR_HOURS,
+    NIGHT_HOURS,
+    SERIES,
+    day_effect_memory,
+    holiday_effects,
+    merchant_concentration,
+    night_share_gap,
+)
+from .cohorts import (  # noqa: F401 (re-exported)
+    DEFAULT_SIZE_BUCKETS,
+    cohort_tables,
+    merchant_cohorts,
+    s3_s4_cohorts,
+)
 from .s1 import (  # noqa: F401 (re-exported)
     S1_METRICS,
     UNIFORM_TOLERANCE,
@@ -60,19 +76,3 @@ from .veto import (  # noqa: F401 (re-exported)
     veto_metrics,
     veto_summary,
 )
-from .breadth import (  # noqa: F401 (re-exported)
-    FAR_HOURS,
-    NIGHT_HOURS,
-    SERIES,
-    day_effect_memory,
-    holiday_effects,
-    merchant_concentration,
-    night_share_gap,
-)
-from .cohorts import (  # noqa: F401 (re-exported)
-    DEFAULT_SIZE_BUCKETS,
-    cohort_tables,
-    merchant_cohorts,
-    s3_s4_cohorts,
-)
-from ._common import _CELL, _MD, _SITE_PK  # noqa: F401 (the key lists, for callers that build frames)

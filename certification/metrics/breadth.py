@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from ._common import _SITE_PK, _float
@@ -16,7 +17,6 @@ FAR_HOURS = 6  # a site whose clock is at least this many hours from the merchan
 def merchant_concentration(roster: pl.DataFrame) -> dict:
     """T-R-01: arrivals per merchant: Gini, top 1% and 10% shares, Hill tail exponent (top 10%)
     (the formulas are engine.roster's, which the roster card reports too)."""
-    import numpy as np
 
     from engine.roster import concentration
 
@@ -47,9 +47,8 @@ def _group_country(site_timezones: pl.DataFrame) -> pl.DataFrame:
             .group_by("merchant_id", "tzid", maintain_order=True).agg(pl.col("legal_country_iso").first().alias("country")))
 
 
-def _local_holiday(frame: pl.DataFrame, day_col: str, tz_col: str, country_col: str) -> "np.ndarray":
+def _local_holiday(frame: pl.DataFrame, day_col: str, tz_col: str, country_col: str) -> np.ndarray:
     """Whether each row's country has a public holiday on the local date at 12:00 UTC of its UTC day."""
-    import numpy as np
 
     from engine.calendar import holiday_table, tz_offsets
 
@@ -74,7 +73,6 @@ def holiday_effects(s3: pl.DataFrame, roster: pl.DataFrame, site_timezones: pl.D
     the mean of log_gamma minus the same pair's mean over its other days. Roster: over active
     merchant-days whose home country has a holiday (local date of the zone holding most sites),
     ln(total arrivals / total of the merchant's mean arrivals on non-holiday days of the same weekday)."""
-    import numpy as np
 
     cells = s3.select("merchant_id", "utc_day", "tz_group_id", "log_gamma").join(
         _group_country(site_timezones), left_on=["merchant_id", "tz_group_id"], right_on=["merchant_id", "tzid"],
@@ -110,7 +108,6 @@ def night_share_gap(roster: pl.DataFrame, group_events: pl.DataFrame, s1: pl.Dat
     the group's local time, minus the same share among arrivals routed to the main group (its own
     local time). An arrival's instant comes from the roster (arrival_seq = its ordinal among the
     merchant's arrivals in roster order), its group from the S5 group event log."""
-    import numpy as np
 
     from engine.calendar import tz_offsets
 

@@ -40,16 +40,11 @@ counters of the same merchant's earlier days.
 
 from __future__ import annotations
 
-import datetime as dt
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 import numpy as np
 import polars as pl
 
 from engine.calendar import (
     NOON_QUARTER,
-    day_range,
     epoch_day,
     grid_day_strings,
     holiday_effects,
