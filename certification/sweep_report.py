@@ -102,9 +102,11 @@ def write_plots(folder: Path, record: dict) -> list[str]:
                         series.setdefault((s, combo), []).append((e["settings"][first], float(v)))
             uniq = list({json.dumps(x): x for pts in series.values() for x, _ in pts}.values())
             numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in uniq)
-            declared = [json.dumps(v) for v in knobs[0]["values"]]
-            uniq.sort(key=(lambda v: v) if numeric else (lambda v: declared.index(json.dumps(v))
-                                                           if json.dumps(v) in declared else len(declared)))
+            if numeric:
+                uniq.sort()
+            else:  # the knob's declared order, values it does not declare last
+                declared = {json.dumps(v): i for i, v in enumerate(knobs[0]["values"])}
+                uniq.sort(key=lambda v: declared.get(json.dumps(v), len(declared)))  # noqa: B023 (used at once)
             pos = [float(v) for v in uniq] if numeric else list(range(len(uniq)))
             ticks = None if numeric else [_fmt(v) for v in uniq]
             place = {json.dumps(v): x for v, x in zip(uniq, pos)}
