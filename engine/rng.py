@@ -183,6 +183,51 @@ def betas(key, counter_hi, counter_lo, a, b) -> np.ndarray:
                       uniforms(key, counter_hi, counter_lo))
 
 
+# --------------------------------------------------------------------------- transforms of uniforms
+# Distributions the states draw through a stream's uniforms and normals, written once, here.
+
+
+def gumbel(u: np.ndarray) -> np.ndarray:
+    """Standard Gumbel deviates -ln(-ln u) (for Gumbel top-k draws without replacement)."""
+    return -np.log(-np.log(u))
+
+
+def poisson_counts(rate: np.ndarray, u: np.ndarray, z_for_large, threshold: float) -> tuple[np.ndarray, int]:
+    """Poisson counts: inverse CDF of u for rate <= threshold, normal approximation above.
+
+    `z_for_large(mask)` returns the normals of the merchant-days in `mask` (drawn only for those).
+    Each element goes through the same elementwise operations whatever else is in the batch, so
+    the count of a merchant-day does not depend on the shard it is built in.
+    """
+    k = np.zeros(rate.shape, dtype=np.int64)
+    small = rate <= threshold
+    # k_max bounds the loop where u is so close to 1 that the float CDF never reaches it.
+    k_max = int(np.ceil(threshold + 15.0 * np.sqrt(max(threshold, 1.0)) + 30.0))
+    k[small] = inverse_cdf_counts(rate[small], u[small], k_max)
+    large = ~small
+    if large.any():
+        lam = rate[large]
+        z = z_for_large(large)
+        k[large] = np.maximum(0.0, np.floor(lam + np.sqrt(lam) * z + 0.5)).astype(np.int64)
+    return k, int(large.sum())
+
+
+def inverse_cdf_counts(lam: np.ndarray, u: np.ndarray, k_max: int) -> np.ndarray:
+    """Smallest k with P(X <= k) >= u, X ~ Poisson(lam), iterating k only over undecided elements."""
+    k = np.zeros(lam.size, dtype=np.int64)
+    p = np.exp(-lam)
+    cdf = p.copy()
+    live = np.flatnonzero(u > cdf)
+    step = 0
+    while live.size and step < k_max:
+        step += 1
+        p[live] = p[live] * lam[live] / step
+        cdf[live] += p[live]
+        k[live] = step
+        live = live[u[live] > cdf[live]]
+    return k
+
+
 class Stream:
     """A keyed stream: the bit generator bound to one (identity, seed, stream id).
 

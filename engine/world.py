@@ -244,10 +244,6 @@ def _pick_in_blocks(block: np.ndarray, u: np.ndarray, gcum: np.ndarray, lo: np.n
     return np.clip(idx, lo[block], hi[block] - 1)
 
 
-def _gumbel(u: np.ndarray) -> np.ndarray:
-    return -np.log(-np.log(u))
-
-
 # --------------------------------------------------------------------------------------------
 # Policy reading (the schema has validated types; these are the cross-field rules it cannot state)
 
@@ -417,7 +413,7 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     n_multi = min(int(round(mc["share"] * n)), int(np.sum(sites >= 2)))
     multi = np.zeros(n, dtype=bool)
     if n_multi:
-        key = mc["size_tilt"] * np.log(sites) + _gumbel(stream(S_MULTI).uniforms(midx, lo0))
+        key = mc["size_tilt"] * np.log(sites) + rng.gumbel(stream(S_MULTI).uniforms(midx, lo0))
         key = np.where(sites >= 2, key, -np.inf)
         multi[np.argsort(-key, kind="stable")[:n_multi]] = True
     # countries = 2 + extra, extra ~ Geometric(q) truncated to 0..M-1 with M = min(max_countries,
@@ -543,7 +539,7 @@ def _spread_over_tz_groups(cols, share, sites, home, merchant_id, stream: rng.St
     if need <= 0 or not candidates.any():
         return cols
     midx = np.arange(n, dtype=np.uint64)
-    key = np.where(candidates, np.log(sites) + _gumbel(stream.uniforms(midx, np.zeros(n, np.uint64))), -np.inf)
+    key = np.where(candidates, np.log(sites) + rng.gumbel(stream.uniforms(midx, np.zeros(n, np.uint64))), -np.inf)
     chosen = np.argsort(-key, kind="stable")[: min(need, int(candidates.sum()))]
     # the last row of each chosen merchant's block (rows are grouped by merchant)
     last_row = np.zeros(n, dtype=np.int64)

@@ -13,10 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import contracts
+from engine import contracts, rng
 from engine import roster as R
 from engine.errors import EngineError
 from engine.policies import load_policy
+from engine.roster import clock as RC
+from engine.roster import volume as RV
 
 MF = "5e" * 32
 SEED = 42
@@ -274,7 +276,7 @@ def test_offset_patterns_rebuild_every_tz_day_row():
     flat[2, :28] = -18000  # a DST day: the offset changes at 07:00 UTC
     flat[2, 28:] = -14400
     flat[4] = flat[2]
-    patterns, pattern_of = R._offset_patterns(flat)
+    patterns, pattern_of = RC._offset_patterns(flat)
     assert len(patterns) == 3
     assert (patterns[pattern_of] == flat).all()
 
@@ -282,7 +284,7 @@ def test_offset_patterns_rebuild_every_tz_day_row():
 def test_poisson_inverse_cdf_reproduces_the_pmf():
     lam, n = 7.5, 200_000
     u = (np.arange(n) + 0.5) / n  # an exact grid of quantiles
-    k = R._inverse_cdf_counts(np.full(n, lam), u, 200)
+    k = rng.inverse_cdf_counts(np.full(n, lam), u, 200)
     pmf = [math.exp(-lam) * lam**i / math.factorial(i) for i in range(30)]
     observed = np.bincount(k, minlength=30)[:30] / n
     assert np.abs(observed - pmf).max() < 2.0 / n
@@ -307,7 +309,7 @@ def test_home_time_zone_is_the_most_frequent_home_country_tzid():
     ]
     sites = pl.DataFrame(rows, schema={"merchant_id": pl.UInt64, "legal_country_iso": pl.String, "tzid": pl.String},
                          orient="row")
-    table = R._merchant_table(merchants, sites)
+    table = RV._merchant_table(merchants, sites)
     assert table["home_tzid"].to_list() == ["America/Chicago", "Europe/London"]
     assert table["n_sites"].to_list() == [5, 3]
 
