@@ -325,9 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     base_rev = args.base or base_file["commit"]
     base_commit = resolve_commit(REPO, base_rev)
     if base_commit is None:
-        msg = (f"A/B gate: base {base_rev} is not in this clone's history (shallow clone or another repository): "
-               "gate skipped")
-        print(msg)
+        print(f"A/B gate: base {base_rev} is not in this clone's history (shallow clone or another repository): "
+              + ("gate skipped" if args.skip_missing_base else "nothing to compare with"))
         return 0 if args.skip_missing_base else 2
 
     work = Path(tempfile.mkdtemp(prefix="seg2b-ab-"))
