@@ -43,6 +43,9 @@ RUNNER = HERE / "ab_runner.py"
 DEFAULT_BASE_FILE = HERE / "ab_base.json"
 SEED = 42
 TOTAL = "world..S8"  # the pipeline's total over the gated stages, gated like one more benchmark
+# Wall time swings with other processes' load, and its bursts last longer than a round (measured:
+# benchmarks/README.md), so a benchmark gated on wall time must be slower by more to fail.
+WALL_THRESHOLD = 1.25
 
 
 class GateError(Exception):
@@ -138,13 +141,13 @@ class Gate:
     wall seconds. CPU time is what a code change moves; load from other processes moves it far
     less than wall time (measured: benchmarks/README.md), so the gate needs fewer rounds. The
     total on wall time keeps an eye on what CPU time cannot see (lost parallelism, waiting on
-    I/O). A stage whose CPU time one tree cannot give is gated on wall time, with a note.
-    Metric "wall": everything on wall time.
+    I/O), against `wall_threshold`. A stage whose CPU time one tree cannot give is gated on wall
+    time, with a note. Metric "wall": everything on wall time.
     """
 
     def __init__(self, base: Tree, cand: Tree, rule: R.Rule, stages: list[str] | None, kernels: list[str] | None,
-                 timeout: float, log=print, metric: str = "cpu"):
-        self.base, self.cand, self.rule = base, cand, rule
+                 timeout: float, log=print, metric: str = "cpu", wall_threshold: float = WALL_THRESHOLD):
+        self.base, self.cand, self.rule, self.wall_threshold = base, cand, rule, wall_threshold
         self.stages, self.kernels = stages, kernels
         self.timeout, self.log, self.metric = timeout, log, metric
         self.rounds: list[dict] = []
@@ -241,10 +244,14 @@ class Gate:
         """Paired samples {benchmark: [(A, B) per round]} of everything gated."""
         return {label: [(r["A"][m][name], r["B"][m][name]) for r in self.rounds] for label, name, m in self.gated()}
 
+    def evaluate(self) -> R.Report:
+        thresholds = {label: self.wall_threshold for label, _, m in self.gated() if m == "wall"}
+        return R.evaluate(self.samples(), self.rule, notes=self.notes, thresholds=thresholds)
+
     def run(self) -> R.Report:
         self.prepare()
         while True:
-            rep = R.evaluate(self.samples(), self.rule, notes=self.notes)
+            rep = self.evaluate()
             more = R.rounds_wanted(rep)
             if not more:
                 return rep
@@ -287,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"rounds before a breach can be declared (default {R.Rule.max_rounds}, at least --rounds)")
     ap.add_argument("--step", type=int, default=R.Rule.step, help="rounds added per look while a benchmark is suspect")
     ap.add_argument("--threshold", type=float, default=R.Rule.threshold, help="slowdown ratio that is a regression")
+    ap.add_argument("--wall-threshold", type=float, default=WALL_THRESHOLD,
+                    help="the threshold of benchmarks gated on wall time (the run total; all with --metric wall)")
     ap.add_argument("--alpha", type=float, default=R.Rule.alpha, help="one-sided error rate of the bound, per benchmark")
     ap.add_argument("--floor-ms", type=float, default=R.Rule.floor_seconds * 1e3,
                     help="a breach also needs this many extra milliseconds per run (lower bound)")
@@ -316,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                       step=args.step, method=args.method)
     except ValueError as exc:
         ap.error(str(exc))
+    if not 1.0 <= args.wall_threshold < rule.clear:
+        ap.error("--wall-threshold must be in [1, --clear)")
 
     base_file = {}
     if args.base is None:
@@ -365,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"          B = candidate {cand.describe}" + (f" (injected {', '.join(cand.inject)})" if cand.inject else ""))
         if base_file.get("why"):
             log(f"          base accepted because: {base_file['why']}")
-        gate = Gate(base, cand, rule, parse_list(args.stages), parse_list(args.kernels), args.timeout, log, args.metric)
+        gate = Gate(base, cand, rule, parse_list(args.stages), parse_list(args.kernels), args.timeout, log, args.metric,
+                    args.wall_threshold)
         load_start = loadavg()
         rep = gate.run()
         wall = time.perf_counter() - t_start
@@ -378,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                 "datetime": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "base": {"commit": base_commit, "describe": base.describe, "inject": base.inject},
                 "candidate": {"path": str(cand.path), "describe": cand.describe, "inject": cand.inject},
-                "rule": asdict(rule), "ok": rep.ok, "wall_seconds": round(wall, 1),
+                "rule": asdict(rule), "wall_threshold": args.wall_threshold, "ok": rep.ok, "wall_seconds": round(wall, 1),
                 "loadavg_start": load_start, "loadavg_end": loadavg(), "cpu_count": os.cpu_count(),
                 "metric": args.metric, "rows": [asdict(r) for r in rep.rows], "rounds": gate.rounds,
             }, indent=1, default=str))

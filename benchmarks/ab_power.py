@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import ab_rule as R
-from benchmarks.ab import TOTAL, Gate
+from benchmarks.ab import TOTAL, WALL_THRESHOLD, Gate
 
 
 def load_rounds(paths: list[Path]) -> list[dict]:
@@ -38,6 +38,28 @@ def load_rounds(paths: list[Path]) -> list[dict]:
             raise SystemExit(f"{p}: has injected delays; the noise pool needs self-comparisons")
         pool += d["rounds"]
     return pool
+
+
+def noise_table(pool: list[dict]) -> str:
+    """Per stage and kernel, the spread of one round's log(B/A) on wall and on CPU time (MAD
+    scaled to a normal sigma), and how correlated the stages of one round are on each."""
+    names = [n for n in pool[0]["A"]["wall"] if all(n in r[t]["wall"] and n in r[t]["cpu"] for r in pool for t in "AB")]
+    lines = [f"{'benchmark':<22} {'median A s':>10} {'wall MAD':>8} {'CPU MAD':>8}"]
+    logs = {}
+    for n in names:
+        row = []
+        for metric in ("wall", "cpu"):
+            d = np.log([r["B"][metric][n] / r["A"][metric][n] for r in pool])
+            logs[(n, metric)] = d
+            row.append(1.4826 * np.median(np.abs(d - np.median(d))))
+        lines.append(f"{n:<22} {np.median([r['A']['wall'][n] for r in pool]):10.4f} {row[0]:8.3f} {row[1]:8.3f}")
+    stages = [n for n in names if n in pool[0]["A"].get("stages", []) and np.median([r["A"]["cpu"][n] for r in pool]) > 0.05]
+    stages += [n for n in names if n not in pool[0]["A"].get("stages", []) and n != TOTAL]
+    for metric in ("wall", "cpu"):
+        c = np.corrcoef(np.array([logs[(n, metric)] for n in stages]))
+        lines.append(f"mean correlation of log(B/A) between two benchmarks of one round ({metric}, "
+                     f"benchmarks above 50 ms): {c[np.triu_indices(len(stages), 1)].mean():.2f}")
+    return "\n".join(lines)
 
 
 def inject_round(rnd: dict, name: str, factor: float) -> dict:
@@ -54,10 +76,10 @@ def inject_round(rnd: dict, name: str, factor: float) -> dict:
 
 
 def simulate(pool, rule: R.Rule, metric: str, rng: np.random.Generator, inject: str | None, factor: float,
-             symmetrize: bool) -> R.Report:
-    gate = Gate(None, None, rule, None, None, 0.0, log=lambda m: None, metric=metric)
+             symmetrize: bool, wall_threshold: float = WALL_THRESHOLD) -> R.Report:
+    gate = Gate(None, None, rule, None, None, 0.0, log=lambda m: None, metric=metric, wall_threshold=wall_threshold)
     while True:
-        rep = R.evaluate(gate.samples(), rule, notes=gate.notes) if gate.rounds else R.Report(rule)
+        rep = gate.evaluate() if gate.rounds else R.Report(rule)
         more = R.rounds_wanted(rep)
         if not more:
             return rep
@@ -69,13 +91,13 @@ def simulate(pool, rule: R.Rule, metric: str, rng: np.random.Generator, inject: 
 
 
 def study(pool, rule: R.Rule, metric: str, trials: int, factor: float, targets: list[str], symmetrize: bool,
-          seed: int = 0) -> dict:
+          seed: int = 0, wall_threshold: float = WALL_THRESHOLD) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     for target in [None, *targets]:
         fails, named_only, rounds, names = 0, 0, [], {}
         for _ in range(trials):
-            rep = simulate(pool, rule, metric, rng, target, factor, symmetrize)
+            rep = simulate(pool, rule, metric, rng, target, factor, symmetrize, wall_threshold)
             rounds.append(rep.n)
             br = [x.name.rsplit(" ", 1)[0] for x in rep.breaches]
             fails += bool(br)
@@ -102,21 +124,32 @@ def main(argv: list[str] | None = None) -> int:
     d = R.Rule()
     ap.add_argument("--threshold", type=float, default=d.threshold)
     ap.add_argument("--clear", type=float, default=d.clear)
+    ap.add_argument("--wall-threshold", type=float, default=WALL_THRESHOLD)
     ap.add_argument("--alpha", type=float, default=d.alpha)
     ap.add_argument("--floor-ms", type=float, default=d.floor_seconds * 1e3)
     ap.add_argument("--rounds", type=int, default=d.min_rounds)
     ap.add_argument("--max-rounds", type=int, default=d.max_rounds)
     ap.add_argument("--step", type=int, default=d.step)
     ap.add_argument("--method", choices=("wilcoxon", "sign"), default=d.method)
+    ap.add_argument("--noise", action="store_true", help="print the noise of the pool and stop")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     rule = replace(d, threshold=args.threshold, clear=args.clear, alpha=args.alpha, floor_seconds=args.floor_ms / 1e3,
                    min_rounds=args.rounds, max_rounds=max(args.rounds, args.max_rounds), step=args.step,
                    method=args.method)
     pool = load_rounds(args.runs)
+    if args.noise:
+        loads = [x for p in args.runs for x in (json.loads(Path(p).read_text()).get("loadavg_start"),
+                                                 json.loads(Path(p).read_text()).get("loadavg_end")) if x]
+        print(f"{len(pool)} recorded rounds from {len(args.runs)} file(s); 1-min load average at their starts and "
+              f"ends: {', '.join(f'{x[0]:g}' for x in loads)}")
+        print(noise_table(pool))
+        return 0
     targets = [n for n in pool[0]["A"]["wall"] if n != TOTAL] if args.inject is None else args.inject.split(",")
-    res = study(pool, rule, args.metric, args.trials, args.factor, targets, args.symmetrize, args.seed)
+    res = study(pool, rule, args.metric, args.trials, args.factor, targets, args.symmetrize, args.seed,
+                args.wall_threshold)
     print(f"{len(pool)} recorded rounds from {len(args.runs)} file(s); metric {args.metric}; {rule}; "
+          f"wall threshold {args.wall_threshold:g}; "
           f"{args.trials} trials each; {'symmetrized' if args.symmetrize else 'as recorded'}")
     print(f"{'injected':<28} {'fails':>6} {'named alone':>11} {'mean rounds':>11} {'extended':>8}  breached")
     for k, v in res.items():

@@ -146,6 +146,7 @@ class Row:
     extra_seconds: float = math.nan  # estimate of B - A
     extra_lo: float = math.nan
     extra_hi: float = math.nan
+    threshold: float = math.nan  # the breach threshold this benchmark was judged against
     note: str = ""
 
 
@@ -172,9 +173,10 @@ class Report:
         return max((r.n for r in self.rows), default=0)
 
 
-def judge(name: str, pairs: list[tuple[float, float]], rule: Rule) -> Row:
+def judge(name: str, pairs: list[tuple[float, float]], rule: Rule, threshold: float | None = None) -> Row:
     """The verdict on one benchmark from its paired samples (base seconds, candidate seconds);
-    which look this is follows from the number of pairs."""
+    which look this is follows from the number of pairs. `threshold` overrides the rule's."""
+    threshold = rule.threshold if threshold is None else threshold
     pairs = [(float(a), float(b)) for a, b in pairs]
     n = len(pairs)
     if not n:
@@ -187,9 +189,9 @@ def judge(name: str, pairs: list[tuple[float, float]], rule: Rule) -> Row:
     dest, dlo, dhi = centre_and_bounds(diffs, rule.alpha, rule.method)
     row = Row(name, UNDECIDED, n=n, a_median=median([a for a, _ in pairs]), b_median=median([b for _, b in pairs]),
               ratio=math.exp(est), ratio_lo=math.exp(lo), ratio_hi=math.exp(hi),
-              extra_seconds=dest, extra_lo=dlo, extra_hi=dhi)
+              extra_seconds=dest, extra_lo=dlo, extra_hi=dhi, threshold=threshold)
     last = n >= rule.max_rounds
-    log_t = math.log(rule.threshold)
+    log_t = math.log(threshold)
     if last and lo > log_t and dlo > rule.floor_seconds:
         row.status = BREACH
     elif not last and est > log_t and dest > rule.floor_seconds:
@@ -203,12 +205,14 @@ def judge(name: str, pairs: list[tuple[float, float]], rule: Rule) -> Row:
     return row
 
 
-def evaluate(samples: dict[str, list[tuple[float, float]]], rule: Rule, notes: dict[str, str] | None = None) -> Report:
+def evaluate(samples: dict[str, list[tuple[float, float]]], rule: Rule, notes: dict[str, str] | None = None,
+             thresholds: dict[str, float] | None = None) -> Report:
     """Verdicts for every benchmark; `notes` = {name: why} for benchmarks that are not compared
-    (absent from one tree, unusable there): listed as skipped, never failed."""
+    (absent from one tree, unusable there): listed as skipped, never failed. `thresholds`:
+    breach thresholds of particular benchmarks, instead of the rule's."""
     rep = Report(rule)
     for name, pairs in samples.items():
-        rep.rows.append(judge(name, pairs, rule))
+        rep.rows.append(judge(name, pairs, rule, (thresholds or {}).get(name)))
     for name, why in (notes or {}).items():
         if name not in samples:
             rep.rows.append(Row(name, SKIPPED, note=why))
@@ -228,8 +232,8 @@ def rounds_wanted(rep: Report) -> int:
 # -- printing ---------------------------------------------------------------------------------
 
 
-def _x(v: float) -> str:
-    return "-" if math.isnan(v) else ("inf" if math.isinf(v) and v > 0 else "0" if math.isinf(v) else f"{v:.3f}")
+def _x(v: float, digits: int = 3) -> str:
+    return "-" if math.isnan(v) else ("inf" if math.isinf(v) and v > 0 else "0" if math.isinf(v) else f"{v:.{digits}f}")
 
 
 def _s(v: float, digits: int = 4) -> str:
@@ -240,18 +244,18 @@ def format_report(rep: Report) -> str:
     r = rep.rule
     w = max([len(x.name) for x in rep.rows] + [9])
     lines = [f"{'benchmark':<{w}}  {'rounds':>6}  {'A s':>8}  {'B s':>8}  {'B/A':>6}  "
-             f"{'lo':>6}  {'hi':>6}  {'B-A s':>8}  status"]
+             f"{'lo':>6}  {'hi':>6}  {'B-A s':>8}  {'limit':>5}  status"]
     for x in rep.rows:
         lines.append(f"{x.name:<{w}}  {x.n:>6}  {_s(x.a_median):>8}  {_s(x.b_median):>8}  {_x(x.ratio):>6}  "
-                     f"{_x(x.ratio_lo):>6}  {_x(x.ratio_hi):>6}  {_s(x.extra_seconds):>8}  {x.status}"
-                     + (f"  ({x.note})" if x.note else ""))
+                     f"{_x(x.ratio_lo):>6}  {_x(x.ratio_hi):>6}  {_s(x.extra_seconds):>8}  {_x(x.threshold, 2):>5}  "
+                     f"{x.status}" + (f"  ({x.note})" if x.note else ""))
     lines.append("")
     lines.append(f"B/A: estimate and {1 - r.alpha:.0%} one-sided bounds ({r.method}, paired rounds); B-A: estimate in "
-                 f"seconds. Breach: lo > {r.threshold:g} and B-A lower bound > {r.floor_seconds * 1e3:g} ms after "
-                 f"{r.max_rounds} rounds; suspect (estimate above both) adds rounds; ok: hi < {r.clear:g}.")
+                 f"seconds. Breach: lo > limit and B-A lower bound > {r.floor_seconds * 1e3:g} ms after "
+                 f"{r.max_rounds} rounds; suspect (estimates above both) adds rounds; ok: hi < {r.clear:g}.")
     if rep.ok:
         undecided = [x.name for x in rep.rows if x.status == UNDECIDED]
-        lines.append(f"PASS: no benchmark slower than {r.threshold:g}x beyond noise ({rep.n} rounds)"
+        lines.append(f"PASS: no benchmark slower than its limit beyond noise ({rep.n} rounds)"
                      + (f"; too noisy to rule out a {r.clear:g}x slowdown of: {', '.join(undecided)}" if undecided else ""))
     else:
         lines.append("FAIL: " + "; ".join(f"{x.name} {x.ratio:.2f}x slower (lower bound {x.ratio_lo:.2f}x, "

@@ -185,6 +185,25 @@ def test_gate_pairs_rounds_and_notes_what_one_tree_lacks(tmp_path):
     assert list(wall_gate.samples()) == ["S4 wall", "S5 wall", "world..S8 wall"]
 
 
+def test_benchmarks_on_wall_time_are_judged_against_the_wall_threshold():
+    """Wall time swings with other jobs' load: the run total (wall) fails only above WALL_THRESHOLD,
+    while a stage on CPU time fails above the rule's threshold."""
+    g = np.random.default_rng(3)
+    gate = ab.Gate(None, None, RULE, None, None, 60.0, log=lambda m: None)
+
+    def run(s4, total_factor):
+        noise = math.exp(g.normal(0, 0.01))
+        return {"stages": ["S4", "S5"], "wall": {"S4": s4, "S5": 1.0, ab.TOTAL: (s4 + 1.0) * total_factor * noise},
+                "cpu": {"S4": s4 * noise, "S5": 1.0 * noise}}
+
+    gate.rounds = [{"order": "AB", "A": run(0.3, 1.0), "B": run(0.3, 1.2)} for _ in range(RULE.max_rounds)]
+    rep = gate.evaluate()
+    total = next(x for x in rep.rows if x.name == "world..S8 wall")
+    assert total.threshold == ab.WALL_THRESHOLD and total.ratio_lo > RULE.threshold and rep.ok
+    gate.rounds = [{"order": "AB", "A": run(0.3, 1.0), "B": run(0.3 * 1.2, 1.0)} for _ in range(RULE.max_rounds)]
+    assert [x.name for x in gate.evaluate().breaches] == ["S4 cpu"]
+
+
 def test_run_report_stage_times_count_only_stages_that_ran(tmp_path):
     p = tmp_path / "run_report.json"
     p.write_text(json.dumps({"stages": [{"stage": "world", "status": "ran", "seconds": 0.1},
