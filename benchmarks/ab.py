@@ -315,8 +315,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (runs roots, reports; the worktrees are removed)")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
-    # A cancelled CI job sends SIGTERM: leave through `finally`, so no worktree is left behind.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     try:
@@ -340,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
               + ("gate skipped" if args.skip_missing_base else "nothing to compare with"))
         return 0 if args.skip_missing_base else 2
 
+    # A cancelled CI job sends SIGTERM: leave through `finally`, so no worktree is left behind.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="seg2b-ab-"))
     worktrees: list[Path] = []
     try:
@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"A/B gate: could not run: {exc}", file=sys.stderr)
         return 2
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for path in worktrees:
             git(REPO, "worktree", "remove", "--force", str(path), check=False)
         if args.keep:
