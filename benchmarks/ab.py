@@ -6,10 +6,11 @@
     python -m benchmarks.ab --base HEAD --inject S4:1.3        # self-test: the candidate's S4 made 1.3x slower
 
 The base is checked out into a temporary git worktree (removed afterwards); a candidate given as
-a revision too. Each tree gets its own runs root, prepared by one untimed run; then every round
-runs one forced run per tree (`python -m engine.cli run --seed 42 --force --run-report F` through
-benchmarks/ab_runner.py, a fresh process each), A B in even rounds and B A in odd ones, and reads
-all stage times from the run report, plus the engine kernels timed in the same process when both
+a revision too, a folder (default: this working tree) is copied next to it. Each tree gets its
+own runs root, prepared by one untimed run; then every round runs one forced run per tree
+(`python -m engine.cli run --seed 42 --force --run-report F` through benchmarks/ab_runner.py, a
+fresh process each), A B in even rounds and B A in odd ones: stage wall seconds from the run
+report, stage CPU seconds from the runner, then the engine kernels in the same process when both
 trees have them. The rule (benchmarks/ab_rule.py) judges each benchmark on its paired ratios;
 while a benchmark is suspect, rounds are added up to --max-rounds before deciding.
 
@@ -42,7 +43,7 @@ REPO = HERE.parent
 RUNNER = HERE / "ab_runner.py"
 DEFAULT_BASE_FILE = HERE / "ab_base.json"
 SEED = 42
-TOTAL = "world..S8"  # the pipeline's total over the gated stages, gated like one more benchmark
+TOTAL = "world..S8"  # the sum of all stages of a run, gated like one more benchmark
 # Wall time swings with other processes' load, and its bursts last longer than a round (measured:
 # benchmarks/README.md), so a benchmark gated on wall time must be slower by more to fail.
 WALL_THRESHOLD = 1.25
@@ -50,6 +51,10 @@ WALL_THRESHOLD = 1.25
 
 class GateError(Exception):
     """The gate could not measure (exit 2), as opposed to a measured breach (exit 1)."""
+
+
+class BaseUnavailable(GateError):
+    """The base does not run here (e.g. an old commit against newer libraries): nothing to compare with."""
 
 
 def git(repo: Path, *args: str, check: bool = True) -> str:
@@ -96,6 +101,7 @@ class Tree:
             cmd += ["--kernel-names", kernels]
         cmd += ["--", *cli]
         self.out.unlink(missing_ok=True)
+        t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -104,8 +110,10 @@ class Tree:
             tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-15:])
             raise GateError(f"{self.label} ({self.describe}): run failed with exit {p.returncode}\n{tail}")
         info = json.loads(self.out.read_text())
-        if Path(info["engine"]) != self.path / "engine":
-            raise GateError(f"{self.label}: imported the engine from {info['engine']}, not from {self.path}")
+        info["process_seconds"] = time.perf_counter() - t0
+        if Path(info["engine"]) != self.path / "engine" or info.get("foreign_modules"):
+            raise GateError(f"{self.label}: imported the engine from {info['engine']}, not only from {self.path}: "
+                            + "; ".join(info.get("foreign_modules") or []))
         return info
 
 
@@ -173,7 +181,10 @@ class Gate:
             self.until = max(self.stages, key=order.index)
         for tree in (self.base, self.cand):
             t0 = time.perf_counter()
-            tree.run(self._cli(tree, force=False), kernels="", timeout=self.timeout)
+            try:
+                tree.run(self._cli(tree, force=False), kernels="", timeout=self.timeout)
+            except GateError as exc:
+                raise (BaseUnavailable(str(exc)) if tree is self.base else exc) from None
             self.log(f"  prepared {tree.label} ({tree.describe}) in {time.perf_counter() - t0:.1f} s")
 
     def _stage_order(self) -> list[str]:
@@ -201,7 +212,7 @@ class Gate:
                 self.notes.setdefault(name, f"{tree.label}: {k['skipped']}")
             else:
                 wall[name], cpu[name] = k["wall"], k["cpu"]
-        return {"stages": order, "wall": wall, "cpu": cpu}
+        return {"stages": order, "wall": wall, "cpu": cpu, "process_seconds": round(info["process_seconds"], 3)}
 
     def run_round(self) -> None:
         i = len(self.rounds)
@@ -309,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="self-test: slow this stage or kernel of the candidate (see ab_runner.py)")
     ap.add_argument("--inject-base", action="append", default=[], metavar="NAME:FACTOR", help="the same for the base")
     ap.add_argument("--skip-missing-base", action="store_true",
-                    help="exit 0 with a note when the base commit is not in this clone (CI on a shallow or foreign clone)")
+                    help="exit 0 with a note when the base commit is not in this clone (a shallow or foreign clone) "
+                    "or does not run here")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per run")
     ap.add_argument("--json", type=Path, default=None, help="write the verdicts and every raw sample here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (runs roots, reports; the worktrees are removed)")
@@ -395,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
                 "metric": args.metric, "rows": [asdict(r) for r in rep.rows], "rounds": gate.rounds,
             }, indent=1, default=str))
         return 0 if rep.ok else 1
+    except BaseUnavailable as exc:
+        print(f"A/B gate: the base does not run here: {exc}\n"
+              + ("gate skipped" if args.skip_missing_base else "nothing to compare with"), file=sys.stderr)
+        return 0 if args.skip_missing_base else 2
     except GateError as exc:
         print(f"A/B gate: could not run: {exc}", file=sys.stderr)
         return 2

@@ -121,6 +121,24 @@ def time_kernels(factors: dict[str, float], names: list[str] | None) -> dict[str
     return out
 
 
+def isolate_from_editable_installs() -> None:
+    """Drop the import hooks of editable installs (setuptools' `__editable__` finders). They map
+    `engine.*` to the installed checkout, so a module that the tree under test lacks would be
+    imported from that other checkout, silently mixing two trees in one run."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not str(getattr(f, "__module__", "")).startswith("__editable__")]
+
+
+def foreign_modules(package: str = "engine") -> list[str]:
+    """Modules of `package` loaded from outside its folder (should be none)."""
+    root = Path(sys.modules[package].__file__).resolve().parent
+    out = []
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if (name == package or name.startswith(package + ".")) and f and root not in Path(f).resolve().parents:
+            out.append(f"{name} from {f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     cli_args = None
@@ -134,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-names", default=None, help="comma-separated subset of the kernels (default all)")
     args = ap.parse_args(argv)
     factors = parse_injections(args.inject)
+    isolate_from_editable_installs()
     rc, hooked = 0, False
     if cli_args:
         hooked = wrap_stages(factors)
@@ -147,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         import engine
 
         names = None if args.kernel_names is None else [n for n in args.kernel_names.split(",") if n]
+        kernels = time_kernels(factors, names)
         args.out.write_text(json.dumps({
             "engine": str(Path(engine.__file__).resolve().parent),
+            "foreign_modules": foreign_modules(),
             "stage_cpu": STAGE_CPU if hooked else None,
-            "kernels": time_kernels(factors, names),
+            "kernels": kernels,
         }, indent=2))
     return rc
 
