@@ -326,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the verdicts and every raw sample here")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (runs roots, reports; the worktrees are removed)")
     args = ap.parse_args(argv)
-    t_start = time.perf_counter()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
     try:
@@ -350,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
               + ("gate skipped" if args.skip_missing_base else "nothing to compare with"))
         return 0 if args.skip_missing_base else 2
 
+    t_start = time.perf_counter()
     # A cancelled CI job sends SIGTERM: leave through `finally`, so no worktree is left behind.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="seg2b-ab-"))

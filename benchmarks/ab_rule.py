@@ -43,6 +43,8 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -104,8 +106,9 @@ def bound_rank(n: int, alpha: float, method: str) -> int:
 
 
 def _walsh(x: list[float]) -> list[float]:
-    n = len(x)
-    return sorted((x[i] + x[j]) / 2.0 for i in range(n) for j in range(i, n))
+    a = np.asarray(x, dtype=np.float64)
+    i, j = np.triu_indices(a.size)
+    return np.sort((a[i] + a[j]) / 2.0).tolist()
 
 
 def centre_and_bounds(x: list[float], alpha: float, method: str) -> tuple[float, float, float]:
