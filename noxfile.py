@@ -1,4 +1,5 @@
-"""Sessions: tests, fast (seed 42), witness (42, 7), certify (42, 7, 101, 202), bench, lint, browser.
+"""Sessions: tests, fast (seed 42), witness (42, 7), certify (42, 7, 101, 202), bench, ab, lint,
+browser.
 
 Lane sessions accept the CLI's overrides after `--`, e.g.
 `nox -s fast -- --policies DIR --world-policy FILE --runs-root DIR --evidence-root DIR`.
@@ -42,6 +43,7 @@ def certify(session):
 
 @nox.session
 def bench(session):
+    """Absolute figures for the README (evidence/benchmarks.json); no gate."""
     _install(session)
     session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only",
                 "--benchmark-json", "evidence/benchmarks.json", *session.posargs)
@@ -54,6 +56,14 @@ def browser(session):
     no console message. `-- --pack DIR` checks an existing pack instead."""
     _install(session)
     session.run("python", "-m", "certification.browser_check", *session.posargs)
+
+
+@nox.session
+def ab(session):
+    """The A/B runtime gate: benchmarks/ab_base.json's commit against this tree, e.g.
+    `nox -s ab -- --rounds 12 --stages S4,S5` (options: python -m benchmarks.ab --help)."""
+    _install(session)
+    session.run("python", "-m", "benchmarks.ab", *session.posargs)
 
 
 @nox.session

@@ -20,7 +20,6 @@ import pytest
 
 STAGE_ROUNDS = int(os.environ.get("SEG2B_BENCH_ROUNDS", "3"))
 LANE_ROUNDS = int(os.environ.get("SEG2B_BENCH_LANE_ROUNDS", "1"))
-CALIBRATION_ROUNDS = int(os.environ.get("SEG2B_BENCH_CALIBRATION_ROUNDS", "15"))
 KERNEL_ROUNDS = int(os.environ.get("SEG2B_BENCH_KERNEL_ROUNDS", "7"))
 BENCH_SEED = 42
 
@@ -60,7 +59,6 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["seg2b"] = {
         "stage_rounds": STAGE_ROUNDS,
         "lane_rounds": LANE_ROUNDS,
-        "calibration_rounds": CALIBRATION_ROUNDS,
         "kernel_rounds": KERNEL_ROUNDS,
         "seed": BENCH_SEED,
         "statistic": "min",

@@ -5,7 +5,7 @@
 
 Everything between `<!-- perf:start -->` and `<!-- perf:end -->` in the README is replaced (the
 markers are appended at the end, under a "Performance" heading, when missing). Every number
-comes from the benchmark JSON (pytest-benchmark), the scaling JSON or budgets.json (targets,
+comes from the benchmark JSON (pytest-benchmark), the scaling JSON or targets.json (targets,
 ceilings and the upstream anchor of UPSTREAM_ANCHOR.md); none is typed here.
 """
 
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .check_budgets import DEFAULT_BUDGETS, GIB, benchmarks_by_name, routing_arrivals_per_second, target_text
+from .targets import DEFAULT_TARGETS, GIB, benchmarks_by_name, routing_arrivals_per_second, target_met, target_text
 
 REPO = Path(__file__).resolve().parent.parent
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
@@ -34,24 +34,22 @@ def _n(x):
     return "-" if x is None else f"{x:,.0f}"
 
 
-def _target(budgets: dict, tid: str):
-    for t in budgets.get("targets", []):
+def _target(targets: dict, tid: str):
+    for t in targets.get("targets", []):
         if t["id"] == tid:
             return t
     return None
 
 
-def _target_cell(budgets, tid, value):
-    t = _target(budgets, tid)
+def _target_cell(targets, tid, value):
+    t = _target(targets, tid)
     if t is None:
         return "-"
-    from .check_budgets import target_met
-
     mark = "" if value is None else (" (met)" if target_met(value, t) else " (**missed**)")
     return f"{target_text(t)} {t.get('unit', '')}".strip() + mark
 
 
-def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: str, scaling_path: str | None) -> str:
+def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: str, scaling_path: str | None) -> str:
     which = "min"
     B = benchmarks_by_name(bench_json)
     sec = {n: float(b["stats"][which]) for n, b in B.items()}
@@ -105,11 +103,11 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
     L.append("")
     aps = routing_arrivals_per_second(B, which)
     L.append(f"Routing (S5 + S6, {_n(arrivals)} arrivals in {_s(sec.get('test_stage[S5]', 0) + sec.get('test_stage[S6]', 0), 3)} s): "
-             f"**{_n(aps)} arrivals/s**; target {_target_cell(budgets, 'routing_s5_s6', aps)}.")
+             f"**{_n(aps)} arrivals/s**; target {_target_cell(targets, 'routing_s5_s6', aps)}.")
     L.append("")
 
     # -- lanes ----------------------------------------------------------------------------
-    ceil = budgets.get("ceilings_seconds", {})
+    ceil = targets.get("ceilings_seconds", {})
     lane_target = {"test_lane_fast": "fast_lane", "test_lane_witness": "witness_lane", "test_lane_certify": "certify_lane"}
     L.append("**Lanes** (end to end; what each number includes is listed).")
     L.append("")
@@ -123,7 +121,7 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
             continue
         v = sec[name]
         c = ceil.get(name)
-        tgt = _target_cell(budgets, lane_target[name], v) if name in lane_target else "-"
+        tgt = _target_cell(targets, lane_target[name], v) if name in lane_target else "-"
         L.append(f"| {name.removeprefix('test_lane_')} | {_s(v, 1)} | {B[name]['extra_info'].get('includes', '')} | {tgt} | "
                  f"{_n(c)} s | {'-' if not c else f'{c / v:,.0f}x'} |")
     others = sorted(n for n in failed if not n.startswith("test_lane_"))
@@ -137,21 +135,20 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
     L.append("")
     L.append("| scenario | seconds | stages rerun | target |")
     L.append("|---|---:|---|---|")
-    for name in ("test_progressive_s4_code_change", "test_progressive_s4_cascade", "test_policy_edit_full_rerun"):
+    for name in ("test_progressive_s4_code_change", "test_progressive_s4_cascade", "test_policy_edit_reruns_consumers"):
         if name not in B:
             continue
         ei = B[name]["extra_info"]
-        tgt = _target_cell(budgets, "progressive_s4_rerun", sec[name]) if name == "test_progressive_s4_cascade" else "-"
+        tgt = _target_cell(targets, "progressive_s4_rerun", sec[name]) if name == "test_progressive_s4_cascade" else "-"
         L.append(f"| {ei.get('scenario', name)} | {_s(sec[name], 2)} | {', '.join(ei.get('reran', []))} | {tgt} |")
     L.append("")
 
     # -- kernels --------------------------------------------------------------------------
-    L.append("**Kernels and calibration** (the calibration workloads are the unit of the CI budgets, "
-             "`benchmarks/budgets.json`).")
+    L.append("**Kernels** (inputs fixed in `benchmarks/workloads.py`).")
     L.append("")
     L.append("| benchmark | what | seconds | throughput |")
     L.append("|---|---|---:|---:|")
-    for name in ("test_calibration_numpy_sort", "test_calibration_polars_groupby", *KERNEL_UNITS):
+    for name in KERNEL_UNITS:
         if name not in B:
             continue
         ei = B[name]["extra_info"]
@@ -203,8 +200,8 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
         L.append("| total | " + " | ".join(_s(p.get('total_seconds'), 2) for p in pts)
                  + f" | **{_s(t_exp, 2)}** | {_s(fit['peak_rss'].get('exponent'), 2)} |")
         L.append("")
-        L.append(f"Scale exponent target {_target_cell(budgets, 'scale_exponent', t_exp)}.")
-        mem_t = _target(budgets, "memory_100k_merchants")
+        L.append(f"Scale exponent target {_target_cell(targets, 'scale_exponent', t_exp)}.")
+        mem_t = _target(targets, "memory_100k_merchants")
         if mem_t:
             n_mem = int(mem_t["metric"].rsplit("_", 1)[1])
             p = next((q for q in pts if q["n_merchants"] == n_mem), None)
@@ -215,7 +212,7 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
                 val = gib if p.get("completed") else float("inf")
                 L.append(f"Memory at {n_mem:,} merchants: peak {gib:.2f} GiB in {p['peak_stage']}"
                          + ("" if p.get("completed") else f" (run stopped at {p.get('stopped_at')}: {p.get('reason', '')})")
-                         + f"; target {_target_cell(budgets, 'memory_100k_merchants', val)}"
+                         + f"; target {_target_cell(targets, 'memory_100k_merchants', val)}"
                          + (f"; stages above the budget: {', '.join(p['over_budget'])}" if p.get("over_budget") else "")
                          + ".")
         for p in pts:
@@ -227,7 +224,7 @@ def render(bench_json: dict, scaling: dict | None, budgets: dict, bench_path: st
         L.append("")
 
     # -- upstream anchor ------------------------------------------------------------------
-    a = budgets.get("upstream_anchor")
+    a = targets.get("upstream_anchor")
     if a:
         cold_engine = sum(cold[s] for s in ENGINE_STAGES if s in cold) if cold else None
         L.append(f"**Against the upstream anchor** ({a['source']}; upstream S0..S8 ran a "
@@ -264,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.perf_table", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", type=Path, default=REPO / "evidence" / "benchmarks.json")
     ap.add_argument("--scaling", type=Path, default=REPO / "evidence" / "scaling.json")
-    ap.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS)
+    ap.add_argument("--targets", type=Path, default=DEFAULT_TARGETS)
     ap.add_argument("--readme", type=Path, default=REPO / "README.md")
     ap.add_argument("--print", action="store_true", help="print the section instead of writing the README")
     args = ap.parse_args(argv)
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bench = json.loads(args.bench.read_text())
     scaling = json.loads(args.scaling.read_text()) if args.scaling.exists() else None
-    budgets = json.loads(args.budgets.read_text())
+    targets = json.loads(args.targets.read_text())
 
     def rel(p):
         try:
@@ -282,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             return str(p)
 
-    body = render(bench, scaling, budgets, rel(args.bench), rel(args.scaling) if scaling else None)
+    body = render(bench, scaling, targets, rel(args.bench), rel(args.scaling) if scaling else None)
     if args.print:
         print(body)
         return 0

@@ -1,13 +1,9 @@
-"""Calibration workloads and engine kernels (inputs fixed in benchmarks/workloads.py).
-
-The two calibration benchmarks are the unit of every per-benchmark budget (check_budgets.py):
-a budget is a ratio of a benchmark's time to the calibration time of the same session.
-"""
+"""Engine kernels (inputs fixed in benchmarks/workloads.py): absolute figures for the README."""
 
 from __future__ import annotations
 
 from benchmarks import workloads as W
-from benchmarks.conftest import CALIBRATION_ROUNDS, KERNEL_ROUNDS
+from benchmarks.conftest import KERNEL_ROUNDS
 
 
 def _bench(benchmark, factory, rounds, **info):
@@ -15,18 +11,6 @@ def _bench(benchmark, factory, rounds, **info):
     fn()  # warm-up outside the timing (lazy imports, page faults of the inputs)
     benchmark.extra_info.update(info)
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-
-
-def test_calibration_numpy_sort(benchmark):
-    benchmark.group = "calibration"
-    factory, what = W.CALIBRATION["test_calibration_numpy_sort"]
-    _bench(benchmark, factory, CALIBRATION_ROUNDS, kind="calibration", what=what)
-
-
-def test_calibration_polars_groupby(benchmark):
-    benchmark.group = "calibration"
-    factory, what = W.CALIBRATION["test_calibration_polars_groupby"]
-    _bench(benchmark, factory, CALIBRATION_ROUNDS, kind="calibration", what=what)
 
 
 def test_philox_2m(benchmark):

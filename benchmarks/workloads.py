@@ -1,12 +1,13 @@
-"""Fixed workloads shared by the benchmark suite and the CI runtime gate.
+"""Fixed kernel workloads shared by the benchmark suite and the A/B runtime gate.
 
 Each `make_*` builds its inputs once (outside any timing) and returns a zero-argument callable
 that does only the timed work. The inputs are fixed (seeded numpy generators), so every session
 on every machine times exactly the same work.
 
-Calibration workloads (the unit every per-benchmark budget is expressed in, see check_budgets):
-  * calibration_numpy_sort      np.sort of 2,000,000 float64 (single-threaded numpy)
-  * calibration_polars_groupby  polars group-by of 1,000,000 rows on 10,000 keys (sum, mean, len)
+The A/B gate's runner (ab_runner.py) loads this file by path into a process whose `engine` is
+another tree's (the base commit's): engine imports stay inside the factories, so a kernel the
+other tree lacks fails its factory and is skipped, not the whole run.
+
 Engine kernels:
   * philox_2m                   Philox2x64-10 over 2,000,000 counters
   * alias_build_many_110k       alias.build_many over 110,000 segments of 1..8 entries
@@ -15,35 +16,14 @@ Engine kernels:
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
-CALIBRATION_SORT_N = 2_000_000
-CALIBRATION_GROUPBY_ROWS = 1_000_000
-CALIBRATION_GROUPBY_KEYS = 10_000
 PHILOX_COUNTERS = 2_000_000
 ALIAS_SEGMENTS = 110_000
 ALIAS_MAX_K = 8
 ALIAS_DRAWS = 1_000_000
-
-
-def make_calibration_numpy_sort() -> Callable[[], object]:
-    x = np.random.default_rng(20260101).random(CALIBRATION_SORT_N)
-    return lambda: np.sort(x)
-
-
-def make_calibration_polars_groupby() -> Callable[[], object]:
-    import polars as pl
-
-    g = np.random.default_rng(20260102)
-    df = pl.DataFrame({
-        "k": g.integers(0, CALIBRATION_GROUPBY_KEYS, CALIBRATION_GROUPBY_ROWS),
-        "v": g.random(CALIBRATION_GROUPBY_ROWS),
-    })
-    aggs = [pl.col("v").sum().alias("s"), pl.col("v").mean().alias("m"), pl.len().alias("n")]
-    return lambda: df.group_by("k").agg(aggs)
 
 
 def make_philox_2m() -> Callable[[], object]:
@@ -83,42 +63,11 @@ def make_alias_sample_many() -> Callable[[], object]:
 
 
 # name used in the benchmark JSON -> (factory, description)
-CALIBRATION = {
-    "test_calibration_numpy_sort": (make_calibration_numpy_sort, "np.sort of 2M float64"),
-    "test_calibration_polars_groupby": (make_calibration_polars_groupby, "polars group-by, 1M rows, 10k keys"),
-}
 KERNELS = {
     "test_philox_2m": (make_philox_2m, "Philox2x64-10, 2M counters"),
     "test_alias_build_many_110k": (make_alias_build_many, "alias.build_many, 110k segments of 1..8"),
     "test_alias_sample_many_1m": (make_alias_sample_many, "alias.sample_many, 1M draws"),
 }
-
-
-def time_rounds(fn: Callable[[], object], rounds: int, warmup: int = 1) -> list[float]:
-    """Wall seconds of `rounds` calls after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Wall seconds of every workload, `rounds` times, round-robin (a, b, c, a, b, c, ...), so the
-    calibration and the kernels see the same moments of a shared machine's load."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    out = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - t0)
-    return out
 
 
 def code_state(repo=None) -> dict:
