@@ -69,7 +69,7 @@ COUNTERS = (
 ENVELOPE = (("module", s), ("substream_label", s))
 
 _DATASETS = [
-    # upstream (written by engine/world.py or supplied by the user)
+    # upstream (written by engine/world/ or supplied by the user)
     Dataset("merchants", f"data/layer1/1A/merchants/{S}/part-00000.parquet", "parquet",
             _schema(("merchant_id", u64), ("home_country_iso", s), ("mcc", i32), ("merchant_class", s),
                     ("channel", s), ("is_virtual", b)), ("merchant_id",)),

@@ -230,15 +230,15 @@ def test_site_draws_do_not_depend_on_chunking(policy, fingerprint, monkeypatch):
     small = copy.deepcopy(policy.data)
     small["n_merchants"] = 300
     whole = world.build_world(small, 7, fingerprint)
-    monkeypatch.setattr(world, "SITE_CHUNK", 97)
-    monkeypatch.setattr(world, "FOREIGN_CHUNK", 5)
+    monkeypatch.setattr(world.build, "SITE_CHUNK", 97)
+    monkeypatch.setattr(world.build, "FOREIGN_CHUNK", 5)
     pieces = world.build_world(small, 7, fingerprint)
     for ds in UPSTREAM_DATASETS:
         assert getattr(whole, ds).equals(getattr(pieces, ds)), ds
 
 
 def test_size_quantile_function_hits_its_knots(policy):
-    p, s, alpha, cap = world._size_knots(policy.data)
+    p, s, alpha, cap = world.policy._size_knots(policy.data)
     assert np.allclose(world.sites_quantile(p, p, s, alpha, cap), s)
     u = np.linspace(0, 1 - 1e-12, 10001)
     q = world.sites_quantile(u, p, s, alpha, cap)
