@@ -38,9 +38,9 @@ Q0.32 encoding: q = clamp(floor(prob * 2^32), 1, 2^32 - 1); prob * 2^32 = T * 2^
 
 Decode: p^_i = q_i / (2^32 K) + sum over j with alias_j = i of (1 - q_j / 2^32) / K.
 Sampling with u in (0, 1]: j = floor(u K), keep j if frac(u K) < q_j / 2^32, else alias_j. For
-u < 1, floor(u K) <= K - 1 in float64; u = 1.0 itself is accepted because `rng.to_uniform` rounds
-its top 53-bit value ((2^53 - 1) + 0.5) / 2^53 up to exactly 1.0; it maps to column K - 1 with
-frac 1, i.e. to alias_{K-1}.
+u < 1, floor(u K) <= K - 1 in float64, and `rng.to_uniform` never gives 1.0 (it clamps its top
+value, whose exact ((2^53 - 1) + 0.5) / 2^53 would round to 1.0, to the largest double below 1).
+A caller's u = 1.0 is still accepted: it maps to column K - 1 with frac 1, i.e. to alias_{K-1}.
 
 Slice layout: little-endian u32 words, header [K, 32, 0, 0], then K pairs (q_i, alias_i).
 """
