@@ -1,12 +1,14 @@
-"""Regenerate the README's performance section from the measurements.
+"""Regenerate the performance tables of docs/performance.md from the measurements.
 
     python -m benchmarks.perf_table [--bench evidence/benchmarks.json] [--scaling evidence/scaling.json]
-                                    [--readme README.md] [--print]
+                                    [--doc docs/performance.md] [--print]
 
-Everything between `<!-- perf:start -->` and `<!-- perf:end -->` in the README is replaced (the
-markers are appended at the end, under a "Performance" heading, when missing). Every number
-comes from the benchmark JSON (pytest-benchmark), the scaling JSON or targets.json (targets,
-ceilings and the upstream anchor of UPSTREAM_ANCHOR.md); none is typed here.
+Everything between `<!-- perf:start -->` and `<!-- perf:end -->` in the document is replaced (the
+markers are appended at the end, under a "Generated tables" heading, when missing; a missing
+document is created). The prose around the markers is written by hand and never touched. Every
+number comes from the benchmark JSON (pytest-benchmark), the scaling JSON or targets.json
+(targets, ceilings and the upstream anchor of UPSTREAM_ANCHOR.md); none is typed here. Nothing
+is measured: run the suite first (`nox -s bench`) for figures of the current code.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from .targets import DEFAULT_TARGETS, GIB, benchmarks_by_name, routing_arrivals_per_second, target_met, target_text
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DOC = REPO / "docs" / "performance.md"
 START, END = "<!-- perf:start -->", "<!-- perf:end -->"
+RERUNS = ("test_progressive_s4_code_change", "test_progressive_s4_cascade", "test_policy_edit_reruns_consumers")
 STAGES = ("world", "roster", "S0", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8")
 ENGINE_STAGES = STAGES[2:]
 KERNEL_UNITS = {"test_philox_2m": ("counters", "counters/s"), "test_alias_build_many_110k": ("segments", "segments/s"),
@@ -49,7 +53,10 @@ def _target_cell(targets, tid, value):
     return f"{target_text(t)} {t.get('unit', '')}".strip() + mark
 
 
-def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: str, scaling_path: str | None) -> str:
+def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: str, scaling_path: str | None,
+           current_code: str | None = None) -> str:
+    """The generated tables. `current_code`: the source digest of the tree being documented
+    (workloads.code_state); when it differs from the measured one, the text says so."""
     which = "min"
     B = benchmarks_by_name(bench_json)
     sec = {n: float(b["stats"][which]) for n, b in B.items()}
@@ -73,6 +80,9 @@ def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: st
                  + (" plus uncommitted changes under engine/ or certification/" if code.get("engine_dirty") else "")
                  + f", source digest `{code.get('code_sha256', '?')[:12]}`"
                  + ("; **the code changed during the session**" if seg.get("code_changed_during_session") else "") + ".")
+        if current_code and code.get("code_sha256") and current_code != code["code_sha256"]:
+            L.append(f"The sources under engine/ and certification/ have changed since (source digest now "
+                     f"`{current_code[:12]}`): these are figures of the code measured; `nox -s bench` re-measures.")
     L.append("")
 
     # -- states ---------------------------------------------------------------------------
@@ -135,12 +145,17 @@ def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: st
     L.append("")
     L.append("| scenario | seconds | stages rerun | target |")
     L.append("|---|---:|---|---|")
-    for name in ("test_progressive_s4_code_change", "test_progressive_s4_cascade", "test_policy_edit_reruns_consumers"):
+    for name in RERUNS:
         if name not in B:
             continue
         ei = B[name]["extra_info"]
         tgt = _target_cell(targets, "progressive_s4_rerun", sec[name]) if name == "test_progressive_s4_cascade" else "-"
         L.append(f"| {ei.get('scenario', name)} | {_s(sec[name], 2)} | {', '.join(ei.get('reran', []))} | {tgt} |")
+    absent = [n for n in RERUNS if n not in B and n not in failed]
+    if absent:
+        L.append("")
+        L.append("In the suite but not in this JSON (not measured in that session): "
+                 + ", ".join(f"`{n}`" for n in absent) + ".")
     L.append("")
 
     # -- kernels --------------------------------------------------------------------------
@@ -185,7 +200,9 @@ def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: st
             L.append("Note: the scaling points were measured on different code states (see `code` in the JSON).")
             L.append("")
         elif digests and None not in digests:
-            L.append(f"Code measured: source digest `{next(iter(digests))[:12]}`.")
+            measured = next(iter(digests))
+            L.append(f"Code measured: source digest `{measured[:12]}`"
+                     + (" (the sources have changed since)" if current_code and current_code != measured else "") + ".")
             L.append("")
         t_exp = fit["total"].get("exponent")
         L.append("| stage | " + " | ".join(f"s @ {p['n_merchants']:,}" for p in pts) + " | time exponent | memory exponent |")
@@ -250,11 +267,12 @@ def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: st
     return "\n".join(L).rstrip() + "\n"
 
 
-def splice(readme: str, body: str) -> str:
+def splice(doc: str, body: str) -> str:
+    """`doc` with the text between the markers replaced by `body` (markers appended when missing)."""
     block = f"{START}\n{body}{END}"
-    if START in readme and END in readme and readme.index(START) < readme.index(END):
-        return readme[: readme.index(START)] + block + readme[readme.index(END) + len(END):]
-    return readme.rstrip("\n") + "\n\n## Performance\n\n" + block + "\n"
+    if START in doc and END in doc and doc.index(START) < doc.index(END):
+        return doc[: doc.index(START)] + block + doc[doc.index(END) + len(END):]
+    return doc.rstrip("\n") + "\n\n## Generated tables\n\n" + block + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bench", type=Path, default=REPO / "evidence" / "benchmarks.json")
     ap.add_argument("--scaling", type=Path, default=REPO / "evidence" / "scaling.json")
     ap.add_argument("--targets", type=Path, default=DEFAULT_TARGETS)
-    ap.add_argument("--readme", type=Path, default=REPO / "README.md")
-    ap.add_argument("--print", action="store_true", help="print the section instead of writing the README")
+    ap.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="the document whose marked section is replaced")
+    ap.add_argument("--print", action="store_true", help="print the tables instead of writing the document")
     args = ap.parse_args(argv)
     if not args.bench.exists():
         print(f"no benchmark JSON at {args.bench}: run `python -m pytest benchmarks --benchmark-only "
@@ -279,12 +297,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             return str(p)
 
-    body = render(bench, scaling, targets, rel(args.bench), rel(args.scaling) if scaling else None)
+    from .workloads import code_state
+
+    current = code_state(REPO)["code_sha256"]
+    body = render(bench, scaling, targets, rel(args.bench), rel(args.scaling) if scaling else None, current)
     if args.print:
         print(body)
         return 0
-    args.readme.write_text(splice(args.readme.read_text(), body))
-    print(f"updated the performance section of {args.readme}")
+    doc = args.doc.read_text() if args.doc.exists() else "# Performance\n"
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(splice(doc, body))
+    print(f"updated the generated tables of {args.doc}")
     return 0
 
 
