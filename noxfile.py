@@ -43,7 +43,7 @@ def certify(session):
 
 @nox.session
 def bench(session):
-    """Absolute figures for the README (evidence/benchmarks.json); no gate."""
+    """Absolute figures for docs/performance.md (evidence/benchmarks.json); no gate."""
     _install(session)
     session.run("python", "-m", "pytest", "benchmarks", "--benchmark-only",
                 "--benchmark-json", "evidence/benchmarks.json", *session.posargs)

@@ -1,7 +1,7 @@
 """Scoring one seed's published run: realism metrics, floor, cohorts, structural checks, preconditions.
 
 Everything here reads the published datasets (through the pipeline's contract-checked loader)
-and calls the metric recipes of `certification/metrics.py`; nothing reaches into engine state.
+and calls the metric recipes of the `certification/metrics/` package; nothing reaches into engine state.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ a point's verdict says so.
 The pack (`<evidence root>/sweep/<stamp>-<hash>/`): `sweep_record.json` (every gate value of every
 point and seed, the points' verdicts, which states each point reran or reused), `sweep_report.md`
 (the points ranked so the best honest candidate stands first, then one table per gate against the
-knobs) and `plots/<gate>.png` (each gate's metric against the first knob, one line per seed and
+knobs) and `plots/<gate>_<metric>.png` (each gate's metric against the first knob, one line per seed and
 combination of the other knobs, with the B and B+ thresholds drawn).
 """
 

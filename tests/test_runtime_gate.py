@@ -312,12 +312,28 @@ TARGETS = T.load_json(T.DEFAULT_TARGETS)
 
 
 def test_plan_ceiling_fails_and_targets_are_reported():
-    seconds = {"test_lane_fast": 9.0, "test_lane_witness": 16.0, "test_lane_certify": 33.0}
+    fast = next(t["value"] for t in TARGETS["targets"] if t["id"] == "fast_lane")
+    seconds = {"test_lane_fast": 0.9 * fast, "test_lane_witness": 16.0, "test_lane_certify": 33.0}
     rep = T.evaluate(T.bench_json_from_seconds(seconds), TARGETS)
     assert rep.ok and {r["id"]: r["status"] for r in rep.target_rows}["fast_lane"] == "met"
     slow = T.evaluate(T.bench_json_from_seconds({**seconds, "test_lane_fast": 1300.0}), TARGETS)
     assert not slow.ok and any("test_lane_fast:" in f and "ceiling" in f for f in slow.failures)
-    missed = T.bench_json_from_seconds({**seconds, "test_lane_fast": 11.0})
+    missed = T.bench_json_from_seconds({**seconds, "test_lane_fast": 1.1 * fast})
     assert T.evaluate(missed, TARGETS).ok
     assert not T.evaluate(missed, TARGETS, strict_targets=True).ok
     assert TARGETS["ceilings_seconds"]["test_lane_fast"] == 20 * 60
+
+
+def test_scale_targets_read_the_scaling_study():
+    def study(seconds_by_stage, exponents, completed=True):
+        return {"points": [{"n_merchants": 100000, "completed": completed,
+                            "stages": {k: {"seconds": v} for k, v in seconds_by_stage.items()}}],
+                "fit": {"stages": {k: {"exponent": e} for k, e in exponents.items()}}}
+
+    scaling = study({"S5": 100.0, "S7": 150.0}, {"S5": 0.9, "S7": 1.2})
+    assert T.metric_value("world_s8_seconds_at_100000", {}, scaling) == 250.0
+    assert T.metric_value("max_stage_exponent", {}, scaling) == 1.2
+    assert T.metric_value("world_s8_seconds_at_100000", {}, study({"S5": 1.0}, {}, completed=False)) == float("inf")
+    assert T.metric_value("max_stage_exponent", {}, None) is None
+    rows = {r["id"]: r["status"] for r in T.evaluate(T.bench_json_from_seconds({}), TARGETS, scaling=scaling).target_rows}
+    assert rows["stage_exponent"] == "MISSED" and rows["world_s8_100k_merchants"] == "met"

@@ -31,8 +31,9 @@ sealed, and it would not exist for a user's own upstream tables.
 
 RNG (stream `2B.S1.site_weights`): counter high word = merchant_id; low word = a documented slot
 (see SLOT_* / SITE_BASE_*). Site-level slots add the site's 0-based index inside its merchant in
-primary-key order. So every draw depends only on (seed, mf, merchant_id, slot): any sharding of
-merchants gives identical bytes.
+primary-key order. The stream's key is (upstream identity, seed), never the manifest fingerprint
+or a policy's bytes (engine/rng.py, common random numbers), so every draw depends only on
+(upstream identity, seed, merchant_id, slot): any sharding of merchants gives identical bytes.
 
 Provenance per row: weight_source = mode, weight_profile = size bucket, mixture_component (or
 `uniform` / `column`), alpha_used = the component's Gamma shape (0.0 when nothing was drawn),
