@@ -217,7 +217,21 @@ def render(bench_json: dict, scaling: dict | None, targets: dict, bench_path: st
         L.append("| total | " + " | ".join(_s(p.get('total_seconds'), 2) for p in pts)
                  + f" | **{_s(t_exp, 2)}** | {_s(fit['peak_rss'].get('exponent'), 2)} |")
         L.append("")
-        L.append(f"Scale exponent target {_target_cell(targets, 'scale_exponent', t_exp)}.")
+        stage_exp = {s: fit["stages"][s].get("exponent") for s in scaling["stage_names"]}
+        known = {s: e for s, e in stage_exp.items() if e is not None}
+        if known:
+            worst = max(known, key=known.get)
+            L.append(f"Largest stage time exponent: {worst} {_s(known[worst], 2)}; target "
+                     f"{_target_cell(targets, 'stage_exponent', known[worst])}.")
+        w_t = _target(targets, "world_s8_100k_merchants")
+        if w_t:
+            n_w = int(w_t["metric"].rsplit("_", 1)[1])
+            p = next((q for q in pts if q["n_merchants"] == n_w), None)
+            if p is not None:
+                total = sum(r["seconds"] for r in p["stages"].values() if "seconds" in r)
+                val = total if p.get("completed") else float("inf")
+                L.append(f"world..S8 at {n_w:,} merchants: {_s(total, 1)} s; target "
+                         f"{_target_cell(targets, 'world_s8_100k_merchants', val)}.")
         mem_t = _target(targets, "memory_100k_merchants")
         if mem_t:
             n_mem = int(mem_t["metric"].rsplit("_", 1)[1])
