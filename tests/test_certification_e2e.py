@@ -10,7 +10,7 @@ import pytest
 
 from certification import gates as G
 from certification.lanes import score_lane
-from tests.conftest import policy_variant
+from tests.helpers import policy_variant
 
 pytestmark = pytest.mark.slow
 

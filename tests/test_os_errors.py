@@ -26,7 +26,7 @@ from engine.cli import main
 from engine.errors import EngineError
 from engine.pipeline import Pipeline, dataset_path
 from engine.shards import TableWriter
-from tests.conftest import small_policies, tree_state
+from tests.helpers import small_policies, tree_state
 
 SEED = 42
 

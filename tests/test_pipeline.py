@@ -77,7 +77,7 @@ def test_tampered_upstream_table_stops_s0(tmp_path):
 
 
 def test_policy_edited_after_sealing_stops_next_state(tmp_path):
-    from tests.conftest import policy_variant
+    from tests.helpers import policy_variant
 
     pdir = policy_variant(tmp_path, {})
     root = tmp_path / "runs"

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,35 +19,17 @@ from engine import receipts as RC
 from engine.bundle import verify_bundle
 from engine.datasets import check_table, digest
 from engine.pipeline import ENGINE_POLICIES, STAGES, Pipeline, partition_of
-from engine.policies import DEFAULT_POLICY_DIR
+from tests.helpers import policy_variant, world_size
 
 SMALL_MERCHANTS = 150
 SEED = 42
-
-
-def _small_policies(target: Path) -> Path:
-    shutil.copytree(DEFAULT_POLICY_DIR, target)
-    path = target / "world_policy_v1.json"
-    data = json.loads(path.read_text())
-    data["n_merchants"] = SMALL_MERCHANTS
-    path.write_text(json.dumps(data, indent=1))
-    return target
-
-
-def _edited(base: Path, target: Path, name: str, fn) -> Path:
-    shutil.copytree(base, target)
-    path = target / f"{name}.json"
-    data = json.loads(path.read_text())
-    fn(data)
-    path.write_text(json.dumps(data, indent=1))
-    return target
 
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
     """A small world run once, world..S8: the parent every edit below starts from."""
     tmp = tmp_path_factory.mktemp("tuning")
-    pol = _small_policies(tmp / "policies")
+    pol = policy_variant(tmp, {"world_policy_v1": world_size(SMALL_MERCHANTS)})
     root = tmp / "runs"
     result = Pipeline(SEED, root, pol).run()
     return tmp, pol, root, result
@@ -75,7 +56,7 @@ def _outputs(result) -> dict[str, str]:
 
 def _run_edit(parent, tag: str, policy: str, fn):
     tmp, pol, root, base = parent
-    edited = _edited(pol, tmp / f"pol-{tag}-{policy}", policy, fn)
+    edited = policy_variant(tmp, {policy: fn}, folder=f"pol-{tag}-{policy}", base=pol)
     return base, Pipeline(SEED, root, edited).run()
 
 
@@ -154,7 +135,8 @@ def test_reuse_rechecks_the_source_digest(parent, tmp_path):
     for victim in victims:  # every published copy, under every manifest of the root
         data = victim.read_bytes()
         victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    edited = _edited(pol, tmp_path / "pol", "group_mix_regularizer_v1", lambda d: d["soft_cap_blend"].__setitem__("cap", 0.83))
+    edited = policy_variant(tmp_path, {"group_mix_regularizer_v1": lambda d: d["soft_cap_blend"].__setitem__("cap", 0.83)},
+                            folder="pol", base=pol)
     run = Pipeline(SEED, work, edited).run(until="S1")
     assert {r.name: r.status for r in run.stages}["S1"] == "ran"
 

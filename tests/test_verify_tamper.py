@@ -21,7 +21,7 @@ from engine.bundle import FLAG, INDEX, OUTPUTS, verify_bundle, verify_members
 from engine.cli import main
 from engine.errors import EngineError
 from engine.pipeline import Pipeline, dataset_path
-from tests.conftest import small_policies
+from tests.helpers import small_policies
 
 SEED = 42
 FLIPS = (0x01, 0x80, 0xFF)
