@@ -12,7 +12,8 @@ from tests.helpers import policy_variant  # noqa: F401
 
 @pytest.fixture(scope="session")
 def fast_lane(tmp_path_factory):
-    """The fast lane on the default world, scored with replay (seed 42)."""
+    """The fast lane on the default world, scored with replay (seed 42). Read it; a test that
+    changes files of its runs root works on a copy (tests.helpers.private_root)."""
     from certification.lanes import score_lane
 
     root = tmp_path_factory.mktemp("fast_lane")

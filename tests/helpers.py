@@ -5,7 +5,8 @@ conftest.py holds fixtures only):
 - policies: `edited_policy` (one shipped policy edited in memory), `policy_variant` (a policy
   folder with edits applied), the small world (`SMALL_WORLD`, `small_policies`), `tree_state`;
 - the synthetic S3/S4 world (`make_world`) and the runners over it (`run_s3`, `run_s4`) that the
-  S3, S4, metric and certificate tests use, and `placed_world` (merchants and sites placed by hand).
+  S3, S4, metric and certificate tests use, and `placed_world` (merchants and sites placed by hand);
+- `private_root`: a test's own copy of a runs root some fixture published, to change freely.
 
 Every helper builds something new on each call; nothing here holds state between tests.
 """
@@ -106,6 +107,12 @@ def tree_state(root: Path) -> dict[str, str]:
             else:
                 out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+def private_root(root: Path, tmp: Path) -> Path:
+    """A copy of the runs root `root` at `tmp / "runs"` (links kept as links): a test that writes
+    into a root a module or session fixture published works on this, never on the shared one."""
+    return Path(shutil.copytree(root, Path(tmp) / "runs", symlinks=True))
 
 
 # ------------------------------------------------------------------------- the synthetic S3/S4 world
