@@ -28,7 +28,7 @@ from engine.bundle import make_bundle
 from engine.cli import main
 from engine.identity import canonical_json, sha256_hex
 from engine.pipeline import Pipeline, dataset_path
-from tests.conftest import small_policies, tree_state
+from tests.helpers import small_policies, tree_state
 
 SEED = 42
 TABLES = ("merchants", "site_locations", "site_timezones")

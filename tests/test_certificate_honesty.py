@@ -5,8 +5,6 @@ attribution, the trade-off and the upstream what-if, each shown to fail on an in
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 
 import numpy as np
 import polars as pl
@@ -16,15 +14,8 @@ from certification import gates as G
 from certification import metrics as M
 from certification.tradeoff import tradeoff_points
 from engine import contracts, world
-from engine.policies import DEFAULT_POLICY_DIR, load_policy
-from tests.conftest import edited_policy
-
-try:  # the synthetic world and S3 runner live with the S3 tests
-    from test_s3_day_effects import make_world, run_s3
-    from test_s4_group_weights import run_s4
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.test_s3_day_effects import make_world, run_s3
-    from tests.test_s4_group_weights import run_s4
+from engine.policies import load_policy
+from tests.helpers import make_world, mix_policy, policy_variant, run_s3, run_s4, world_size
 
 GATES = load_policy("certification_gates_v1").data
 
@@ -38,10 +29,6 @@ def synthetic():
     return wld, s3, M.raw_mix(s1, s3, st)
 
 
-def _mode(**changes):
-    return edited_policy("group_mix_regularizer_v1", **changes)
-
-
 def _veto_bands(synthetic, policy) -> dict:
     wld, s3, mix = synthetic
     published = run_s4(wld, s3, policy)["s4_group_weights"]
@@ -53,7 +40,7 @@ def _veto_bands(synthetic, policy) -> dict:
 
 
 def test_veto_gates_pass_when_s4_publishes_the_data(synthetic):
-    bands, metrics = _veto_bands(synthetic, _mode(mode="off"))
+    bands, metrics = _veto_bands(synthetic, mix_policy(mode="off"))
     assert bands == {"T-S4-V1": "B+", "T-S4-V2": "B+"}
     assert metrics["veto_slope_min_band_median"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["veto_share_ratio_p99"] == pytest.approx(0.0, abs=1e-9)
@@ -64,7 +51,7 @@ def test_veto_gates_pass_when_s4_publishes_the_data(synthetic):
     {"mode": "hard_cap_legacy"},
 ], ids=["soft_cap_blend", "hard_cap_legacy"])
 def test_veto_gates_fail_the_caps(synthetic, policy):
-    bands, _ = _veto_bands(synthetic, _mode(**policy))
+    bands, _ = _veto_bands(synthetic, mix_policy(**policy))
     assert bands["T-S4-V1"] == "FAIL" and bands["T-S4-V2"] == "FAIL", bands
 
 
@@ -72,7 +59,7 @@ def test_veto_gates_fail_the_caps(synthetic, policy):
 def test_compression_slope_reads_the_power_exponent(synthetic, tau):
     """Under p ~ r^tau every merchant's slope is exactly tau, so the gate reads tau."""
     wld, s3, mix = synthetic
-    published = run_s4(wld, s3, _mode(mode="power", **{"power/tau": tau}))["s4_group_weights"]
+    published = run_s4(wld, s3, mix_policy(mode="power", **{"power/tau": tau}))["s4_group_weights"]
     slopes = M.compression_slopes(mix, published)
     assert slopes.height > 50
     np.testing.assert_allclose(slopes["slope"].to_numpy(), tau, rtol=0, atol=1e-9)
@@ -81,7 +68,7 @@ def test_compression_slope_reads_the_power_exponent(synthetic, tau):
 def test_share_ratio_catches_a_small_group_given_far_more_than_its_weight(synthetic):
     """A minor group lifted to a fixed share on every day: the island-store pattern."""
     wld, s3, mix = synthetic
-    published = run_s4(wld, s3, _mode(mode="off"))["s4_group_weights"]
+    published = run_s4(wld, s3, mix_policy(mode="off"))["s4_group_weights"]
     two = published.filter(pl.len().over("merchant_id", "utc_day") == 2)
     victim = two["merchant_id"].unique().sort()[0]
     is_v = pl.col("merchant_id") == victim
@@ -173,7 +160,7 @@ def test_tradeoff_points_equal_the_state_run_on_the_same_draws(synthetic):
     points = tradeoff_points(gp, load_policy("group_mix_regularizer_v1"), mix, M.s4_floor_metrics(md), M.s4_metrics(md), {}, 1)
     for point, spec in zip(points, gp["tradeoff"]["points"]):
         data = copy.deepcopy(load_policy("group_mix_regularizer_v1").data) | spec["regularizer"]
-        published = run_s4(wld, s3, edited_policy("group_mix_regularizer_v1", **{k: v for k, v in data.items()}))
+        published = run_s4(wld, s3, mix_policy(**{k: v for k, v in data.items()}))
         direct = M.s4_metrics(M.s4_merchant_days(published["s4_group_weights"]))
         assert point["gates"]["T-S4-01"]["values"]["s4_max_p_median"] == pytest.approx(direct["s4_max_p_median"], abs=1e-12)
         assert point["gates"]["T-S4-05"]["values"]["s4_entropy_median"] == pytest.approx(direct["s4_entropy_median"], abs=1e-12)
@@ -241,16 +228,8 @@ def test_certify_pack_sections_on_a_small_world(tmp_path):
     from certification.lanes import score_lane
     from certification.report import render_markdown
 
-    pol = tmp_path / "policies"
-    shutil.copytree(DEFAULT_POLICY_DIR, pol)
-    wp = pol / "world_policy_v1.json"
-    d = json.loads(wp.read_text())
-    d["n_merchants"] = 150
-    wp.write_text(json.dumps(d))
-    gp = pol / "certification_gates_v1.json"
-    g = json.loads(gp.read_text())
-    g["what_if"]["multi_tz_shares"] = [0.8]
-    gp.write_text(json.dumps(g))
+    pol = policy_variant(tmp_path, {"world_policy_v1": world_size(150),
+                                    "certification_gates_v1": lambda g: g["what_if"].update(multi_tz_shares=[0.8])})
     rec = score_lane("certify", tmp_path / "runs", pol, seeds=[42], replay=False).record
     per = rec["per_seed"]["42"]
     assert {"T-S4-V1", "T-S4-V2"} <= set(per["gates"]) and per["gates"]["T-S4-V1"]["family"] == "veto"

@@ -6,11 +6,13 @@ say so, by that gate, and never hand out a PASS over it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from certification import gates as G
 from certification.lanes import score_lane
-from tests.conftest import policy_variant
+from tests.helpers import policy_variant, private_root
 
 pytestmark = pytest.mark.slow
 
@@ -108,20 +110,18 @@ def test_default_s4_passes_the_veto_gates_and_names_where_t_s4_01_is_lost(fast_l
         assert t01["attribution"] in (G.UPSTREAM_OF_S4, G.TOPOLOGY)
 
 
-def test_tampered_bundle_member_fails_t_str_03(fast_lane):
+def test_tampered_bundle_member_fails_t_str_03(fast_lane, tmp_path):
     from certification.scoring import structural_checks
 
-    res = fast_lane.results[42]
+    shared = fast_lane.results[42]
+    res = dataclasses.replace(shared, runs_root=private_root(shared.runs_root, tmp_path), _loaded={})  # tamper a copy
     member = res.path("validation_bundle_2B") / "s7_audit_report.json"
-    original = member.read_bytes()
-    try:
-        member.write_bytes(original.replace(b"PASS", b"PASs", 1))
-        checks, _ = structural_checks(res, None)
-        assert checks["T-STR-03"]["ok"] is False
-    finally:
-        member.write_bytes(original)
+    member.write_bytes(member.read_bytes().replace(b"PASS", b"PASs", 1))
+    checks, _ = structural_checks(res, None)
+    assert checks["T-STR-03"]["ok"] is False
 
 
 def test_certify_lane_missing_seed_202_is_invalid(fast_lane, tmp_path):
-    rec = score_lane("certify", fast_lane.results[42].runs_root, seeds=[42], replay=False).record
+    # the lane reruns seed 42 (every stage skipped, the run report rewritten): in a copy of the root
+    rec = score_lane("certify", private_root(fast_lane.results[42].runs_root, tmp_path), seeds=[42], replay=False).record
     assert rec["verdict"] == G.INVALID and "PRE-05" in rec["reasons"]["preconditions_failed"]

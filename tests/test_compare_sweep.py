@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from certification.compare import compare_records, load_pack, policy_differences
 from certification.sweep import parse_set, plan_grid, run_sweep
 from engine.errors import EngineError
 from engine.policies import DEFAULT_POLICY_DIR
+from tests.helpers import policy_variant, world_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,12 +125,7 @@ def test_grid_is_the_full_product_and_today_values_are_the_baseline():
 
 
 def test_sweep_on_a_small_world_reuses_upstream_states_and_ranks_points(tmp_path):
-    pol = tmp_path / "policies"
-    shutil.copytree(DEFAULT_POLICY_DIR, pol)
-    wp = pol / "world_policy_v1.json"
-    data = json.loads(wp.read_text())
-    data["n_merchants"] = 120
-    wp.write_text(json.dumps(data, indent=1))
+    pol = policy_variant(tmp_path, {"world_policy_v1": world_size(120)})
     pack = run_sweep("fast", ["group_mix_regularizer_v1:/soft_cap_blend/cap=0.8,0.9",
                               "group_mix_regularizer_v1:/mode=soft_cap_blend,off"],
                      tmp_path / "runs", pol, tmp_path / "evidence", quiet=True)

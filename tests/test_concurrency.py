@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import small_policies
+from tests.helpers import small_policies
 
 DEFAULT_TRIALS = "same-seed=3,force=1,two-seeds=1,overlay=1,kill=5"
 

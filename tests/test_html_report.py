@@ -27,7 +27,7 @@ from certification.record import build_record, write_json
 from certification.report import PLOTS, fmt, write_pack
 from certification.scoring import SeedScore
 from certification.summary import MAX_LINES, render_summary, write_summary
-from engine.policies import DEFAULT_POLICY_DIR
+from tests.helpers import policy_variant, world_size
 
 SEEDS = [42, 7]
 POLICY = {
@@ -362,15 +362,9 @@ def cli_lanes(tmp_path_factory):
     from engine.cli import main
 
     tmp = tmp_path_factory.mktemp("cli_lanes")
-    pol = tmp / "policies"
-    shutil.copytree(DEFAULT_POLICY_DIR, pol)
-    world = json.loads((pol / "world_policy_v1.json").read_text())
-    world["n_merchants"] = 150
-    (pol / "world_policy_v1.json").write_text(json.dumps(world, indent=1))
-    gp = json.loads((pol / "certification_gates_v1.json").read_text())
-    gp["tradeoff"]["lanes"].append("fast")
-    gp["what_if"]["lanes"].append("fast")
-    (pol / "certification_gates_v1.json").write_text(json.dumps(gp, indent=1))
+    pol = policy_variant(tmp, {"world_policy_v1": world_size(150),
+                               "certification_gates_v1": lambda gp: (gp["tradeoff"]["lanes"].append("fast"),
+                                                                     gp["what_if"]["lanes"].append("fast"))})
     target = tmp / "step_summary.md"
     target.write_text("# CI job\n")
     args = ["certify", "--lane", "fast", "--policies", str(pol), "--runs-root", str(tmp / "runs"),

@@ -9,13 +9,7 @@ import pytest
 from scipy.stats import levene
 
 from certification import metrics as M
-
-try:
-    from test_s3_day_effects import make_world, run_s3
-    from test_s4_group_weights import run_s4
-except ImportError:  # pragma: no cover
-    from tests.test_s3_day_effects import make_world, run_s3
-    from tests.test_s4_group_weights import run_s4
+from tests.helpers import make_world, run_s3, run_s4
 
 
 def _lin_q(x, q):

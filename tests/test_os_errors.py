@@ -26,7 +26,7 @@ from engine.cli import main
 from engine.errors import EngineError
 from engine.pipeline import Pipeline, dataset_path
 from engine.shards import TableWriter
-from tests.conftest import small_policies, tree_state
+from tests.helpers import small_policies, tree_state
 
 SEED = 42
 
@@ -91,17 +91,13 @@ def read_only(root: Path, code: int = errno.EROFS):
             raise _oserror(code, path)
         return real_os_open(path, flags, *a, **k)
 
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # undone on leaving the block, however it is left
         for name in real:
-            setattr(os, name, guard(name))
-        builtins.open = io.open = guarded_open
-        os.open = guarded_os_open
+            mp.setattr(os, name, guard(name))
+        mp.setattr(builtins, "open", guarded_open)
+        mp.setattr(io, "open", guarded_open)
+        mp.setattr(os, "open", guarded_os_open)
         yield
-    finally:
-        for name, fn in real.items():
-            setattr(os, name, fn)
-        builtins.open = io.open = real_open
-        os.open = real_os_open
 
 
 def test_complete_read_only_root_reruns_with_every_stage_skipped(world, root, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import EngineError
 from engine.pipeline import Pipeline, dataset_path, receipt_path
+from tests.helpers import policy_variant, private_root
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,14 @@ def test_first_run_runs_every_stage(until_s2):
     assert [r.status for r in first.stages] == ["ran"] * len(first.stages)
 
 
-def test_rerun_skips_every_stage(until_s2):
-    root, _ = until_s2
+def test_rerun_skips_every_stage(until_s2, tmp_path):
+    root = private_root(until_s2[0], tmp_path)  # even a rerun that skips every stage rewrites the run report
     again = Pipeline(42, root).run(until="S2")
     assert [r.status for r in again.stages] == ["skipped"] * len(again.stages)
 
 
-def test_forced_replay_is_byte_identical(until_s2):
-    root, _ = until_s2
+def test_forced_replay_is_byte_identical(until_s2, tmp_path):
+    root = private_root(until_s2[0], tmp_path)  # a forced run republishes: not in the shared root
     replay = Pipeline(42, root, force=True).run(until="S2")
     assert replay.replay_identical
 
@@ -41,8 +42,10 @@ def test_unknown_until_is_named(until_s2):
         Pipeline(42, root).run(until="S9")
 
 
-def test_stage_code_change_reruns_it(until_s2, monkeypatch):
-    root, _ = until_s2
+def test_stage_code_change_reruns_it(until_s2, tmp_path, monkeypatch):
+    # S2's receipt is rewritten under the patched code version: in a copy, or a later rerun of the
+    # shared root would find S2 stale and rerun it
+    root = private_root(until_s2[0], tmp_path)
     import engine.pipeline as P
 
     real = P.code_digest
@@ -77,8 +80,6 @@ def test_tampered_upstream_table_stops_s0(tmp_path):
 
 
 def test_policy_edited_after_sealing_stops_next_state(tmp_path):
-    from tests.conftest import policy_variant
-
     pdir = policy_variant(tmp_path, {})
     root = tmp_path / "runs"
     pipe = Pipeline(42, root, pdir)

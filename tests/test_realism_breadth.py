@@ -7,8 +7,6 @@ both runs on one small world and the same draws (the negative control reuses wor
 from __future__ import annotations
 
 import datetime as dt
-import json
-import shutil
 
 import numpy as np
 import polars as pl
@@ -18,21 +16,11 @@ from certification import gates as G
 from certification import metrics as M
 from engine import roster as R
 from engine.pipeline import Pipeline
-from engine.policies import DEFAULT_POLICY_DIR, load_policy
+from engine.policies import load_policy
+from tests.helpers import placed_world, policy_variant, world_size
 
 GATES = load_policy("certification_gates_v1").data["realism_gates"]
 SEED = 42
-
-
-def _policies(target, n_merchants, **edits):
-    shutil.copytree(DEFAULT_POLICY_DIR, target)
-    for name, fn in {"world_policy_v1": lambda d: d.__setitem__("n_merchants", n_merchants), **edits}.items():
-        path = target / f"{name}.json"
-        data = json.loads(path.read_text())
-        fn(data)
-        path.write_text(json.dumps(data, indent=1))
-    return target
-
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +28,15 @@ def runs(tmp_path_factory):
     """The shipped laws and the old ones on one 300-merchant world (same draws)."""
     tmp = tmp_path_factory.mktemp("breadth")
     root = tmp / "runs"
-    shipped = Pipeline(SEED, root, _policies(tmp / "shipped", 300)).run()
-    old = _policies(
-        tmp / "old", 300,
-        roster_policy_v1=lambda d: (d.__setitem__("intraday_clock", "home"),
-                                    d["rate"].update(size_exponent=0.25, merchant_volume_sigma=0.3,
-                                                     site_productivity_sigma=0.0, size_reference_sites=16)),
-        route_rng_policy_v1=lambda d: d.__setitem__("group_choice", "day_mix"),
-        day_effect_policy_v1=lambda d: d["sigma_gamma_policy_v2"]["holidays"].__setitem__(
-            "log_effect_by_segment", {"default": 0.0}))
+    shipped = Pipeline(SEED, root, policy_variant(tmp, {"world_policy_v1": world_size(300)}, folder="shipped")).run()
+    old = policy_variant(tmp, {
+        "world_policy_v1": world_size(300),
+        "roster_policy_v1": lambda d: (d.__setitem__("intraday_clock", "home"),
+                                       d["rate"].update(size_exponent=0.25, merchant_volume_sigma=0.3,
+                                                        site_productivity_sigma=0.0, size_reference_sites=16)),
+        "route_rng_policy_v1": lambda d: d.__setitem__("group_choice", "day_mix"),
+        "day_effect_policy_v1": lambda d: d["sigma_gamma_policy_v2"]["holidays"].__setitem__(
+            "log_effect_by_segment", {"default": 0.0})}, folder="old")
     before = Pipeline(SEED, root, old).run()
     return shipped, before
 
@@ -94,13 +82,8 @@ def test_old_routing_puts_far_sites_to_work_at_night(metrics):
 
 
 def _one_merchant(zones: list[tuple[str, str, int]], cls="grocery", home="US"):
-    merchants = pl.DataFrame({"merchant_id": pl.Series([7], dtype=pl.UInt64), "home_country_iso": [home],
-                              "mcc": pl.Series([5411], dtype=pl.Int32), "merchant_class": [cls],
-                              "channel": ["card_present"], "is_virtual": [False]})
-    rows = [(7, iso, k + 1, tz) for iso, tz, n in zones for k in range(n)]
-    st = pl.DataFrame(rows, schema={"merchant_id": pl.UInt64, "legal_country_iso": pl.String, "site_order": pl.Int32,
-                                    "tzid": pl.String}, orient="row").with_columns(tzid_source=pl.lit("synthetic"))
-    return merchants, st.sort("merchant_id", "legal_country_iso", "site_order")
+    """Merchant 7 with n sites in each (country, tzid, n) of `zones`."""
+    return placed_world([(7, home, cls)], [(7, iso, tz, n) for iso, tz, n in zones])
 
 
 def _hours(roster: pl.DataFrame, tz: str) -> np.ndarray:

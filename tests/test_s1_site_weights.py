@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from certification import metrics
 from engine import contracts
-from engine.context import Context
 from engine.errors import EngineError
 from engine.policies import DEFAULT_POLICY_DIR, Policy, load_policy, parse_policy_bytes
 from engine.states import s1_site_weights as s1
+from tests.helpers import context
 
 NAME = "alias_layout_policy_v1"
 PK = ["merchant_id", "legal_country_iso", "site_order"]
@@ -77,10 +77,6 @@ def synthetic_world(n_merchants: int = 1238, seed: int = 0, counts=None) -> dict
     }
 
 
-def ctx(seed: int = 42) -> Context:
-    return Context(seed, "ab" * 32, "cd" * 32, "ef" * 16, "2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
-
-
 def policy(mutate=None) -> dict[str, Policy]:
     """The shipped policy, optionally edited, re-validated against its schema."""
     base = load_policy(NAME)
@@ -98,7 +94,7 @@ def mode(name, column=None):
 
 
 def run(world, pol=None, seed=42) -> pl.DataFrame:
-    return s1.run(world, pol or policy(), ctx(seed))["s1_site_weights"]
+    return s1.run(world, pol or policy(), context(seed))["s1_site_weights"]
 
 
 @pytest.fixture(scope="module")

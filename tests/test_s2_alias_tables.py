@@ -10,14 +10,13 @@ import polars as pl
 import pytest
 
 from engine import alias
-from engine.context import Context
 from engine.errors import EngineError
 from engine.identity import canonical_json
 from engine.policies import Policy
 from engine.states import s2_alias_tables as s2
+from tests.helpers import CREATED, context
 
-CREATED = "2026-01-01T00:00:00.000000Z"
-CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED, upstream_identity="12" * 32)
+CTX = context()
 LAYOUT = {
     "policy_id": "alias_layout_policy_v1",
     "layout_version": "2B.alias.blob.v1",

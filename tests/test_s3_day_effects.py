@@ -2,9 +2,9 @@
 volatility regimes (the scalar negative control must fail T-S3-01's B+ tail), local-weekday weekly
 terms that differ across a merchant's groups, clip accounting, and every bad input named.
 
-`make_world` (also used by the S4 and metrics tests) builds a synthetic upstream with a realistic
-topology: about half the merchants in one tzid, the rest in 2..8 tzids with uneven site counts,
-and non-uniform (Dirichlet) S1 weights.
+The synthetic upstream is tests.helpers.make_world (shared with the S4, metric and certificate
+tests): about half the merchants in one tzid, the rest in 2..8 tzids with uneven site counts, and
+non-uniform (Dirichlet) S1 weights.
 """
 
 from __future__ import annotations
@@ -20,82 +20,13 @@ import pytest
 from certification import metrics as M
 from engine import contracts
 from engine.calendar import tz_offsets
-from engine.context import Context
 from engine.errors import EngineError
 from engine.policies import load_policy
 from engine.rng import STREAM_S3, Stream
 from engine.states import s3_day_effects as s3
-from tests.conftest import edited_policy
+from tests.helpers import SITE_PK, context, day_policy, make_world, placed_world, run_s3
 
-CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
-SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
-
-# Real IANA zones, most popular first (popularity ~ rank^-0.9), covering every area and a few
-# Fri/Sat-weekend zones.
-TZ_POOL = [
-    "America/New_York", "Europe/London", "Europe/Paris", "Europe/Berlin", "America/Chicago",
-    "America/Los_Angeles", "Asia/Tokyo", "Asia/Shanghai", "Asia/Kolkata", "America/Sao_Paulo",
-    "Europe/Madrid", "Europe/Rome", "Australia/Sydney", "America/Toronto", "America/Mexico_City",
-    "Asia/Singapore", "Asia/Dubai", "Europe/Amsterdam", "Asia/Seoul", "America/Denver",
-    "Europe/Warsaw", "Europe/Istanbul", "Asia/Riyadh", "Africa/Johannesburg", "Africa/Lagos",
-    "Asia/Jakarta", "Asia/Bangkok", "America/Bogota", "America/Argentina/Buenos_Aires", "Europe/Stockholm",
-    "Europe/Zurich", "Europe/Vienna", "Europe/Brussels", "Europe/Lisbon", "Europe/Dublin",
-    "Asia/Manila", "Asia/Hong_Kong", "Asia/Taipei", "America/Lima", "America/Santiago",
-    "Africa/Cairo", "Africa/Nairobi", "Asia/Karachi", "Asia/Dhaka", "Europe/Athens",
-    "Australia/Perth", "Pacific/Auckland", "America/Halifax", "Asia/Jerusalem", "Atlantic/Reykjavik",
-    "Indian/Mauritius", "Pacific/Honolulu", "Asia/Tehran", "America/Caracas",
-]
-CLASSES = ["grocery", "restaurants", "fuel", "apparel", "electronics", "general_merchandise", "pharmacy",
-           "lodging", "travel", "transport", "digital"]
-
-
-def make_world(n_merchants=300, seed=0, single_share=0.5):
-    """(merchants, site_timezones, s1_site_weights) in contract shapes; ids span the whole u64 range."""
-    rng = np.random.default_rng(seed)
-    pop = 1.0 / np.arange(1, len(TZ_POOL) + 1) ** 0.9
-    pop /= pop.sum()
-    country = {t: chr(65 + i // 26) + chr(65 + i % 26) for i, t in enumerate(TZ_POOL)}
-    mids = np.unique(rng.integers(1, np.iinfo(np.uint64).max, size=n_merchants, dtype=np.uint64))
-    n = mids.size
-    classes = rng.choice(CLASSES, size=n)
-    sites = np.maximum(2, np.round(np.exp(rng.normal(np.log(16), 0.8, n)))).astype(int)
-    k_multi = rng.choice(np.arange(2, 9), size=n, p=[.36, .12, .11, .11, .1, .1, .1])
-    k = np.where(rng.random(n) < single_share, 1, np.minimum(k_multi, sites))
-    st_m, st_c, st_o, st_t, weights = [], [], [], [], []
-    for i in range(n):
-        tzs = rng.choice(TZ_POOL, size=k[i], replace=False, p=pop)
-        # uneven site counts: one site per tz, the rest by a Dirichlet-weighted multinomial
-        alloc = 1 + rng.multinomial(sites[i] - k[i], rng.dirichlet(np.full(k[i], 0.8)))
-        for t, c in zip(tzs, alloc):
-            st_m += [mids[i]] * c
-            st_c += [country[t]] * c
-            st_o += list(range(1, c + 1))
-            st_t += [t] * c
-        weights.append(rng.dirichlet(np.full(sites[i], 1.5)))
-    merchants = pl.DataFrame({
-        "merchant_id": pl.Series(mids, dtype=pl.UInt64),
-        "home_country_iso": ["US"] * n,
-        "mcc": pl.Series(rng.integers(4000, 6000, n), dtype=pl.Int32),
-        "merchant_class": classes.tolist(),
-        "channel": rng.choice(["card_present", "card_not_present", "omni"], n).tolist(),
-        "is_virtual": (classes == "digital").tolist(),
-    })
-    st = pl.DataFrame({"merchant_id": pl.Series(np.array(st_m, dtype=np.uint64), dtype=pl.UInt64),
-                       "legal_country_iso": st_c, "site_order": pl.Series(st_o, dtype=pl.Int32), "tzid": st_t})
-    s1 = st.select(SITE_PK).with_columns(p_weight=pl.Series(np.concatenate(weights)))
-    st = st.with_columns(tzid_source=pl.lit("synthetic")).sort(SITE_PK)
-    return merchants, st, s1.sort(SITE_PK)
-
-
-def day_policy(**changes):
-    return edited_policy("day_effect_policy_v1", **changes)
-
-
-def run_s3(world, policy=None, ctx=CTX, **changes):
-    merchants, st, _ = world
-    pol = policy or day_policy(day_range={"start": "2026-01-05", "end": "2026-02-01"}, **changes)
-    return s3.run({"merchants": merchants, "site_timezones": st}, {"day_effect_policy_v1": pol}, ctx)
+CTX = context()
 
 
 @pytest.fixture(scope="module")
@@ -332,20 +263,12 @@ def test_iid_days_fail_the_memory_gate_recipe():
     assert abs(_residual_acf(iid["s3_day_effects"]).median()) < 0.1
 
 
-def real_country_world():
-    """Two real countries: a US merchant (New York) and a Saudi one (Riyadh), one zone each."""
-    merchants = pl.DataFrame({"merchant_id": pl.Series([11, 22], dtype=pl.UInt64), "home_country_iso": ["US", "SA"],
-                              "mcc": pl.Series([5411, 5411], dtype=pl.Int32), "merchant_class": ["grocery", "grocery"],
-                              "channel": ["card_present"] * 2, "is_virtual": [False, False]})
-    st = pl.DataFrame({"merchant_id": pl.Series([11, 22], dtype=pl.UInt64), "legal_country_iso": ["US", "SA"],
-                       "site_order": pl.Series([1, 1], dtype=pl.Int32), "tzid": ["America/New_York", "Asia/Riyadh"],
-                       "tzid_source": ["synthetic"] * 2})
-    return merchants, st, None
-
-
 def test_holidays_and_weekends_come_from_the_country_calendar():
     pol = day_policy(day_range={"start": "2026-01-01", "end": "2026-03-31"})
-    res = run_s3(real_country_world(), pol)
+    # two real countries: a US merchant (New York) and a Saudi one (Riyadh), one zone each
+    real_countries = (*placed_world([(11, "US", "grocery"), (22, "SA", "grocery")],
+                                    [(11, "US", "America/New_York", 1), (22, "SA", "Asia/Riyadh", 1)]), None)
+    res = run_s3(real_countries, pol)
     df = res["s3_day_effects"]
     assert res["_report"]["holiday_cells"] > 0
     sig = df["sigma_gamma"].to_numpy()

@@ -17,24 +17,9 @@ from engine import contracts
 from engine.errors import EngineError
 from engine.policies import load_policy
 from engine.states import s4_group_weights as s4
-from tests.conftest import edited_policy
-
-try:  # the synthetic world lives with the S3 tests
-    from test_s3_day_effects import CTX, SITE_PK, make_world, run_s3
-except ImportError:  # pragma: no cover - when tests/ is imported as a package
-    from tests.test_s3_day_effects import CTX, SITE_PK, make_world, run_s3
+from tests.helpers import SITE_PK, make_world, mix_policy, run_s3, run_s4
 
 SOFT = dict(knee=0.6, cap=0.85, max_strength=0.6)
-
-
-def mix_policy(**changes):
-    return edited_policy("group_mix_regularizer_v1", **changes)
-
-
-def run_s4(world, s3_df, policy=None):
-    _, st, s1 = world
-    return s4.run({"s1_site_weights": s1, "site_timezones": st, "s3_day_effects": s3_df},
-                  {"group_mix_regularizer_v1": policy or mix_policy()}, CTX)
 
 
 @pytest.fixture(scope="module")

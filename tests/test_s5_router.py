@@ -13,20 +13,19 @@ from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from engine import alias, contracts
-from engine.context import Context
 from engine.errors import EngineError
 from engine.identity import site_ids
 from engine.policies import load_policy
 from engine.rng import STREAM_S5, Stream
 from engine.states import s5_router
+from tests.helpers import context
 
 TZS = ["America/Chicago", "America/Los_Angeles", "America/New_York", "America/Sao_Paulo", "Asia/Singapore",
        "Asia/Tokyo", "Australia/Sydney", "Europe/Berlin", "Europe/London", "Europe/Paris"]
 ISOS = ["BR", "DE", "FR", "GB", "JP", "US"]
 CLASSES = ["digital", "fuel", "grocery", "restaurants", "travel"]
 DAY0 = np.datetime64("2026-01-01", "D").astype(np.int64)
-CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
+CTX = context()
 
 
 def synth_world(n_merchants=200, n_arrivals=100_000, n_days=28, mean_sites=10, seed=7):

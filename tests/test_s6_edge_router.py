@@ -14,14 +14,13 @@ import pytest
 from scipy.stats import chisquare
 
 from engine import alias, contracts
-from engine.context import Context
 from engine.errors import EngineError
 from engine.policies import DEFAULT_POLICY_DIR, load_policy
 from engine.rng import STREAM_S6, Stream
 from engine.states import s6_edge_router
+from tests.helpers import context
 
-CTX = Context(seed=42, manifest_fingerprint="ab" * 32, parameter_hash="cd" * 32, run_id="0" * 32,
-              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
+CTX = context()
 DAY0 = np.datetime64("2026-01-01", "D").astype(np.int64)
 
 

@@ -4,30 +4,27 @@ that owns it (and is written as a FAIL report, never raised)."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 
 import numpy as np
 import polars as pl
 import pytest
 
 from engine.bundle import verify_bundle
-from engine.context import Context
 from engine.errors import EngineError
 from engine.identity import canonical_json, sha256_hex, site_ids
-from engine.policies import DEFAULT_POLICY_DIR, load_policy
+from engine.policies import load_policy
 from engine.states import s2_alias_tables, s7_audit, s8_bundle
 from engine.states.s7_audit import registry
+from tests.helpers import CREATED, SITE_PK, context, policy_variant
 
 SEED = 42
-MF = "ab" * 32
-CREATED = "2026-01-01T00:00:00.000000Z"
-CTX = Context(seed=SEED, manifest_fingerprint=MF, parameter_hash="cd" * 32, run_id="ef" * 16, created_utc=CREATED, upstream_identity="12" * 32)
+CTX = context(SEED)
+MF = CTX.mf
 POLICY_NAMES = ("alias_layout_policy_v1", "day_effect_policy_v1", "route_rng_policy_v1", "virtual_edge_policy_v1")
 TZS = ["America/New_York", "Asia/Tokyo", "Europe/Berlin", "Europe/London"]
 ISOS = ["DE", "GB", "JP", "US"]
 MODULE5, MODULE6 = "2B.S5.router", "2B.S6.edge_router"
 EDGES = [("edge-ams", "NL", 52.37, 4.90), ("edge-fra", "DE", 50.11, 8.68), ("edge-iad", "US", 38.95, -77.45)]
-SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
 DAY_PK = ["merchant_id", "utc_day", "tz_group_id"]
 
 
@@ -163,9 +160,7 @@ def build_world(policy_dir, n_merchants: int = 7, n_arrivals: int = 500, rng_see
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    policy_dir = tmp_path_factory.mktemp("policies")
-    shutil.copytree(DEFAULT_POLICY_DIR, policy_dir, dirs_exist_ok=True)
-    return build_world(policy_dir)
+    return build_world(policy_variant(tmp_path_factory.mktemp("s7"), {}))
 
 
 def audit(inputs, policies) -> dict:

@@ -9,14 +9,13 @@ import json
 import pytest
 
 from engine.bundle import FLAG, INDEX, OUTPUTS, verify_bundle
-from engine.context import Context
 from engine.errors import EngineError
 from engine.identity import canonical_json, sha256_hex
 from engine.states import s8_bundle
+from tests.helpers import context
 
-MF = "ab" * 32
-CTX = Context(seed=7, manifest_fingerprint=MF, parameter_hash="cd" * 32, run_id="ef" * 16,
-              created_utc="2026-01-01T00:00:00.000000Z", upstream_identity="12" * 32)
+CTX = context(7)
+MF = CTX.mf
 RECEIPT = {"component": "2B.S0", "manifest_fingerprint": MF, "seed": 7, "verified_at_utc": CTX.created_utc,
            "policies": {"alias_layout_policy_v1": "11" * 32}, "sealed_inputs": ["alias_layout_policy_v1"]}
 SEALED = [{"asset_id": "alias_layout_policy_v1", "version_tag": "1.1.0", "sha256_hex": "11" * 32,

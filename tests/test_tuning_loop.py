@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,35 +19,18 @@ from engine import receipts as RC
 from engine.bundle import verify_bundle
 from engine.datasets import check_table, digest
 from engine.pipeline import ENGINE_POLICIES, STAGES, Pipeline, partition_of
-from engine.policies import DEFAULT_POLICY_DIR
+from tests.helpers import policy_variant, private_root, world_size
 
 SMALL_MERCHANTS = 150
 SEED = 42
 
 
-def _small_policies(target: Path) -> Path:
-    shutil.copytree(DEFAULT_POLICY_DIR, target)
-    path = target / "world_policy_v1.json"
-    data = json.loads(path.read_text())
-    data["n_merchants"] = SMALL_MERCHANTS
-    path.write_text(json.dumps(data, indent=1))
-    return target
-
-
-def _edited(base: Path, target: Path, name: str, fn) -> Path:
-    shutil.copytree(base, target)
-    path = target / f"{name}.json"
-    data = json.loads(path.read_text())
-    fn(data)
-    path.write_text(json.dumps(data, indent=1))
-    return target
-
-
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory):
-    """A small world run once, world..S8: the parent every edit below starts from."""
+    """A small world run once, world..S8: the parent every edit below starts from (each in its own
+    copy of the parent's root, so no edit sees another's manifests)."""
     tmp = tmp_path_factory.mktemp("tuning")
-    pol = _small_policies(tmp / "policies")
+    pol = policy_variant(tmp, {"world_policy_v1": world_size(SMALL_MERCHANTS)})
     root = tmp / "runs"
     result = Pipeline(SEED, root, pol).run()
     return tmp, pol, root, result
@@ -73,10 +55,11 @@ def _outputs(result) -> dict[str, str]:
     return {d: digest(result.path(d)) for s in STAGES for d in s.writes if result.path(d).exists()}
 
 
-def _run_edit(parent, tag: str, policy: str, fn):
-    tmp, pol, root, base = parent
-    edited = _edited(pol, tmp / f"pol-{tag}-{policy}", policy, fn)
-    return base, Pipeline(SEED, root, edited).run()
+def _run_edit(parent, tmp_path, policy: str, fn):
+    """The parent's policies with `policy` edited by `fn`, run in a private copy of the parent's root."""
+    _, pol, root, base = parent
+    edited = policy_variant(tmp_path, {policy: fn}, base=pol)
+    return base, Pipeline(SEED, private_root(root, tmp_path), edited).run()
 
 
 def _bump_version(data):
@@ -85,8 +68,8 @@ def _bump_version(data):
 
 
 @pytest.mark.parametrize("policy", ENGINE_POLICIES)
-def test_byte_edit_reuses_everything_upstream_of_the_first_consumer(parent, policy):
-    base, run = _run_edit(parent, "bytes", policy, _bump_version)
+def test_byte_edit_reuses_everything_upstream_of_the_first_consumer(parent, tmp_path, policy):
+    base, run = _run_edit(parent, tmp_path, policy, _bump_version)
     assert run.ctx.mf != base.ctx.mf, "a policy edit is a new run identity"
     status = {r.name: r.status for r in run.stages}
     affected = _affected(policy)
@@ -120,8 +103,8 @@ CONSUMER_OUTPUT = {
 
 
 @pytest.mark.parametrize("policy", sorted(SEMANTIC))
-def test_semantic_edit_changes_only_its_consumers_and_what_they_feed(parent, policy):
-    base, run = _run_edit(parent, "knob", policy, SEMANTIC[policy])
+def test_semantic_edit_changes_only_its_consumers_and_what_they_feed(parent, tmp_path, policy):
+    base, run = _run_edit(parent, tmp_path, policy, SEMANTIC[policy])
     status = {r.name: r.status for r in run.stages}
     affected = _affected(policy)
     assert all(status[n] == "reused" for n in set(status) - affected), status
@@ -131,8 +114,8 @@ def test_semantic_edit_changes_only_its_consumers_and_what_they_feed(parent, pol
     assert untouched and all(after[d] == before[d] for d in untouched)
 
 
-def test_reused_outputs_are_the_same_bytes_and_verify(parent):
-    base, run = _run_edit(parent, "verify", "group_mix_regularizer_v1", lambda d: d["soft_cap_blend"].__setitem__("cap", 0.82))
+def test_reused_outputs_are_the_same_bytes_and_verify(parent, tmp_path):
+    base, run = _run_edit(parent, tmp_path, "group_mix_regularizer_v1", lambda d: d["soft_cap_blend"].__setitem__("cap", 0.82))
     reused = [r for r in run.stages if r.status == "reused"]
     assert {r.name for r in reused} >= {"world", "roster", "S1", "S2", "S3", "S6"}
     for rec in reused:
@@ -147,21 +130,21 @@ def test_reused_outputs_are_the_same_bytes_and_verify(parent):
 
 def test_reuse_rechecks_the_source_digest(parent, tmp_path):
     """A source whose bytes no longer match its receipt is never reused: the stage runs instead."""
-    tmp, pol, root, base = parent
-    work = tmp_path / "runs"
-    shutil.copytree(root, work)
+    _, pol, root, _ = parent
+    work = private_root(root, tmp_path)
     victims = sorted((work / "data/layer1/2B/s1_site_weights").rglob("*.parquet"))
     for victim in victims:  # every published copy, under every manifest of the root
         data = victim.read_bytes()
         victim.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-    edited = _edited(pol, tmp_path / "pol", "group_mix_regularizer_v1", lambda d: d["soft_cap_blend"].__setitem__("cap", 0.83))
+    edited = policy_variant(tmp_path, {"group_mix_regularizer_v1": lambda d: d["soft_cap_blend"].__setitem__("cap", 0.83)},
+                            folder="pol", base=pol)
     run = Pipeline(SEED, work, edited).run(until="S1")
     assert {r.name: r.status for r in run.stages}["S1"] == "ran"
 
 
-def test_upstream_identity_keys_the_draws_not_the_policies(parent):
+def test_upstream_identity_keys_the_draws_not_the_policies(parent, tmp_path):
     _, _, _, base = parent
-    _, run = _run_edit(parent, "ident", "group_mix_regularizer_v1", _bump_version)
+    _, run = _run_edit(parent, tmp_path, "group_mix_regularizer_v1", _bump_version)
     assert run.ctx.upstream_identity == base.ctx.upstream_identity != ""
     assert run.ctx.mf != base.ctx.mf
 
@@ -202,9 +185,8 @@ def test_code_files_cover_what_python_really_imports(tmp_path):
 
 @pytest.mark.parametrize("edited", ["publish.py", "shards.py", "states/s5_router.py", "world/sampling.py", "rng.py"])
 def test_editing_a_file_reruns_exactly_the_stages_that_run_it(parent, tmp_path, monkeypatch, edited):
-    tmp, pol, root, base = parent
-    work = tmp_path / "runs"
-    shutil.copytree(root, work)
+    _, pol, root, base = parent
+    work = private_root(root, tmp_path)
     engine_copy = tmp_path / "engine"
     shutil.copytree(RC.ENGINE_DIR, engine_copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = {s.name: RC.code_version(s.module) for s in STAGES}

@@ -21,7 +21,7 @@ from engine.bundle import FLAG, INDEX, OUTPUTS, verify_bundle, verify_members
 from engine.cli import main
 from engine.errors import EngineError
 from engine.pipeline import Pipeline, dataset_path
-from tests.conftest import small_policies
+from tests.helpers import private_root, small_policies
 
 SEED = 42
 FLIPS = (0x01, 0x80, 0xFF)
@@ -36,6 +36,15 @@ def run(tmp_path_factory):
     bundle = dataset_path("validation_bundle_2B", root, result.ctx)
     outputs = json.loads((bundle / OUTPUTS).read_bytes())["outputs"]
     return root, bundle, outputs
+
+
+@pytest.fixture
+def own_run(run, tmp_path):
+    """`run` in a private copy of its runs root: the tests that flip bytes on disk flip them here,
+    never in the module's root."""
+    root, bundle, outputs = run
+    mine = private_root(root, tmp_path)
+    return mine, mine / bundle.relative_to(root), outputs
 
 
 def positions(size: int, k: int, seed: int) -> list[int]:
@@ -58,8 +67,8 @@ def test_clean_run_verifies(run, capsys):
             "rng_trace_s6", "s5_arrival_roster", "merchants", "site_locations", "site_timezones", "s7_audit_report"} <= ids
 
 
-def test_every_output_file_detects_flipped_bytes(run, capsys):
-    root, bundle, outputs = run
+def test_every_output_file_detects_flipped_bytes(own_run, capsys):
+    root, bundle, outputs = own_run
     tried = detected = 0
     for i, o in enumerate(outputs):
         path = root / o["path"]
@@ -95,8 +104,8 @@ def test_every_bundle_byte_is_sealed(run):
     assert detected == tried, f"{detected}/{tried} flips detected"
 
 
-def test_bundle_files_on_disk(run, capsys):
-    _, bundle, _ = run
+def test_bundle_files_on_disk(own_run, capsys):
+    _, bundle, _ = own_run
     for k, path in enumerate(sorted(bundle.iterdir())):
         original = path.read_bytes()
         for pos in positions(len(original), 3, 100 + k):
@@ -109,9 +118,9 @@ def test_bundle_files_on_disk(run, capsys):
                 path.write_bytes(original)
 
 
-def test_well_formed_forgery_of_an_event_log_fails(run, capsys):
+def test_well_formed_forgery_of_an_event_log_fails(own_run, capsys):
     """A valid Parquet file with other rows (same schema, same partition stamp) is still caught."""
-    root, bundle, outputs = run
+    root, bundle, outputs = own_run
     entry = next(o for o in outputs if o["dataset_id"] == "rng_event_alias_pick_site")
     path = root / entry["path"]
     original = path.read_bytes()
@@ -126,8 +135,8 @@ def test_well_formed_forgery_of_an_event_log_fails(run, capsys):
         path.write_bytes(original)
 
 
-def test_slipped_in_file_and_whitespace_edits_fail(run, capsys):
-    root, bundle, outputs = run
+def test_slipped_in_file_and_whitespace_edits_fail(own_run, capsys):
+    root, bundle, outputs = own_run
     extra = (root / outputs[0]["path"]).parent / "part-00001.parquet"
     extra.write_bytes(b"forged")
     try:
