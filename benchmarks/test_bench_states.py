@@ -120,7 +120,7 @@ def test_progressive_s4_cascade(benchmark, rerun_root, monkeypatch):
 
 
 def test_policy_edit_reruns_consumers(benchmark, base_run, tmp_path_factory):
-    from tests.conftest import policy_variant
+    from tests.helpers import policy_variant
 
     root, _ = base_run
     policies = policy_variant(tmp_path_factory.mktemp("bench_policy"),

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-# benchmarks/test_bench_states.py imports policy_variant from here; new code imports tests.helpers.
-from tests.helpers import policy_variant  # noqa: F401
-
 
 @pytest.fixture(scope="session")
 def fast_lane(tmp_path_factory):
