@@ -293,7 +293,7 @@ def _describe(repo: Path, commit: str) -> str:
     return f"{commit[:10]} {git(repo, 'log', '-1', '--format=%s', commit, check=False)[:60]}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.ab", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="The rule and its parameters: benchmarks/README.md and benchmarks/ab_rule.py.")
@@ -324,7 +324,31 @@ def main(argv: list[str] | None = None) -> int:
                     "or does not run here")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per run")
     ap.add_argument("--json", type=Path, default=None, help="write the verdicts and every raw sample here")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (runs roots, reports; the worktrees are removed)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temporary folder (runs roots, reports; the worktrees are removed)")
+    return ap
+
+
+def _candidate(args: argparse.Namespace, work: Path, checkout) -> tuple[Path, str]:
+    """The candidate's tree and its description: a snapshot of a folder (this working tree by
+    default) next to the base's worktree, or a worktree of a revision (`checkout`)."""
+    if args.candidate is None or Path(args.candidate).is_dir():
+        cand_path = Path(args.candidate or REPO).resolve()
+        if not (cand_path / "engine").is_dir():
+            raise GateError(f"candidate {cand_path} has no engine/ folder")
+        head = git(cand_path, "rev-parse", "--short=10", "HEAD", check=False)
+        dirty = git(cand_path, "status", "--porcelain", "--untracked-files=no", check=False)
+        cand_desc = f"{cand_path} (HEAD {head or '?'}{', uncommitted changes' if dirty else ''})"
+        snapshot(cand_path, work / "tree-B")
+        return work / "tree-B", cand_desc
+    cand_commit = resolve_commit(REPO, args.candidate)
+    if cand_commit is None:
+        raise GateError(f"candidate {args.candidate!r} is neither a folder nor a revision")
+    return checkout(cand_commit, "B"), _describe(REPO, cand_commit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
@@ -362,21 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             return path
 
         base_path = checkout(base_commit, "A")
-        if args.candidate is None or Path(args.candidate).is_dir():
-            cand_path = Path(args.candidate or REPO).resolve()
-            if not (cand_path / "engine").is_dir():
-                raise GateError(f"candidate {cand_path} has no engine/ folder")
-            head = git(cand_path, "rev-parse", "--short=10", "HEAD", check=False)
-            dirty = git(cand_path, "status", "--porcelain", "--untracked-files=no", check=False)
-            cand_desc = f"{cand_path} (HEAD {head or '?'}{', uncommitted changes' if dirty else ''})"
-            snapshot(cand_path, work / "tree-B")
-            cand_path = work / "tree-B"
-        else:
-            cand_commit = resolve_commit(REPO, args.candidate)
-            if cand_commit is None:
-                raise GateError(f"candidate {args.candidate!r} is neither a folder nor a revision")
-            cand_path = checkout(cand_commit, "B")
-            cand_desc = _describe(REPO, cand_commit)
+        cand_path, cand_desc = _candidate(args, work, checkout)
         # The runner and its workloads are copied too: editing them while the gate runs changes nothing.
         (work / "gate").mkdir()
         for f in (RUNNER, HERE / "workloads.py"):

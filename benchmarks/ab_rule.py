@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class Rule:
 # -- exact null distributions -------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _signed_rank_cdf(n: int) -> tuple[float, ...]:
     """P(T+ <= t), t = 0 .. n(n+1)/2, for the Wilcoxon signed-rank statistic of n untied pairs."""
     counts = [1]
@@ -85,7 +85,7 @@ def _signed_rank_cdf(n: int) -> tuple[float, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _binomial_cdf(n: int) -> tuple[float, ...]:
     acc, out = 0, []
     for k in range(n + 1):

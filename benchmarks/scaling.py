@@ -167,7 +167,8 @@ def measure_point(n: int, base_n: int, seed: int, work: Path, budget_bytes: int,
         if rec["status"] == "ran" and repeat > 1:
             # forced recomputes of the same stage (identical bytes republished): keep the fastest
             # time and the largest peak, since a shared machine only ever adds time
-            runs = [rec] + [run_stage(stage, root, policies, seed, kill_bytes, timeout, force=True, shard_merchants=shard_merchants)
+            runs = [rec] + [run_stage(stage, root, policies, seed, kill_bytes, timeout, force=True,
+                                      shard_merchants=shard_merchants)
                             for _ in range(repeat - 1)]
             good = [r for r in runs if r["status"] == "ran"]
             rec = dict(min(good, key=lambda r: r["seconds"]))
@@ -264,7 +265,7 @@ def format_table(doc: dict) -> str:
     points, f = doc["points"], doc["fit"]
     stages = doc["stage_names"]
     head = f"{'stage':<8}" + "".join(f"{'n=' + str(p['n_merchants']):>12}" for p in points) + f"{'exponent':>10}"
-    lines = ["seconds per stage (seed %d)" % doc["seed"], head]
+    lines = [f"seconds per stage (seed {doc['seed']:d})", head]
 
     def cell(p, s, key, scale=1.0, fmt="12.2f"):
         r = p["stages"].get(s)
@@ -365,8 +366,8 @@ def _document(points: dict, args, base_n: int, stage_names) -> dict:
     f = fit(ordered, stage_names)
     extrapolate(ordered, f, stage_names)
     return {
-        "what": "seed %d, world..S8 per stage in its own subprocess; seconds = StageRecord.seconds; "
-                "peak = ru_maxrss of the stage subprocess" % args.seed,
+        "what": f"seed {args.seed:d}, world..S8 per stage in its own subprocess; seconds = StageRecord.seconds; "
+                "peak = ru_maxrss of the stage subprocess",
         "seed": args.seed,
         "base_n_merchants": base_n,
         "stage_names": list(stage_names),

@@ -14,8 +14,9 @@ test_tuning_policy_edit[S1]
 
 test_sweep_five_points_s4
     `seg2b sweep --lane fast --set group_mix_regularizer_v1:/mode=power --set
-    group_mix_regularizer_v1:/power/tau=<5 values>` on a copy of the parent root: the baseline point (every stage skipped, scoring only) and five
-    candidates (S4's consumers rerun, the rest reused, each scored). No replay (a sweep's default).
+    group_mix_regularizer_v1:/power/tau=<5 values>` on a copy of the parent root: the baseline point (every stage
+    skipped, scoring only) and five candidates (S4's consumers rerun, the rest reused, each scored). No replay (a
+    sweep's default).
     Target: <= 25 s.
 """
 

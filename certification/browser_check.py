@@ -176,7 +176,8 @@ frame.addEventListener("load", () => {{
   }}
 }});
 window.addEventListener("load", () => {{
-  res.css_images = Array.from(document.querySelectorAll("#probes img"), im => ({{ok: ok(im), w: im.naturalWidth, h: im.naturalHeight}}));
+  res.css_images = Array.from(document.querySelectorAll("#probes img"),
+                              im => ({{ok: ok(im), w: im.naturalWidth, h: im.naturalHeight}}));
   document.getElementById("probes").remove();
   document.getElementById("{rid}").textContent = JSON.stringify(res);
 }});
@@ -327,7 +328,8 @@ def tidy(work: Path, created: bool) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m certification.browser_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pack", type=Path, default=None, help="check this pack's report.html (default: run the fast lane)")
-    ap.add_argument("--work", type=Path, default=None, help="folder for the lane run and scratch files (default: a new temp folder)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the lane run and scratch files (default: a new temp folder)")
     ap.add_argument("--no-control", action="store_true", help="skip the negative control (a broken copy must fail)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

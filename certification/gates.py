@@ -123,8 +123,12 @@ def cross_seed(gates_policy: dict, per_seed_metrics: dict[int, dict]) -> dict:
     worst = max((v for v in cvs.values() if v is not None), default=None)
     if worst is None:
         x01 = "N/A"
+    elif worst <= cfg["cv_max"]["B+"]:
+        x01 = "B+"
+    elif worst <= cfg["cv_max"]["B"]:
+        x01 = "B"
     else:
-        x01 = "B+" if worst <= cfg["cv_max"]["B+"] else "B" if worst <= cfg["cv_max"]["B"] else "FAIL"
+        x01 = "FAIL"
     drift = cv(cfg["s3_drift_metric"])
     return {"cv": cvs, "T-X-01": x01, "worst_cv": worst, "cv_max": cfg["cv_max"], "s3_drift_cv": drift,
             "s3_drift_cv_max": cfg["s3_drift_cv_max"],

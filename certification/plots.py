@@ -161,9 +161,11 @@ def _slope_vs_dominance(path: Path, data: dict[str, dict], thresholds: dict) -> 
         return False
     for band, style in (("B", "--"), ("B+", ":")):
         if thresholds.get(band) is not None:
-            ax.axhline(thresholds[band], color="grey", linestyle=style, linewidth=0.9, label=f"{band}: band median >= {thresholds[band]}")
+            ax.axhline(thresholds[band], color="grey", linestyle=style, linewidth=0.9,
+                       label=f"{band}: band median >= {thresholds[band]}")
     ax.axhline(1.0, color="black", linewidth=0.6, alpha=0.5)
-    ax.set(title="T-S4-V1: slope of ln(p1/p2) on ln(r1/r2) per multi-tz merchant\n(1 = the data's contrasts kept; clipped to [-0.1, 1.5])",
+    ax.set(title="T-S4-V1: slope of ln(p1/p2) on ln(r1/r2) per multi-tz merchant\n"
+                 "(1 = the data's contrasts kept; clipped to [-0.1, 1.5])",
            xlabel="dominance: top group's mean raw share", ylabel="slope", xlim=(0, 1), ylim=(-0.15, 1.55))
     ax.legend(fontsize=7)
     _save(fig, path)
@@ -289,10 +291,10 @@ def write_plots(folder: Path, seeds: list[str], data: dict[str, dict], veto_thre
                                                         "merchant-days"),
         "s4_groups_per_merchant_day.png": lambda p: _groups_per_day(p, data),
         "veto_slope_vs_dominance.png": lambda p: _slope_vs_dominance(p, data, (veto_thresholds or {}).get("T-S4-V1", {})),
-        "veto_share_ratio_hist.png": lambda p: _overlaid_hist(p, series("veto_abs_log_ratio"),
-                                                              "T-S4-V2: |ln(mean p_group / mean raw share)| per (merchant, group)",
-                                                              "|log ratio| (ln 2 = 0.69: a factor 2)", "(merchant, group) pairs",
-                                                              vlines=(veto_thresholds or {}).get("T-S4-V2")),
+        "veto_share_ratio_hist.png": lambda p: _overlaid_hist(
+            p, series("veto_abs_log_ratio"), "T-S4-V2: |ln(mean p_group / mean raw share)| per (merchant, group)",
+            "|log ratio| (ln 2 = 0.69: a factor 2)", "(merchant, group) pairs",
+            vlines=(veto_thresholds or {}).get("T-S4-V2")),
         "s4_tradeoff.png": lambda p: record is not None and _tradeoff_plot(p, record, seeds),
         "r_lorenz.png": lambda p: _lorenz(p, data),
         "s3_acf1_hist.png": lambda p: _overlaid_hist(p, series("s3_acf1"), "T-S3-04: lag-1 autocorrelation of log gamma "

@@ -92,7 +92,8 @@ def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict
         mids, q, al, offsets = read_tables(result.load("s2_alias_index"), result.load("s2_alias_blob"))
         p_hat = alias.decode_many(q, al, offsets)
         delta = float(np.max(np.abs(p_hat - s1["p_weight"].to_numpy()))) if s1.height else 0.0
-        same_merchants = np.array_equal(np.asarray(mids, dtype=np.uint64), s1["merchant_id"].unique(maintain_order=True).to_numpy())
+        s1_merchants = s1["merchant_id"].unique(maintain_order=True).to_numpy()
+        same_merchants = np.array_equal(np.asarray(mids, dtype=np.uint64), s1_merchants)
         ok = delta <= 1.2e-7 and same_merchants
         checks["T-STR-01"] = {"ok": ok, "detail": f"max |p_hat - p_weight| = {delta:.3e}; merchants aligned: {same_merchants}"}
     except EngineError as exc:
@@ -252,7 +253,8 @@ def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[
         missing_ch = sorted(set(merchants["channel"].unique().to_list()) - set(f["channels"]))
         cover[s] = (missing_m, missing_c, missing_ch)
     out["PRE-03"] = {"ok": all(m == 0 and not c and not ch for m, c, ch in cover.values()),
-                     "detail": "; ".join(f"seed {s}: {m} S1 merchants without arrivals, classes missing {c}, channels missing {ch}"
+                     "detail": "; ".join(f"seed {s}: {m} S1 merchants without arrivals, classes missing {c}, "
+                                         f"channels missing {ch}"
                                          for s, (m, c, ch) in cover.items())}
     from engine.pipeline import ENGINE_POLICIES
     from engine.policies import load_policies

@@ -99,12 +99,14 @@ def _comparison_lines(record: dict) -> list[str]:
         for note in last.get("notes") or []:
             lines.append(f"- note: {_cell(note)}")
         for d in diffs[:MAX_POLICY_ROWS]:
-            lines.append(f"- `{d.get('policy')}{d.get('pointer')}`: `{_cell(short(d.get('old'), 60))}` → `{_cell(short(d.get('new'), 60))}`")
+            old, new = _cell(short(d.get("old"), 60)), _cell(short(d.get("new"), 60))
+            lines.append(f"- `{d.get('policy')}{d.get('pointer')}`: `{old}` → `{new}`")
         if len(diffs) > MAX_POLICY_ROWS:
             lines.append(f"- … {len(diffs) - MAX_POLICY_ROWS} more policy difference(s) in report.html")
         if moved:
             # Band changes first, then the largest moves: what a reviewer needs before the noise.
-            moved.sort(key=lambda g: (-abs(g.get("band_change") or 0), -abs(g["delta"]) if isinstance(g.get("delta"), (int, float)) else 0))
+            moved.sort(key=lambda g: (-abs(g.get("band_change") or 0),
+                                      -abs(g["delta"]) if isinstance(g.get("delta"), (int, float)) else 0))
             lines += ["", "| seed | gate | metric | last good | this run | delta | band |", "|---|---|---|---:|---:|---:|---|"]
             for g in moved[:MAX_MOVED_ROWS]:
                 band = (f"{g.get('band_a')} → {g.get('band_b')}" if g.get("band_change") else g.get("band_b"))
@@ -136,7 +138,8 @@ def render_summary(record: dict) -> str:
     for s in seeds:
         gates = record["per_seed"][s]["gates"].values()
         counts.append(f"seed {s}: {sum(1 for g in gates if g.get('band') == 'B+')}/{len(gates)} at B+")
-    wall = (record.get("runtime") or {}).get("lane_wall_seconds_with_evidence") or (record.get("runtime") or {}).get("lane_wall_seconds")
+    runtime = record.get("runtime") or {}
+    wall = runtime.get("lane_wall_seconds_with_evidence") or runtime.get("lane_wall_seconds")
     lines.append(f"{'; '.join(counts)}; wall {fmt(wall)} s.")
     if verdict in VERDICT_MEANING:
         lines.append(f"{verdict}: {VERDICT_MEANING[verdict]}")

@@ -40,7 +40,8 @@ def render_markdown(record: dict, plots: list[str]) -> str:
         lines += [f"**Best honest candidate: {best}** ({where})", ""]
     else:
         lines += ["**No candidate passes every structural check and veto gate.**", ""]
-    lines += ["Ranking: no structural or veto-gate failure first (an honest candidate), then the verdict, then the fewest gates at FAIL, then at B. "
+    lines += ["Ranking: no structural or veto-gate failure first (an honest candidate), then the verdict, "
+              "then the fewest gates at FAIL, then at B. "
               "Every point ran on the same draws (common random numbers), so differences between points are the "
               "knobs' effects.", ""]
     head = ["rank", "point", *[k["label"] for k in knobs], "verdict", "FAIL", "B", "rerun", "seconds"]
@@ -66,7 +67,8 @@ def render_markdown(record: dict, plots: list[str]) -> str:
             cells = []
             for s in seeds:
                 g = e["per_seed"].get(s, {}).get(gate)
-                cells.append("-" if g is None else ", ".join(_fmt(v) for v in g["values"].values()) + f" ({BAND_MARK[g['band']]})")
+                cells.append("-" if g is None
+                             else ", ".join(_fmt(v) for v in g["values"].values()) + f" ({BAND_MARK[g['band']]})")
             lines.append("| " + " | ".join([e["name"], *_settings(e, knobs), *cells]) + " |")
         lines.append("")
     if plots:

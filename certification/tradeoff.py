@@ -2,10 +2,10 @@
 
 For each point of `certification_gates_v1.tradeoff.points`, S4's own regulariser (`regularise`,
 the function S4's `run_shard` applies) maps the raw mix S1 x S3 imply to a candidate published mix,
-and the S4 gates and the veto gates are computed exactly as for the published run. It is what `seg2b sweep` over the regulariser would
-report for those gates (same state code, same draws: common random numbers), without rerunning
-S5..S8, which do not move them. The table shows where the honest frontier is: which settings reach
-which band without failing a veto gate.
+and the S4 gates and the veto gates are computed exactly as for the published run. It is what
+`seg2b sweep` over the regulariser would report for those gates (same state code, same draws:
+common random numbers), without rerunning S5..S8, which do not move them. The table shows where the
+honest frontier is: which settings reach which band without failing a veto gate.
 """
 
 from __future__ import annotations

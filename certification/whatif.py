@@ -54,7 +54,8 @@ def multi_tz_share(world_card: dict) -> float | None:
     return None if not shares else 1.0 - shares["1"]
 
 
-def grade(gates_policy: dict, data_metrics: dict, floor_metrics: dict, group_shares: dict, multi_tz_share, calibration_pass) -> dict:
+def grade(gates_policy: dict, data_metrics: dict, floor_metrics: dict, group_shares: dict, multi_tz_share,
+          calibration_pass) -> dict:
     """The S4 floor-attributed gates at the floor and at the data reference, for one world."""
     out = {"multi_tz_share": multi_tz_share, "group_shares": group_shares, "calibration_pass": calibration_pass, "gates": {}}
     for gate in gates_policy["floor_attributed_gates"]:

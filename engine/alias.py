@@ -50,6 +50,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .errors import EngineError
 
@@ -68,7 +69,7 @@ _WHERE = "alias weights"
 # quantisation
 
 
-def _check_offsets(offsets, n: int) -> np.ndarray:
+def _check_offsets(offsets: ArrayLike, n: int) -> NDArray[np.int64]:
     off = np.asarray(offsets, dtype=np.int64)
     if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != n:
         raise EngineError(_WHERE, "offsets", f"offsets must start at 0 and end at {n} (the number of weights)")
@@ -78,14 +79,14 @@ def _check_offsets(offsets, n: int) -> np.ndarray:
     return off
 
 
-def _entry_label(single: bool, seg: np.ndarray, off: np.ndarray, i: int) -> str:
+def _entry_label(single: bool, seg: NDArray[np.int64], off: NDArray[np.int64], i: int) -> str:
     if single:
         return f"weights[{i}]"
     s = int(seg[i])
     return f"segment {s} entry {i - int(off[s])}"
 
 
-def _fix_residuals(m: np.ndarray, x: np.ndarray, resid: np.ndarray, off: np.ndarray) -> None:
+def _fix_residuals(m: NDArray[np.int64], x: NDArray[np.float64], resid: NDArray[np.int64], off: NDArray[np.int64]) -> None:
     """Apply the +-1 residual fix in place, segment by segment.
 
     Segments are grouped by width class (next power of two of K) and each group becomes one
@@ -114,7 +115,7 @@ def _fix_residuals(m: np.ndarray, x: np.ndarray, resid: np.ndarray, off: np.ndar
         m[chosen] += np.broadcast_to(step[:, None], take.shape)[take]
 
 
-def _quantise(w, off: np.ndarray, single: bool) -> tuple[np.ndarray, np.ndarray]:
+def _quantise(w: ArrayLike, off: NDArray[np.int64], single: bool) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """(grid masses, segment number of every entry)."""
     # Contiguous input keeps reduceat's summation order independent of the caller's strides.
     w = np.ascontiguousarray(w, dtype=np.float64)
@@ -152,7 +153,7 @@ def _quantise(w, off: np.ndarray, single: bool) -> tuple[np.ndarray, np.ndarray]
     return m, seg
 
 
-def quantise(weights) -> np.ndarray:
+def quantise(weights: ArrayLike) -> NDArray[np.int64]:
     """Grid masses m (int64, sum 2^24) of one weight vector; see the module docstring."""
     w = np.asarray(weights, dtype=np.float64)
     if w.size == 0:
@@ -160,7 +161,7 @@ def quantise(weights) -> np.ndarray:
     return _quantise(w, _check_offsets([0, w.size], w.size), single=True)[0]
 
 
-def quantise_many(weights_flat, offsets) -> np.ndarray:
+def quantise_many(weights_flat: ArrayLike, offsets: ArrayLike) -> NDArray[np.int64]:
     """Grid masses of many segments [offsets[i], offsets[i+1]) at once; each sums to 2^24."""
     w = np.asarray(weights_flat, dtype=np.float64)
     return _quantise(w, _check_offsets(offsets, w.size), single=False)[0]
@@ -170,13 +171,13 @@ def quantise_many(weights_flat, offsets) -> np.ndarray:
 # Vose build
 
 
-def _encode(prob_units: np.ndarray) -> np.ndarray:
+def _encode(prob_units: NDArray[np.int64]) -> NDArray[np.uint32]:
     q = prob_units << np.int64(PROB_BITS - GRID_BITS)
     np.clip(q, 1, Q_MAX, out=q)
     return q.astype(np.uint32)
 
 
-def build(weights) -> tuple[np.ndarray, np.ndarray]:
+def build(weights: ArrayLike) -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
     """(q, alias) as uint32 for one weight vector: the worklist loop of the module docstring.
 
     This is the reference statement of the law (a Python loop over at most K pairings); batch
@@ -204,7 +205,7 @@ def build(weights) -> tuple[np.ndarray, np.ndarray]:
     return _encode(np.asarray(prob, dtype=np.int64)), np.asarray(alias, dtype=np.uint32)
 
 
-def build_many(weights_flat, offsets) -> tuple[np.ndarray, np.ndarray]:
+def build_many(weights_flat: ArrayLike, offsets: ArrayLike) -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
     """(q_flat, alias_flat) uint32 for segments [offsets[i], offsets[i+1]); alias is local to
     its segment (0..K-1). Equal to `build` on every segment (closed form, module docstring)."""
     w = np.asarray(weights_flat, dtype=np.float64)
@@ -236,7 +237,7 @@ def build_many(weights_flat, offsets) -> tuple[np.ndarray, np.ndarray]:
     alias[sm] = lg[r]
 
     lseg = seg[lg]
-    dem = np.flatnonzero(E < E[last_lg[lseg]])
+    dem = np.flatnonzero(E < E[last_lg[lseg]])  # noqa: SIM300 (E is the excess array of the docstring, not a constant)
     k = np.searchsorted(D, E[dem], side="right")
     prob[lg[dem]] = GRID + E[dem] - D[k]
     alias[lg[dem]] = lg[dem + 1]
@@ -249,7 +250,7 @@ def build_many(weights_flat, offsets) -> tuple[np.ndarray, np.ndarray]:
 # decode and sampling
 
 
-def decode_many(q_flat, alias_flat, offsets) -> np.ndarray:
+def decode_many(q_flat: ArrayLike, alias_flat: ArrayLike, offsets: ArrayLike) -> NDArray[np.float64]:
     """Decoded probabilities p^ (float64) of every entry of every segment."""
     q = np.asarray(q_flat, dtype=np.int64)
     a = np.asarray(alias_flat, dtype=np.int64)
@@ -261,13 +262,14 @@ def decode_many(q_flat, alias_flat, offsets) -> np.ndarray:
     return num / (float(1 << PROB_BITS) * sizes[seg])
 
 
-def decode_probabilities(q, alias) -> np.ndarray:
+def decode_probabilities(q: ArrayLike, alias: ArrayLike) -> NDArray[np.float64]:
     """p^_i = q_i / (2^32 K) + sum_{j: alias_j = i} (1 - q_j / 2^32) / K."""
     q = np.asarray(q)
     return decode_many(q, alias, [0, q.size])
 
 
-def sample_many(q_flat, alias_flat, offsets, seg_index, u) -> np.ndarray:
+def sample_many(q_flat: ArrayLike, alias_flat: ArrayLike, offsets: ArrayLike, seg_index: ArrayLike, u: ArrayLike
+                ) -> NDArray[np.int64]:
     """For each u[k] in (0, 1], the local index (0..K-1) picked inside segment seg_index[k]."""
     u = np.asarray(u, dtype=np.float64)
     seg_index = np.asarray(seg_index, dtype=np.int64)
@@ -285,10 +287,11 @@ def sample_many(q_flat, alias_flat, offsets, seg_index, u) -> np.ndarray:
     frac = x - j
     g = start + j
     keep = frac * float(1 << PROB_BITS) < np.asarray(q_flat)[g]
-    return np.where(keep, j, np.asarray(alias_flat, dtype=np.int64)[g])
+    picked: NDArray[np.int64] = np.where(keep, j, np.asarray(alias_flat, dtype=np.int64)[g])
+    return picked
 
 
-def sample(q, alias, u) -> np.ndarray:
+def sample(q: ArrayLike, alias: ArrayLike, u: ArrayLike) -> NDArray[np.int64]:
     """Local indices picked by the decode law for uniforms u in (0, 1]."""
     u = np.asarray(u, dtype=np.float64)
     q = np.asarray(q)
@@ -299,7 +302,7 @@ def sample(q, alias, u) -> np.ndarray:
 # slices
 
 
-def slice_bytes(q, alias) -> bytes:
+def slice_bytes(q: ArrayLike, alias: ArrayLike) -> bytes:
     """One slice: LE u32 header [K, 32, 0, 0] then K pairs (q_i, alias_i); 16 + 8K bytes."""
     q = np.asarray(q, dtype=np.uint32)
     words = np.zeros(SLICE_HEADER_WORDS + 2 * q.size, dtype="<u4")
@@ -309,7 +312,7 @@ def slice_bytes(q, alias) -> bytes:
     return words.tobytes()
 
 
-def parse_slice(data: bytes, where: str = "alias slice") -> tuple[np.ndarray, np.ndarray]:
+def parse_slice(data: bytes, where: str = "alias slice") -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
     """(q, alias) of one slice, after checking its header, length and entry ranges."""
     data = bytes(data)
     if len(data) < SLICE_HEADER_BYTES or len(data) % 8:
@@ -331,7 +334,8 @@ def parse_slice(data: bytes, where: str = "alias slice") -> tuple[np.ndarray, np
     return q, a
 
 
-def pack_many(q_flat, alias_flat, offsets, alignment: int = 8) -> tuple[bytes, np.ndarray, np.ndarray]:
+def pack_many(q_flat: ArrayLike, alias_flat: ArrayLike, offsets: ArrayLike, alignment: int = 8
+              ) -> tuple[bytes, NDArray[np.int64], NDArray[np.int64]]:
     """All segments as consecutive slices in one blob.
 
     Returns (blob, byte_offsets, byte_lengths). Slice i starts at a multiple of `alignment`;

@@ -35,7 +35,7 @@ def make_bundle(members: dict[str, bytes]) -> dict[str, bytes]:
     return {**members, INDEX: canonical_json(index), FLAG: flag_line(h.hexdigest())}
 
 
-def outputs_member(bundle_path: str, outputs: list[dict]) -> bytes:
+def outputs_member(bundle_path: str, outputs: list[dict[str, str]]) -> bytes:
     """The OUTPUTS member: where the bundle sits in its runs root and the digest of every output
     it vouches for there ({dataset_id, path, sha256_hex}, paths relative to the runs root)."""
     rows = sorted(({"dataset_id": o["dataset_id"], "path": o["path"], "sha256_hex": o["sha256_hex"]} for o in outputs),
@@ -55,7 +55,7 @@ def _no_links(base: Path, rel: str, what: str) -> Path:
     for part in rel.split("/"):
         path = path / part
         if path.is_symlink():
-            raise EngineError(path, "(link)", f"{what} path holds a symbolic link; refused")
+            raise EngineError(str(path), "(link)", f"{what} path holds a symbolic link; refused")
     return path
 
 
@@ -67,13 +67,13 @@ def verify_bundle(root: Path, runs_root: Path | None = None, canonical: bool = T
     re-hashed in the runs root the bundle sits in (or `runs_root`)."""
     root = Path(root)
     if root.is_symlink():
-        raise EngineError(root, "(folder)", "bundle folder is a symbolic link; refused")
+        raise EngineError(str(root), "(folder)", "bundle folder is a symbolic link; refused")
     if not root.is_dir():
-        raise EngineError(root, "(folder)", "bundle folder missing" if not root.exists() else "not a folder")
+        raise EngineError(str(root), "(folder)", "bundle folder missing" if not root.exists() else "not a folder")
     files = {}
     for p in sorted(root.rglob("*")):
         if p.is_symlink():
-            raise EngineError(p, "(link)", "bundle member is a symbolic link; refused")
+            raise EngineError(str(p), "(link)", "bundle member is a symbolic link; refused")
         if p.is_file():
             files[p.relative_to(root).as_posix()] = p.read_bytes()
     flag = verify_members(files, root, canonical=canonical)
@@ -106,19 +106,20 @@ def verify_outputs(raw: bytes, bundle_dir: Path, runs_root: Path | None = None) 
     for o in rows:
         path = _no_links(runs_root, o["path"], "output")
         if not path.is_file():
-            raise EngineError(path, o["dataset_id"], "output the bundle vouches for is missing")
+            raise EngineError(str(path), o["dataset_id"], "output the bundle vouches for is missing")
         if file_sha256(path) != o["sha256_hex"]:
-            raise EngineError(path, o["dataset_id"], "output bytes differ from the digest the bundle vouches for")
+            raise EngineError(str(path), o["dataset_id"], "output bytes differ from the digest the bundle vouches for")
         listed.setdefault(path.parent, set()).add(path.name)
     # A file slipped into an output's folder would be read by a consumer that lists the folder.
     for folder, names in listed.items():
         extra = sorted(p.name for p in folder.iterdir() if p.name not in names and not p.is_dir())
         if extra:
-            raise EngineError(folder / extra[0], "(file)", "file in a published output folder that the bundle does not vouch for")
+            raise EngineError(str(folder / extra[0]), "(file)",
+                              "file in a published output folder that the bundle does not vouch for")
     return len(rows)
 
 
-def verify_members(files: dict[str, bytes], where, canonical: bool = False) -> str:
+def verify_members(files: dict[str, bytes], where: str | Path, canonical: bool = False) -> str:
     """Verify a bundle given as {relative path: bytes}; returns the flag digest.
 
     Only index.json is parsed before the digests check out: no member is read as data first
@@ -126,6 +127,26 @@ def verify_members(files: dict[str, bytes], where, canonical: bool = False) -> s
     writes (the engine's own bundles; an upstream's may format its index freely).
     """
     flag_path, index_path = f"{where}/{FLAG}", f"{where}/{INDEX}"
+    flag = _read_flag(files, flag_path, canonical)
+    index, paths = _read_index(files, index_path, canonical)
+    for e in index:
+        if e["path"] not in files:
+            raise EngineError(f"{where}/{e['path']}", "(file)", "indexed member missing")
+        if sha256_hex(files[e["path"]]) != e["sha256_hex"]:
+            raise EngineError(f"{where}/{e['path']}", "sha256_hex", "member bytes do not match index.json")
+    unlisted = sorted(set(files) - set(paths) - {INDEX, FLAG})
+    if unlisted:
+        raise EngineError(f"{where}/{unlisted[0]}", "(file)", "file in bundle not listed in index.json")
+    h = hashlib.sha256()
+    for rel in sorted(paths, key=str.encode):
+        h.update(files[rel])
+    if h.hexdigest() != flag:
+        raise EngineError(flag_path, "sha256_hex", f"flag digest {flag[:12]} does not match members ({h.hexdigest()[:12]})")
+    return flag
+
+
+def _read_flag(files: dict[str, bytes], flag_path: str, canonical: bool) -> str:
+    """The digest the bundle's flag states (in its canonical form too when `canonical`)."""
     if FLAG not in files:
         raise EngineError(flag_path, "(file)", "missing _passed.flag")
     flag = parse_flag(files[FLAG])
@@ -133,6 +154,12 @@ def verify_members(files: dict[str, bytes], where, canonical: bool = False) -> s
         raise EngineError(flag_path, "(content)", "malformed flag: want one line 'sha256_hex = <64 lowercase hex>'")
     if canonical and files[FLAG] != flag_line(flag):
         raise EngineError(flag_path, "(content)", "flag not in its canonical form 'sha256_hex = <hex64>' + one newline")
+    return flag
+
+
+def _read_index(files: dict[str, bytes], index_path: str, canonical: bool) -> tuple[list[dict[str, str]], list[str]]:
+    """(entries, paths) of the bundle's index.json: an array of {path, sha256_hex} with safe, unique
+    paths that list neither the index nor the flag (sorted canonical JSON too when `canonical`)."""
     if INDEX not in files:
         raise EngineError(index_path, "(file)", "missing index.json")
     index = jsonio.loads(files[INDEX], index_path)
@@ -149,17 +176,4 @@ def verify_members(files: dict[str, bytes], where, canonical: bool = False) -> s
         raise EngineError(index_path, "path", "duplicate paths in index")
     if canonical and (paths != sorted(paths, key=str.encode) or files[INDEX] != canonical_json(index)):
         raise EngineError(index_path, "(document)", "index not in its canonical form (sorted by path, canonical JSON)")
-    for e in index:
-        if e["path"] not in files:
-            raise EngineError(f"{where}/{e['path']}", "(file)", "indexed member missing")
-        if sha256_hex(files[e["path"]]) != e["sha256_hex"]:
-            raise EngineError(f"{where}/{e['path']}", "sha256_hex", "member bytes do not match index.json")
-    unlisted = sorted(set(files) - set(paths) - {INDEX, FLAG})
-    if unlisted:
-        raise EngineError(f"{where}/{unlisted[0]}", "(file)", "file in bundle not listed in index.json")
-    h = hashlib.sha256()
-    for rel in sorted(paths, key=str.encode):
-        h.update(files[rel])
-    if h.hexdigest() != flag:
-        raise EngineError(flag_path, "sha256_hex", f"flag digest {flag[:12]} does not match members ({h.hexdigest()[:12]})")
-    return flag
+    return index, paths

@@ -16,18 +16,24 @@ from __future__ import annotations
 import datetime as dt
 import re
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .errors import EngineError
+
+if TYPE_CHECKING:  # both are imported where they are used, when they are used
+    import polars as pl
+    from holidays import HolidayBase
 
 POLICY = "day_effect_policy_v1"
 DEFAULT_DAY_RANGE = ("2026-01-01", "2026-03-31")
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
-def day_range(policy_data: dict) -> tuple[str, str]:
+def day_range(policy_data: dict[str, Any]) -> tuple[str, str]:
     """(start, end) of the inclusive UTC day grid as YYYY-MM-DD, checked: calendar dates, end >= start."""
     r = policy_data.get("day_range")
     if r is None:
@@ -44,18 +50,19 @@ def day_range(policy_data: dict) -> tuple[str, str]:
         except ValueError:
             raise EngineError(POLICY, "/day_range", f"{key} {value!r} is not a calendar date") from None
     if days[1] < days[0]:
-        raise EngineError(POLICY, "/day_range", f"empty or reversed range {r['start']}..{r['end']} (inclusive end must be >= start)")
+        raise EngineError(POLICY, "/day_range",
+                          f"empty or reversed range {r['start']}..{r['end']} (inclusive end must be >= start)")
     return r["start"], r["end"]
 
 
-def holiday_effects(policy_data: dict) -> dict[str, float]:
+def holiday_effects(policy_data: dict[str, Any]) -> dict[str, float]:
     """Merchant class -> log-effect of a public holiday ("default" for the rest), from
     day_effect_policy_v1: S3 applies it to the mix, the roster to volume (one table for both)."""
     v2 = policy_data.get("sigma_gamma_policy_v2") or {}
     return dict((v2.get("holidays") or {}).get("log_effect_by_segment") or {})
 
 
-def grid_days(policy_data: dict) -> int:
+def grid_days(policy_data: dict[str, Any]) -> int:
     """Number of days of the grid (inclusive)."""
     start, end = day_range(policy_data)
     return (dt.date.fromisoformat(end) - dt.date.fromisoformat(start)).days + 1
@@ -74,7 +81,7 @@ def epoch_day(day: str) -> int:
     return dt.date.fromisoformat(day).toordinal() - EPOCH_ORDINAL
 
 
-def parse_day(value, where: str, field: str) -> int:
+def parse_day(value: object, where: str, field: str) -> int:
     """Epoch day of a YYYY-MM-DD string, or an EngineError naming `where`, `field` and the value."""
     if not isinstance(value, str) or not _DAY.match(value):
         raise EngineError(where, field, f"day {value!r} is not YYYY-MM-DD")
@@ -96,7 +103,7 @@ def day_bounds(day_range: tuple[str, str], where: str) -> tuple[int, int]:
     return start, end
 
 
-def grid_day_strings(policy_data: dict) -> list[str]:
+def grid_day_strings(policy_data: dict[str, Any]) -> list[str]:
     """The inclusive UTC day grid of day_effect_policy_v1 as YYYY-MM-DD strings (chronological =
     lexicographic)."""
     start, end = day_bounds(day_range(policy_data), POLICY)
@@ -106,7 +113,7 @@ def grid_day_strings(policy_data: dict) -> list[str]:
 _SMALL_COLUMN = 4096
 
 
-def epoch_days(days) -> np.ndarray:
+def epoch_days(days: pl.Series) -> NDArray[np.int64]:
     """Epoch day of each YYYY-MM-DD string of a polars Series, -1 where it is not exactly that form.
     A column in time order (the roster) holds few long runs: one value per run is parsed."""
     import polars as pl
@@ -116,10 +123,11 @@ def epoch_days(days) -> np.ndarray:
         return np.repeat(epoch_days(days.gather(starts)), np.diff(np.r_[starts, len(days)]))
     parsed = days.str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
     parsed = pl.select(pl.when(days.str.len_bytes() == 10).then(parsed)).to_series()
-    return parsed.fill_null(-1).to_numpy()
+    out: NDArray[np.int64] = parsed.fill_null(-1).to_numpy()
+    return out
 
 
-def checked_epoch_days(days, where: str, field: str = "utc_day") -> np.ndarray:
+def checked_epoch_days(days: pl.Series, where: str, field: str = "utc_day") -> NDArray[np.int64]:
     """`epoch_days`, or an EngineError naming the first value that is not a YYYY-MM-DD date."""
     out = epoch_days(days)
     bad = np.flatnonzero(out < 0)
@@ -129,14 +137,16 @@ def checked_epoch_days(days, where: str, field: str = "utc_day") -> np.ndarray:
 
 
 @lru_cache(maxsize=8192)
-def _zone_offsets(tzid: str, first_day: int, n_days: int) -> np.ndarray:
+def _zone_offsets(tzid: str, first_day: int, n_days: int) -> NDArray[np.int64]:
     try:
         zone = ZoneInfo(tzid)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise EngineError("site_timezones", f"tzid {tzid!r}", "not an IANA time zone known to zoneinfo") from None
 
     def offset(sec: int) -> int:
-        return int(dt.datetime.fromtimestamp(sec, zone).utcoffset().total_seconds())
+        utc_offset = dt.datetime.fromtimestamp(sec, zone).utcoffset()
+        assert utc_offset is not None  # an aware datetime (tz=zone) always has one
+        return int(utc_offset.total_seconds())
 
     s0 = first_day * 86_400
     bounds = [offset(s0 + 86_400 * d) for d in range(n_days + 1)]
@@ -148,7 +158,7 @@ def _zone_offsets(tzid: str, first_day: int, n_days: int) -> np.ndarray:
     return out
 
 
-def tz_offsets(tzids: list[str], first_day: int, n_days: int) -> np.ndarray:
+def tz_offsets(tzids: list[str], first_day: int, n_days: int) -> NDArray[np.int64]:
     """UTC offsets in seconds, shape (tzids, days, 96 quarter hours), days counted from epoch day
     `first_day`. One zoneinfo lookup per (tzid, day boundary); per quarter only on a day whose start
     and end offsets differ (a DST change), so the cost is tzids x days, never rows."""
@@ -157,15 +167,16 @@ def tz_offsets(tzids: list[str], first_day: int, n_days: int) -> np.ndarray:
     return np.stack([_zone_offsets(t, int(first_day), int(n_days)) for t in tzids])
 
 
-def local_days(offsets_noon: np.ndarray, epoch_days: np.ndarray) -> np.ndarray:
+def local_days(offsets_noon: NDArray[np.int64], epoch_days: NDArray[np.int64]) -> NDArray[np.int64]:
     """Epoch day of the LOCAL date at 12:00 UTC of each UTC day (the local date covering most of
     it), from offsets (..., days) in seconds at noon UTC."""
     return epoch_days + (43_200 + offsets_noon) // 86_400
 
 
-def weekday_of(epoch_days) -> np.ndarray:
+def weekday_of(epoch_days: ArrayLike) -> NDArray[np.integer[Any]]:
     """Monday = 0 .. Sunday = 6 (1970-01-01 was a Thursday)."""
-    return (np.asarray(epoch_days) + 3) % 7
+    weekday: NDArray[np.integer[Any]] = (np.asarray(epoch_days) + 3) % 7
+    return weekday
 
 
 # --------------------------------------------------------------------------- weekends and holidays
@@ -174,7 +185,7 @@ STANDARD_WEEKEND = frozenset({5, 6})  # Saturday, Sunday
 
 
 @lru_cache(maxsize=512)
-def _country_calendar(iso: str, years: tuple[int, ...]):
+def _country_calendar(iso: str, years: tuple[int, ...]) -> HolidayBase | None:
     import holidays
 
     try:
@@ -197,7 +208,7 @@ def weekday_role_shift(iso: str) -> int:
     return (6 - last) % 7
 
 
-def holiday_table(countries: list[str], first_day: int, n_days: int) -> np.ndarray:
+def holiday_table(countries: list[str], first_day: int, n_days: int) -> NDArray[np.bool_]:
     """bool (countries, days + 2): the country's public holiday on local dates first_day - 1 ..
     first_day + n_days (one day of margin each side, since a UTC day's local date may differ)."""
     out = np.zeros((len(countries), n_days + 2), dtype=bool)
@@ -214,10 +225,10 @@ def holiday_table(countries: list[str], first_day: int, n_days: int) -> np.ndarr
     return out
 
 
-def calendar_coverage(countries: list[str]) -> dict:
+def calendar_coverage(countries: list[str]) -> dict[str, Any]:
     """Which countries the holidays package covers (the rest: no holidays, Saturday/Sunday weekend)."""
-    import holidays
+    from holidays.version import __version__ as holidays_version  # what holidays.__version__ re-exports
 
     missing = sorted(c for c in set(countries) if _country_calendar(c, (2026,)) is None)
-    return {"library": "holidays", "version": holidays.__version__, "countries": len(set(countries)),
+    return {"library": "holidays", "version": holidays_version, "countries": len(set(countries)),
             "without_calendar": missing}

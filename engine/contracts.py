@@ -54,7 +54,7 @@ class Dataset:
         return "/".join(parts[first:])
 
 
-def _schema(*fields) -> pa.Schema:
+def _schema(*fields: tuple[str, pa.DataType]) -> pa.Schema:
     return pa.schema([pa.field(n, t, nullable=False) for n, t in fields])
 
 
@@ -142,10 +142,17 @@ def get(dataset_id: str) -> Dataset:
         raise EngineError("contracts", dataset_id, "unknown dataset id") from None
 
 
+def table_schema(dataset_id: str) -> pa.Schema:
+    """The exact Arrow schema of a table dataset; an EngineError for a dataset without one (json, bin, folder)."""
+    schema = get(dataset_id).schema
+    if schema is None:
+        raise EngineError("contracts", dataset_id, "not a table: the contract holds no Arrow schema for it")
+    return schema
+
+
 def conform(dataset_id: str, df: pl.DataFrame) -> pa.Table:
     """The Arrow table of `df` under the dataset's exact schema, or an error naming the rule broken."""
-    ds = get(dataset_id)
-    want = ds.schema
+    want = table_schema(dataset_id)
     names = list(df.columns)
     missing = [n for n in want.names if n not in names]
     extra = [n for n in names if n not in want.names]
@@ -173,7 +180,7 @@ def conform(dataset_id: str, df: pl.DataFrame) -> pa.Table:
 def _safe_numeric(have: pa.DataType, want: pa.DataType) -> bool:
     if pa.types.is_integer(have) and pa.types.is_integer(want):
         return True
-    return pa.types.is_floating(have) and pa.types.is_floating(want)
+    return bool(pa.types.is_floating(have) and pa.types.is_floating(want))
 
 
 def check_key_order(dataset_id: str, df: pl.DataFrame) -> None:
@@ -194,28 +201,33 @@ def check_key_order(dataset_id: str, df: pl.DataFrame) -> None:
         undecided = undecided & (nxt == prev)
     flags = df.select(descending.alias("desc"), undecided.alias("tie")).slice(0, df.height - 1)
     if flags["desc"].any():
-        row = int(flags["desc"].arg_max()) + 1
+        first = flags["desc"].arg_max()
+        assert first is not None  # any() found a True, so there is a first one
+        row = int(first) + 1
         raise EngineError(dataset_id, f"row {row}", f"rows not sorted by {tuple(key)}")
     if ds.primary_key:
-        if tuple(key) == tuple(ds.primary_key):
-            dup_flags = flags["tie"]
-        else:
-            dup_flags = df.select(list(ds.primary_key)).is_duplicated()
+        same_key = tuple(key) == tuple(ds.primary_key)
+        dup_flags = flags["tie"] if same_key else df.select(list(ds.primary_key)).is_duplicated()
         if dup_flags.any():
-            row = int(dup_flags.arg_max())
-            raise EngineError(dataset_id, f"row {row}", f"duplicate primary key {tuple(ds.primary_key)}: {df.row(row, named=True)}")
+            first = dup_flags.arg_max()
+            assert first is not None  # any() found a True, so there is a first one
+            row = int(first)
+            raise EngineError(dataset_id, f"row {row}",
+                              f"duplicate primary key {tuple(ds.primary_key)}: {df.row(row, named=True)}")
 
 
-def check_schema(have: pa.Schema, dataset_id: str, where) -> None:
+def check_schema(have: pa.Schema, dataset_id: str, where: str | Path) -> None:
     """An Arrow schema (metadata removed) equal to the contract's, or an EngineError naming the first
     difference: missing or extra columns, a column's type, or order/nullability."""
-    schema = get(dataset_id).schema
+    where = str(where)  # the place an EngineError names (it prints a path as this text anyway)
+    schema = table_schema(dataset_id)
     if have.equals(schema):
         return
     missing = [n for n in schema.names if n not in have.names]
     extra = [n for n in have.names if n not in schema.names]
     if missing or extra:
-        raise EngineError(where, ",".join(missing + extra), f"columns differ from the contract (missing {missing}, extra {extra})")
+        raise EngineError(where, ",".join(missing + extra),
+                          f"columns differ from the contract (missing {missing}, extra {extra})")
     for f in schema:
         if have.field(f.name).type != f.type:
             raise EngineError(where, f.name, f"type {have.field(f.name).type} where the contract says {f.type}")

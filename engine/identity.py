@@ -16,10 +16,11 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
+from numpy.typing import NDArray
 
 FLAG_RE = re.compile(rb"\Asha256_hex = ([0-9a-f]{64})\n?\Z")
 
@@ -36,7 +37,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def canonical_json(obj) -> bytes:
+def canonical_json(obj: object) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8, trailing newline: one byte form per value."""
     return (json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n").encode()
 
@@ -122,7 +123,7 @@ def check_bundle_path(rel: str) -> str | None:
     return None
 
 
-def site_ids(merchant_id, legal_country_iso, site_order) -> np.ndarray:
+def site_ids(merchant_id: Iterable[int], legal_country_iso: Iterable[str], site_order: Iterable[int]) -> NDArray[np.uint64]:
     """site_id = LE u64 of bytes 24..31 of SHA-256("{merchant_id}:{iso}:{site_order}").
 
     One digest per site (a site table, never per arrival); the tails are gathered in one buffer.

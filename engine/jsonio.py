@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+from typing import Any, NoReturn
 
 from .errors import EngineError
 
@@ -18,13 +20,13 @@ MAX_INT = (1 << 64) - 1  # merchant ids are the largest integers any input holds
 
 
 class _Reject(ValueError):
-    def __init__(self, field: str, rule: str):
+    def __init__(self, field: str, rule: str) -> None:
         super().__init__(rule)
         self.field = field
 
 
-def _pairs(pairs):
-    obj = {}
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
             raise _Reject(f"key {key!r}", "duplicate key: a JSON object must not repeat a key (the last would silently win)")
@@ -46,7 +48,7 @@ def _int(text: str) -> int:
     return value
 
 
-def _constant(token: str):
+def _constant(token: str) -> NoReturn:
     raise _Reject("(number)", f"non-finite number {token} is not allowed")
 
 
@@ -75,8 +77,9 @@ def _depth(raw: str) -> int:
     return top
 
 
-def loads(raw: bytes, where) -> object:
+def loads(raw: bytes, where: str | Path) -> object:
     """The value of a UTF-8 JSON document, under the strict rules above."""
+    where = str(where)  # the place an EngineError names (it prints a path as this text anyway)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -2,8 +2,8 @@
 
 `policies/<name>.json` is read as strict JSON (engine.jsonio: no duplicate keys, no non-finite
 numbers however spelled) and validated against the package's `policies/schemas/<name>.schema.json`
-(`additionalProperties: false` throughout), whichever folder the policy comes from. A policy is identified by the SHA-256 of its bytes;
-S0 seals those digests and every later state re-checks them (`check_sealed`).
+(`additionalProperties: false` throughout), whichever folder the policy comes from. A policy is
+identified by the SHA-256 of its bytes; S0 seals those digests and every later state re-checks them (`check_sealed`).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def schema_path(name: str, policy_dir: Path | None = None) -> Path:
     return DEFAULT_POLICY_DIR / "schemas" / f"{name}.schema.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
     path = schema_path(name)
     if not path.is_file():
@@ -118,7 +118,8 @@ def load_policy(name: str, policy_dir: Path | None = None, path: Path | None = N
     return Policy(name=name, path=path, sha256=sha256_hex(raw), data=parse_policy_bytes(name, raw, path))
 
 
-def load_policies(policy_dir: Path | None = None, names=POLICY_NAMES, overrides: dict[str, Path] | None = None) -> dict[str, Policy]:
+def load_policies(policy_dir: Path | None = None, names=POLICY_NAMES,
+                  overrides: dict[str, Path] | None = None) -> dict[str, Policy]:
     """Every named policy from one folder, except those `overrides` names (name -> file)."""
     overrides = overrides or {}
     unknown = sorted(set(overrides) - set(names))

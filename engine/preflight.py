@@ -17,8 +17,8 @@ later; those are outcomes of the engine, not bad inputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import EngineError, from_os_error
 from .identity import file_sha256
@@ -50,7 +50,8 @@ def check_runs_root(root: Path) -> None:
     for p in (root, *root.parents):
         if p.exists():
             if not p.is_dir():
-                raise EngineError(p, "(runs root)", "is a file, not a folder" if p == root else "a parent of the runs root is a file")
+                raise EngineError(p, "(runs root)",
+                                  "is a file, not a folder" if p == root else "a parent of the runs root is a file")
             return
 
 

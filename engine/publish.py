@@ -21,20 +21,23 @@ import shutil
 import socket
 import time
 import uuid
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: runs on one root are not serialised
-    fcntl = None
+from types import ModuleType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import EngineError, PublishConflict
 from .identity import file_sha256, folder_files
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs on one root are not serialised
+    fcntl = None
 
 WRITTEN, IDENTICAL = "written", "identical"
 PARTITION_META = b"seg2b.partition"
@@ -121,14 +124,12 @@ def drop_workspace(ws: Path | None) -> None:
     if ws is None:
         return
     remove_tree(ws)
-    try:
+    with suppress(OSError):
         ws.parent.rmdir()  # only when no other run has a workspace there
-    except OSError:
-        pass
 
 
 @contextmanager
-def workspace(runs_root: Path):
+def workspace(runs_root: Path) -> Iterator[Path]:
     ws = new_workspace(runs_root)
     try:
         yield ws
@@ -157,7 +158,7 @@ def sweep_workspaces(runs_root: Path) -> list[Path]:
     A workspace of a live process, or of another host, is never touched. Nothing is written when
     there is nothing to remove, so a read-only root is fine."""
     folder = Path(runs_root) / WORKSPACES
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []
     except OSError:
@@ -177,7 +178,7 @@ _SIBLING = re.compile(r"^\.tmp-.+?-(?:(\d+)-)?[0-9a-f]{12}$")
 LEGACY_TEMP_AGE_S = 3600
 
 
-def sweep_siblings(folders) -> list[Path]:
+def sweep_siblings(folders: Iterable[str | Path]) -> list[Path]:
     """Remove temporaries left next to published outputs by dead writers: those of writes without
     a workspace (named with their pid) and those of engines before workspaces existed (no pid;
     removed once an hour old, longer than such a writer keeps one untouched). Returns them."""
@@ -203,7 +204,7 @@ def sweep_siblings(folders) -> list[Path]:
 
 
 @contextmanager
-def root_lock(runs_root: Path | None):
+def root_lock(runs_root: Path | None) -> Iterator[None]:
     """Exclusive lock of a runs root (flock on the folder itself, so nothing is created): the
     check-and-rename step of every publish on one root happens one run at a time. The kernel
     drops the lock when its holder dies, kill -9 included."""
@@ -231,9 +232,10 @@ class Staged:
 
 
 REPLACE = "replace"  # internal state: present with other bytes, and the caller proved it superseded
+Payload = bytes | dict[str, bytes] | Staged  # what publish_group places at a target: a file, a folder, a staged file
 
 
-def _existing_state(target: Path, data, replace: frozenset = frozenset()) -> str | None:
+def _existing_state(target: Path, data: Payload, replace: frozenset[Path] = frozenset()) -> str | None:
     """None if absent, IDENTICAL if present with the same content, REPLACE if present with other
     content the caller may replace, else raise PublishConflict."""
     if not target.exists() and not target.is_symlink():
@@ -247,28 +249,30 @@ def _existing_state(target: Path, data, replace: frozenset = frozenset()) -> str
     return IDENTICAL
 
 
-def _check_same(target: Path, data) -> None:
+def _check_same(target: Path, data: Payload) -> None:
     if target.is_symlink():
-        raise PublishConflict(target, "(link)", "a symbolic link sits where an output is to be published")
+        raise PublishConflict(str(target), "(link)", "a symbolic link sits where an output is to be published")
     if isinstance(data, Staged):
         if target.is_dir() or file_sha256(target) != data.sha256:
-            raise PublishConflict(target, "(bytes)", "already published with different bytes; refusing to overwrite")
+            raise PublishConflict(str(target), "(bytes)", "already published with different bytes; refusing to overwrite")
         return
     if isinstance(data, dict):
         if not target.is_dir():
-            raise PublishConflict(target, "(folder)", "a file exists where a folder is to be published")
+            raise PublishConflict(str(target), "(folder)", "a file exists where a folder is to be published")
         have = folder_files(target)
         if sorted(have, key=str.encode) != sorted(data, key=str.encode):
-            raise PublishConflict(target, "(members)", "already published with a different member list; refusing to overwrite")
+            raise PublishConflict(str(target), "(members)",
+                                  "already published with a different member list; refusing to overwrite")
         for rel in have:
             if (target / rel).read_bytes() != data[rel]:
-                raise PublishConflict(target / rel, "(bytes)", "already published with different bytes; refusing to overwrite")
+                raise PublishConflict(str(target / rel), "(bytes)",
+                                      "already published with different bytes; refusing to overwrite")
         return
     if target.is_dir() or target.read_bytes() != data:
-        raise PublishConflict(target, "(bytes)", "already published with different bytes; refusing to overwrite")
+        raise PublishConflict(str(target), "(bytes)", "already published with different bytes; refusing to overwrite")
 
 
-def _stage(target: Path, data, workspace: Path | None) -> Path:
+def _stage(target: Path, data: Payload, workspace: Path | None) -> Path:
     """Write `data` to a temporary path and return it; on any failure the temporary is removed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, Staged):
@@ -294,8 +298,8 @@ def _remove(path: Path) -> None:
     remove_tree(path)
 
 
-def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]], *, replace=(), withdraw=(),
-                  workspace: Path | None = None, lock: Path | None = None) -> list[str]:
+def publish_group(items: list[tuple[Path, Payload]], *, replace: Iterable[str | Path] = (),
+                  withdraw: Iterable[str | Path] = (), workspace: Path | None = None, lock: Path | None = None) -> list[str]:
     """Publish files (bytes or Staged) and folders ({relative path: bytes}) all or nothing.
 
     `replace`: targets the caller has proved superseded (a receipt of other inputs); they are
@@ -307,11 +311,11 @@ def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]], *
 
     Returns one status per item: "written" or "identical".
     """
-    replace = frozenset(Path(p) for p in replace)
+    superseded = frozenset(Path(p) for p in replace)
     pre_staged = [Path(d.path) for _, d in items if isinstance(d, Staged)]
     with root_lock(lock):
         try:
-            states = [_existing_state(Path(t), d, replace) for t, d in items]
+            states = [_existing_state(Path(t), d, superseded) for t, d in items]
         except BaseException:
             for tmp in pre_staged:
                 _remove(tmp)
@@ -319,45 +323,56 @@ def publish_group(items: list[tuple[Path, bytes | dict[str, bytes] | Staged]], *
         for (_, d), st in zip(items, states):
             if isinstance(d, Staged) and st == IDENTICAL:
                 _remove(Path(d.path))
-        todo = [(i, Path(t), d) for i, ((t, d), st) in enumerate(zip(items, states)) if st in (None, REPLACE)]
-        staged: list[tuple[int, Path, Path]] = []
-        placed: list[Path] = []
-        aside: list[tuple[Path, Path]] = []
-        try:
-            for i, target, data in todo:
-                staged.append((i, _stage(target, data, workspace), target))
-            while staged:
-                i, tmp, target = staged[0]
-                if states[i] == REPLACE and (target.exists() or target.is_symlink()):
-                    old = temp_path(target, workspace)
-                    os.replace(target, old)
-                    aside.append((old, target))
-                elif target.exists() or target.is_symlink():
-                    # Appeared since the check: a writer that does not take the lock. Identical
-                    # bytes are the same output; anything else is a conflict.
-                    _check_same(target, items[i][1])
-                    _remove(tmp)
-                    staged.pop(0)
-                    states[i] = IDENTICAL
-                    continue
-                os.replace(tmp, target)
-                staged.pop(0)
-                placed.append(target)
-                _fsync_dir(target.parent)
-        except BaseException:
-            for _, tmp, _ in staged:
-                _remove(tmp)
-            for target in placed:
-                _remove(target)
-            for old, target in reversed(aside):
-                if not target.exists():
-                    os.replace(old, target)
-            raise
+        aside = _place_group(items, states, workspace)
         for old, _ in aside:
             _remove(old)
         for path in withdraw:
             _remove(Path(path))
     return [IDENTICAL if st == IDENTICAL else WRITTEN for st in states]
+
+
+def _place_group(items: list[tuple[Path, Payload]], states: list[str | None],
+                 workspace: Path | None) -> list[tuple[Path, Path]]:
+    """Stage every item still to publish (state None or REPLACE), then rename each into place; an
+    item whose target appeared since the check becomes IDENTICAL in `states` (or raises
+    PublishConflict). On any failure the group is rolled back: staged temporaries and placed
+    targets are removed and the outputs swapped out are restored. Returns the (swapped-out
+    temporary, target) pairs, for the caller to remove once the group stands."""
+    todo = [(i, Path(t), d) for i, ((t, d), st) in enumerate(zip(items, states)) if st in (None, REPLACE)]
+    staged: list[tuple[int, Path, Path]] = []
+    placed: list[Path] = []
+    aside: list[tuple[Path, Path]] = []
+    try:
+        for i, target, data in todo:
+            staged.append((i, _stage(target, data, workspace), target))
+        while staged:
+            i, tmp, target = staged[0]
+            if states[i] == REPLACE and (target.exists() or target.is_symlink()):
+                old = temp_path(target, workspace)
+                os.replace(target, old)
+                aside.append((old, target))
+            elif target.exists() or target.is_symlink():
+                # Appeared since the check: a writer that does not take the lock. Identical
+                # bytes are the same output; anything else is a conflict.
+                _check_same(target, items[i][1])
+                _remove(tmp)
+                staged.pop(0)
+                states[i] = IDENTICAL
+                continue
+            os.replace(tmp, target)
+            staged.pop(0)
+            placed.append(target)
+            _fsync_dir(target.parent)
+    except BaseException:
+        for _, tmp, _ in staged:
+            _remove(tmp)
+        for target in placed:
+            _remove(target)
+        for old, target in reversed(aside):
+            if not target.exists():
+                os.replace(old, target)
+        raise
+    return aside
 
 
 def publish(target: Path, data: bytes | dict[str, bytes]) -> str:
@@ -388,14 +403,14 @@ def read_parquet_table(path: Path, dataset_id: str, schema: pa.Schema, partition
     """Read a published table, checking its exact schema and that it belongs to this partition
     (partition None: bytes taken verbatim from elsewhere, e.g. a user-supplied upstream)."""
     if not Path(path).exists():
-        raise EngineError(path, dataset_id, "dataset missing (partition not published)")
+        raise EngineError(str(path), dataset_id, "dataset missing (partition not published)")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise EngineError(path, dataset_id, f"unreadable Parquet: {exc}") from None
+        raise EngineError(str(path), dataset_id, f"unreadable Parquet: {exc}") from None
     got = (table.schema.metadata or {}).get(PARTITION_META)
     if partition is not None and got is not None and got.decode() != partition:
-        raise EngineError(path, "seg2b.partition", f"content is stamped {got.decode()!r}, not {partition!r}")
+        raise EngineError(str(path), "seg2b.partition", f"content is stamped {got.decode()!r}, not {partition!r}")
     from .contracts import check_schema
 
     if not table.schema.remove_metadata().equals(schema):

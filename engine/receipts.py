@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import sys
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from types import ModuleType
 
@@ -62,7 +62,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _imports_of(path: Path, mtime_ns: int, size: int) -> tuple[str, ...]:
     """Engine module names imported anywhere in a file (top level or inside functions)."""
     name = _module_name(path)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .identity import length_prefixed
 
@@ -39,7 +41,7 @@ STREAM_S5 = "2B.S5.routing"
 STREAM_S6 = "2B.S6.edge"
 
 
-def _mulhilo(a: np.ndarray, b: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+def _mulhilo(a: NDArray[np.uint64], b: np.uint64) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
     """(high, low) 64-bit halves of the 128-bit products a * b (reference form, used by tests)."""
     a_lo, a_hi = a & _MASK32, a >> _SHIFT32
     b_lo, b_hi = b & _MASK32, b >> _SHIFT32
@@ -59,7 +61,7 @@ _M_HI = PHILOX_M2x64_0 >> _SHIFT32
 BLOCK = 1 << 15  # counters per cache-sized block
 
 
-def philox2x64_10(counter_lo, counter_hi, key) -> tuple[np.ndarray, np.ndarray]:
+def philox2x64_10(counter_lo: ArrayLike, counter_hi: ArrayLike, key: ArrayLike) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
     """Philox2x64 with 10 rounds over arrays of counters (ctr = [counter_lo, counter_hi]).
 
     `key` may be a scalar or an array broadcastable against the counters. Work proceeds in
@@ -83,7 +85,8 @@ def philox2x64_10(counter_lo, counter_hi, key) -> tuple[np.ndarray, np.ndarray]:
     return out0.reshape(shape), out1.reshape(shape)
 
 
-def _philox_block(c0: np.ndarray, c1: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _philox_block(c0: NDArray[np.uint64], c1: NDArray[np.uint64], k: NDArray[np.uint64]
+                  ) -> tuple[NDArray[np.uint64], NDArray[np.uint64]]:
     k = k.copy()
     a_lo, a_hi, t, mid, hi = (np.empty_like(c0) for _ in range(5))
     with np.errstate(over="ignore"):
@@ -134,7 +137,7 @@ def stream_key(identity: str, seed: int, stream: str) -> np.uint64:
 _U_MAX = 1.0 - 2.0**-53
 
 
-def to_uniform(bits: np.ndarray) -> np.ndarray:
+def to_uniform(bits: NDArray[np.uint64]) -> NDArray[np.float64]:
     """u = ((bits >> 11) + 0.5) / 2^53: 53 random bits, strictly inside (0, 1).
 
     For the single top value the exact result 1 - 2^-54 is not a double and rounds to 1.0, so
@@ -143,25 +146,26 @@ def to_uniform(bits: np.ndarray) -> np.ndarray:
     return np.minimum(((bits >> _SHIFT11).astype(np.float64) + 0.5) / _TWO_POW_53, _U_MAX)
 
 
-def uniforms(key, counter_hi, counter_lo) -> np.ndarray:
+def uniforms(key: ArrayLike, counter_hi: ArrayLike, counter_lo: ArrayLike) -> NDArray[np.float64]:
     """One uniform per counter, from the first output word of its block."""
     out0, _ = philox2x64_10(counter_lo, counter_hi, key)
     return to_uniform(out0)
 
 
-def uniform_pairs(key, counter_hi, counter_lo) -> tuple[np.ndarray, np.ndarray]:
+def uniform_pairs(key: ArrayLike, counter_hi: ArrayLike, counter_lo: ArrayLike
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Two uniforms per counter (both output words of the block)."""
     out0, out1 = philox2x64_10(counter_lo, counter_hi, key)
     return to_uniform(out0), to_uniform(out1)
 
 
-def normals(key, counter_hi, counter_lo) -> np.ndarray:
+def normals(key: ArrayLike, counter_hi: ArrayLike, counter_lo: ArrayLike) -> NDArray[np.float64]:
     """One standard normal per counter: Box-Muller on the block's two uniforms (cosine branch)."""
     u0, u1 = uniform_pairs(key, counter_hi, counter_lo)
     return np.sqrt(-2.0 * np.log(u0)) * np.cos(2.0 * np.pi * u1)
 
 
-def gammas(key, counter_hi, counter_lo, shape) -> np.ndarray:
+def gammas(key: ArrayLike, counter_hi: ArrayLike, counter_lo: ArrayLike, shape: ArrayLike) -> NDArray[np.float64]:
     """One Gamma(shape, scale 1) deviate per counter, by inversion: x = P^-1(shape, u).
 
     u is the block's first uniform and P^-1 the inverse regularised lower incomplete gamma
@@ -171,28 +175,31 @@ def gammas(key, counter_hi, counter_lo, shape) -> np.ndarray:
     """
     from scipy.special import gammaincinv  # lazy: only the states that draw gammas need scipy
 
-    return gammaincinv(np.asarray(shape, dtype=np.float64), uniforms(key, counter_hi, counter_lo))
+    draws: NDArray[np.float64] = gammaincinv(np.asarray(shape, dtype=np.float64), uniforms(key, counter_hi, counter_lo))
+    return draws
 
 
-def betas(key, counter_hi, counter_lo, a, b) -> np.ndarray:
+def betas(key: ArrayLike, counter_hi: ArrayLike, counter_lo: ArrayLike, a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
     """One Beta(a, b) deviate per counter, by inversion of the regularised incomplete beta
     function (scipy.special.betaincinv) at the block's first uniform: one block per draw."""
     from scipy.special import betaincinv
 
-    return betaincinv(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
-                      uniforms(key, counter_hi, counter_lo))
+    draws: NDArray[np.float64] = betaincinv(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64),
+                                            uniforms(key, counter_hi, counter_lo))
+    return draws
 
 
 # --------------------------------------------------------------------------- transforms of uniforms
 # Distributions the states draw through a stream's uniforms and normals, written once, here.
 
 
-def gumbel(u: np.ndarray) -> np.ndarray:
+def gumbel(u: NDArray[np.float64]) -> NDArray[np.float64]:
     """Standard Gumbel deviates -ln(-ln u) (for Gumbel top-k draws without replacement)."""
     return -np.log(-np.log(u))
 
 
-def poisson_counts(rate: np.ndarray, u: np.ndarray, z_for_large, threshold: float) -> tuple[np.ndarray, int]:
+def poisson_counts(rate: NDArray[np.float64], u: NDArray[np.float64], z_for_large: Callable[[NDArray[np.bool_]], ArrayLike],
+                   threshold: float) -> tuple[NDArray[np.int64], int]:
     """Poisson counts: inverse CDF of u for rate <= threshold, normal approximation above.
 
     `z_for_large(mask)` returns the normals of the merchant-days in `mask` (drawn only for those).
@@ -212,7 +219,7 @@ def poisson_counts(rate: np.ndarray, u: np.ndarray, z_for_large, threshold: floa
     return k, int(large.sum())
 
 
-def inverse_cdf_counts(lam: np.ndarray, u: np.ndarray, k_max: int) -> np.ndarray:
+def inverse_cdf_counts(lam: NDArray[np.float64], u: NDArray[np.float64], k_max: int) -> NDArray[np.int64]:
     """Smallest k with P(X <= k) >= u, X ~ Poisson(lam), iterating k only over undecided elements."""
     k = np.zeros(lam.size, dtype=np.int64)
     p = np.exp(-lam)
@@ -235,21 +242,21 @@ class Stream:
     (counter_hi, counter_lo) so callers state which event they consume.
     """
 
-    def __init__(self, identity: str, seed: int, stream_id: str):
+    def __init__(self, identity: str, seed: int, stream_id: str) -> None:
         self.stream_id = stream_id
         self.key = stream_key(identity, seed, stream_id)
 
-    def uniforms(self, counter_hi, counter_lo) -> np.ndarray:
+    def uniforms(self, counter_hi: ArrayLike, counter_lo: ArrayLike) -> NDArray[np.float64]:
         return uniforms(self.key, counter_hi, counter_lo)
 
-    def uniform_pairs(self, counter_hi, counter_lo) -> tuple[np.ndarray, np.ndarray]:
+    def uniform_pairs(self, counter_hi: ArrayLike, counter_lo: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         return uniform_pairs(self.key, counter_hi, counter_lo)
 
-    def normals(self, counter_hi, counter_lo) -> np.ndarray:
+    def normals(self, counter_hi: ArrayLike, counter_lo: ArrayLike) -> NDArray[np.float64]:
         return normals(self.key, counter_hi, counter_lo)
 
-    def gammas(self, counter_hi, counter_lo, shape) -> np.ndarray:
+    def gammas(self, counter_hi: ArrayLike, counter_lo: ArrayLike, shape: ArrayLike) -> NDArray[np.float64]:
         return gammas(self.key, counter_hi, counter_lo, shape)
 
-    def betas(self, counter_hi, counter_lo, a, b) -> np.ndarray:
+    def betas(self, counter_hi: ArrayLike, counter_lo: ArrayLike, a: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
         return betas(self.key, counter_hi, counter_lo, a, b)

@@ -108,7 +108,8 @@ def _pairs(mode: str, n: int, policies: Path, scratch: Path, expected: dict) -> 
                        "verify_errors": [v for v in verified if v is not True],
                        "identical": _state(root) == want, "leftovers": _leftovers(root)})
         shutil.rmtree(root)
-    failures = [t for t in trials if t["exit"] != [0, 0] or t["stderr"] or t["verify_errors"] or not t["identical"] or t["leftovers"]]
+    failures = [t for t in trials
+                if t["exit"] != [0, 0] or t["stderr"] or t["verify_errors"] or not t["identical"] or t["leftovers"]]
     return {"trials": n, "runs": 2 * n, "failures": len(failures), "failed": failures[:3]}
 
 

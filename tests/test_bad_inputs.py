@@ -157,6 +157,11 @@ def with_row(df: pl.DataFrame, row: int, **values) -> pl.DataFrame:
                               for c, v in values.items()})
 
 
+def row_edit(name: str, row: int, **values):
+    """An upstream edit: table `name` with one row's values changed (`with_row`), as its Parquet bytes."""
+    return lambda w: {name: parquet_bytes(with_row(table(w, name), row, **values), name)}
+
+
 def plant_link(at: Path, target: Path) -> None:
     at.parent.mkdir(parents=True, exist_ok=True)
     target.mkdir(parents=True, exist_ok=True)
@@ -237,7 +242,8 @@ def _upstream_table_link(w, tmp, root):
     up = upstream_copy(w, tmp)
     shutil.move(str(up / "merchants.parquet"), str(tmp / "m.parquet"))
     os.symlink(tmp / "m.parquet", up / "merchants.parquet")
-    return run_args(root, "--upstream", str(up), policies=w.policies), r"merchants\.parquet: \(file\): symbolic link in an input folder"
+    expect = r"merchants\.parquet: \(file\): symbolic link in an input folder"
+    return run_args(root, "--upstream", str(up), policies=w.policies), expect
 
 
 def _upstream_same_flag_changed_table(w):
@@ -246,25 +252,30 @@ def _upstream_same_flag_changed_table(w):
 
 
 def _world_policy_missing(w, tmp, root):
-    return run_args(root, "--world-policy", str(tmp / "nope.json"), policies=w.policies), r"nope\.json: \(file\): policy world_policy_v1 not found"
+    expect = r"nope\.json: \(file\): policy world_policy_v1 not found"
+    return run_args(root, "--world-policy", str(tmp / "nope.json"), policies=w.policies), expect
 
 
 def _world_policy_folder(w, tmp, root):
     (tmp / "wp").mkdir()
-    return run_args(root, "--world-policy", str(tmp / "wp"), policies=w.policies), r"wp: \(file\): policy world_policy_v1 is not a regular file"
+    expect = r"wp: \(file\): policy world_policy_v1 is not a regular file"
+    return run_args(root, "--world-policy", str(tmp / "wp"), policies=w.policies), expect
 
 
 def _roster_missing(w, tmp, root):
-    return run_args(root, "--roster", str(tmp / "nope.parquet"), policies=w.policies), r"nope\.parquet: \(file\): roster file not found"
+    expect = r"nope\.parquet: \(file\): roster file not found"
+    return run_args(root, "--roster", str(tmp / "nope.parquet"), policies=w.policies), expect
 
 
 def _roster_folder(w, tmp, root):
     (tmp / "r.parquet").mkdir()
-    return run_args(root, "--roster", str(tmp / "r.parquet"), policies=w.policies), r"r\.parquet: \(file\): roster is not a regular file"
+    expect = r"r\.parquet: \(file\): roster is not a regular file"
+    return run_args(root, "--roster", str(tmp / "r.parquet"), policies=w.policies), expect
 
 
 def _upstream_missing(w, tmp, root):
-    return run_args(root, "--upstream", str(tmp / "nope"), policies=w.policies), r"nope: \(folder\): user-supplied upstream folder missing"
+    expect = r"nope: \(folder\): user-supplied upstream folder missing"
+    return run_args(root, "--upstream", str(tmp / "nope"), policies=w.policies), expect
 
 
 def _upstream_file(w, tmp, root):
@@ -273,7 +284,8 @@ def _upstream_file(w, tmp, root):
 
 
 def _policies_missing(w, tmp, root):
-    return run_args(root, policies=tmp / "nope"), r"nope/alias_layout_policy_v1\.json: \(file\): policy alias_layout_policy_v1 not found"
+    expect = r"nope/alias_layout_policy_v1\.json: \(file\): policy alias_layout_policy_v1 not found"
+    return run_args(root, policies=tmp / "nope"), expect
 
 
 def _policies_file(w, tmp, root):
@@ -402,16 +414,20 @@ def _roster_empty(df):
 CASES = {
     # command line
     "cli-seed-negative": _cli("run", "--seed", "-1", "--runs-root", "{root}", expect=r"--seed: .*-1 is outside 0 \.\. 2\^64 - 1"),
-    "cli-seed-2^64": _cli("run", "--seed", str(1 << 64), "--runs-root", "{root}", expect=r"--seed: 18446744073709551616 is outside"),
-    "cli-seed-not-integer": _cli("run", "--seed", "4.2", "--runs-root", "{root}", expect=r"--seed: '4\.2' is not a decimal integer"),
+    "cli-seed-2^64": _cli(
+        "run", "--seed", str(1 << 64), "--runs-root", "{root}", expect=r"--seed: 18446744073709551616 is outside"),
+    "cli-seed-not-integer": _cli(
+        "run", "--seed", "4.2", "--runs-root", "{root}", expect=r"--seed: '4\.2' is not a decimal integer"),
     "cli-seed-exponent": _cli("run", "--seed", "1e3", "--runs-root", "{root}", expect=r"--seed: '1e3' is not a decimal integer"),
     "cli-world-seed-negative": _cli("world", "--seed", "-7", "--runs-root", "{root}", expect=r"--seed: .*-7 is outside"),
-    "cli-shard-zero": _cli("run", "--seed", "42", "--runs-root", "{root}", "--shard-merchants", "0", expect=r"--shard-merchants: 0 is below 1"),
+    "cli-shard-zero": _cli(
+        "run", "--seed", "42", "--runs-root", "{root}", "--shard-merchants", "0", expect=r"--shard-merchants: 0 is below 1"),
     "cli-shard-negative": _cli("run", "--seed", "42", "--runs-root", "{root}", "--shard-merchants", "-3",
                                expect=r"--shard-merchants: -3 is below 1"),
     "cli-until-unknown": _cli("run", "--seed", "42", "--runs-root", "{root}", "--policies", "{pol}", "--until", "S9",
                               expect=r"--until: S9: unknown state"),
-    "cli-unknown-option": _cli("run", "--seed", "42", "--runs-root", "{root}", "--frobnicate", expect=r"unrecognized arguments: --frobnicate"),
+    "cli-unknown-option": _cli(
+        "run", "--seed", "42", "--runs-root", "{root}", "--frobnicate", expect=r"unrecognized arguments: --frobnicate"),
     "cli-runs-root-is-file": _root_is_file,
     "cli-runs-root-parent-is-file": _root_parent_is_file,
     "cli-roster-missing": _roster_missing,
@@ -437,16 +453,20 @@ CASES = {
                                 text_edit=sub(rb'"sigma_gamma_scalar": [0-9.]+', b'"sigma_gamma_scalar": 1e400')),
     "policy-minus-infinity": policy_case("roster_policy_v1", r"roster_policy_v1\.json: \(number\): non-finite number -Infinity",
                                          text_edit=sub(rb'"size_exponent": [0-9.]+', b'"size_exponent": -Infinity')),
-    "policy-huge-integer": policy_case("roster_policy_v1", r"roster_policy_v1\.json: \(number\): integer 9{24}\.\.\. is out of range",
-                                       text_edit=sub(rb'"min_active_days": [0-9]+', b'"min_active_days": ' + b"9" * 40)),
-    "policy-nested-200k": policy_case("route_rng_policy_v1", r"route_rng_policy_v1\.json: \(document\): nested deeper than 64 levels",
-                                      text_edit=_deep),
+    "policy-huge-integer": policy_case(
+        "roster_policy_v1", r"roster_policy_v1\.json: \(number\): integer 9{24}\.\.\. is out of range",
+        text_edit=sub(rb'"min_active_days": [0-9]+', b'"min_active_days": ' + b"9" * 40)),
+    "policy-nested-200k": policy_case(
+        "route_rng_policy_v1", r"route_rng_policy_v1\.json: \(document\): nested deeper than 64 levels",
+        text_edit=_deep),
     "policy-not-utf8": policy_case("route_rng_policy_v1", r"route_rng_policy_v1\.json: \(document\): not UTF-8 text",
                                    text_edit=lambda r: r.replace(b"philox", b"phil\xffox")),
-    "policy-lone-surrogate": policy_case("virtual_edge_policy_v1", r"virtual_edge_policy_v1\.json: \(document\): string holds a lone surrogate",
-                                         text_edit=sub(rb'"Amsterdam"', rb'"Amst\\ud800erdam"')),
-    "policy-unknown-field": policy_case("alias_layout_policy_v1", r"alias_layout_policy_v1\.json: \(document root\): schema rule 'additionalProperties'",
-                                        data_edit=lambda d: d.update(surprise=True)),
+    "policy-lone-surrogate": policy_case(
+        "virtual_edge_policy_v1", r"virtual_edge_policy_v1\.json: \(document\): string holds a lone surrogate",
+        text_edit=sub(rb'"Amsterdam"', rb'"Amst\\ud800erdam"')),
+    "policy-unknown-field": policy_case(
+        "alias_layout_policy_v1", r"alias_layout_policy_v1\.json: \(document root\): schema rule 'additionalProperties'",
+        data_edit=lambda d: d.update(surprise=True)),
     "policy-wrong-type": policy_case("roster_policy_v1", r"roster_policy_v1\.json: /min_active_days: schema rule 'type'",
                                      data_edit=_set("min_active_days", "28")),
     "policy-own-schemas-ignored": _schemas_loosened,
@@ -455,101 +475,135 @@ CASES = {
     "policy-file-is-link": _policy_link,
     "policy-day-range-reversed": policy_case("day_effect_policy_v1", r"day_effect_policy_v1: /day_range: empty or reversed range",
                                              data_edit=_day_range("2026-01-11", "2026-01-05")),
-    "policy-day-range-no-such-date": policy_case("day_effect_policy_v1", r"day_effect_policy_v1: /day_range: start '2026-02-30' is not a calendar date",
-                                                 data_edit=_day_range("2026-02-30", "2026-03-05")),
-    "policy-roster-horizon-off-grid": policy_case("roster_policy_v1", r"roster_policy_v1: /horizon: horizon .* leaves the day grid",
-                                                  data_edit=_set("horizon", {"start": "2026-01-01", "end": "2026-01-06"})),
-    "policy-roster-min-active-days-1000": policy_case("roster_policy_v1", r"roster_policy_v1: /min_active_days: 1000 active days .* cannot fit the 7-day grid",
-                                                      data_edit=_set("min_active_days", 1000)),
-    "policy-roster-duplicate-profile": policy_case("roster_policy_v1", r"roster_policy_v1: /class_profiles: merchant_class listed more than once",
-                                                   data_edit=_dup_class_profile),
-    "policy-roster-intraday-zero": policy_case("roster_policy_v1", r"roster_policy_v1: /default_profile/intraday_weights: intraday weights sum to zero",
-                                               data_edit=_set("default_profile/intraday_weights", [0] * 24)),
-    "policy-s1-mixture-sum": policy_case("alias_layout_policy_v1", r"alias_layout_policy_v1: /profile_mixture_v2/mixture_weights/small: .*sum to 1",
-                                         data_edit=_set("profile_mixture_v2/mixture_weights/small/hub_spoke", 0.99)),
-    "policy-s1-tail-range": policy_case("alias_layout_policy_v1", r"/profile_mixture_v2/tail_exponent_range/mid: high must not be below low",
-                                        data_edit=_set("profile_mixture_v2/tail_exponent_range/mid", {"low": 1.5, "high": 1.2})),
-    "policy-s1-cap-headroom": policy_case("alias_layout_policy_v1", r"/profile_mixture_v2/top1_soft_cap_by_bucket: cap \+ min_secondary_mass",
-                                          data_edit=_set("profile_mixture_v2/top1_soft_cap_by_bucket/large", 0.95)),
-    "policy-s1-buckets": policy_case("alias_layout_policy_v1", r"/profile_mixture_v2/merchant_size_buckets: small_max_sites must be below",
-                                     data_edit=_set("profile_mixture_v2/merchant_size_buckets", {"small_max_sites": 20, "mid_max_sites": 10})),
-    "policy-s3-sigma-bounds": policy_case("day_effect_policy_v1", r"/sigma_gamma_policy_v2/sigma_min: sigma_min 0\.5 > sigma_max 0\.2",
-                                          data_edit=lambda d: d["sigma_gamma_policy_v2"].update(sigma_min=0.5, sigma_max=0.2)),
+    "policy-day-range-no-such-date": policy_case(
+        "day_effect_policy_v1", r"day_effect_policy_v1: /day_range: start '2026-02-30' is not a calendar date",
+        data_edit=_day_range("2026-02-30", "2026-03-05")),
+    "policy-roster-horizon-off-grid": policy_case(
+        "roster_policy_v1", r"roster_policy_v1: /horizon: horizon .* leaves the day grid",
+        data_edit=_set("horizon", {"start": "2026-01-01", "end": "2026-01-06"})),
+    "policy-roster-min-active-days-1000": policy_case(
+        "roster_policy_v1", r"roster_policy_v1: /min_active_days: 1000 active days .* cannot fit the 7-day grid",
+        data_edit=_set("min_active_days", 1000)),
+    "policy-roster-duplicate-profile": policy_case(
+        "roster_policy_v1", r"roster_policy_v1: /class_profiles: merchant_class listed more than once",
+        data_edit=_dup_class_profile),
+    "policy-roster-intraday-zero": policy_case(
+        "roster_policy_v1", r"roster_policy_v1: /default_profile/intraday_weights: intraday weights sum to zero",
+        data_edit=_set("default_profile/intraday_weights", [0] * 24)),
+    "policy-s1-mixture-sum": policy_case(
+        "alias_layout_policy_v1", r"alias_layout_policy_v1: /profile_mixture_v2/mixture_weights/small: .*sum to 1",
+        data_edit=_set("profile_mixture_v2/mixture_weights/small/hub_spoke", 0.99)),
+    "policy-s1-tail-range": policy_case(
+        "alias_layout_policy_v1", r"/profile_mixture_v2/tail_exponent_range/mid: high must not be below low",
+        data_edit=_set("profile_mixture_v2/tail_exponent_range/mid", {"low": 1.5, "high": 1.2})),
+    "policy-s1-cap-headroom": policy_case(
+        "alias_layout_policy_v1", r"/profile_mixture_v2/top1_soft_cap_by_bucket: cap \+ min_secondary_mass",
+        data_edit=_set("profile_mixture_v2/top1_soft_cap_by_bucket/large", 0.95)),
+    "policy-s1-buckets": policy_case(
+        "alias_layout_policy_v1", r"/profile_mixture_v2/merchant_size_buckets: small_max_sites must be below",
+        data_edit=_set("profile_mixture_v2/merchant_size_buckets", {"small_max_sites": 20, "mid_max_sites": 10})),
+    "policy-s3-sigma-bounds": policy_case(
+        "day_effect_policy_v1", r"/sigma_gamma_policy_v2/sigma_min: sigma_min 0\.5 > sigma_max 0\.2",
+        data_edit=lambda d: d["sigma_gamma_policy_v2"].update(sigma_min=0.5, sigma_max=0.2)),
     "policy-s3-gamma-clip": policy_case("day_effect_policy_v1", r"/sigma_gamma_policy_v2/gamma_clip: gamma_clip must satisfy",
                                         data_edit=_set("sigma_gamma_policy_v2/gamma_clip", {"min": 3.0, "max": 0.5})),
-    "policy-s3-regime-shares": policy_case("day_effect_policy_v1", r"/sigma_gamma_policy_v2/regimes: shares must be >= 0 and sum to 1",
-                                           data_edit=_set("sigma_gamma_policy_v2/regimes/0/share", 0.01)),
-    "policy-s4-knee-above-cap": policy_case("group_mix_regularizer_v1", r"group_mix_regularizer_v1: /soft_cap_blend/knee: need 0\.5 <= knee < cap",
-                                            data_edit=lambda d: d["soft_cap_blend"].update(knee=0.9, cap=0.8)),
-    "policy-s6-duplicate-edge": policy_case("virtual_edge_policy_v1", r"virtual_edge_policy_v1: /default_edges: duplicate edge_id",
-                                            data_edit=_s6_dup_edge),
-    "policy-s6-duplicate-override": policy_case("virtual_edge_policy_v1", r"/merchant_overrides/1: merchant_id 7 has more than one override",
-                                                data_edit=_s6_dup_override),
-    "policy-world-class-shares": policy_case("world_policy_v1", r"world_policy_v1: /merchant_classes/\*/share: shares must sum to 1",
-                                             data_edit=_set("merchant_classes/0/share", 0.5)),
+    "policy-s3-regime-shares": policy_case(
+        "day_effect_policy_v1", r"/sigma_gamma_policy_v2/regimes: shares must be >= 0 and sum to 1",
+        data_edit=_set("sigma_gamma_policy_v2/regimes/0/share", 0.01)),
+    "policy-s4-knee-above-cap": policy_case(
+        "group_mix_regularizer_v1", r"group_mix_regularizer_v1: /soft_cap_blend/knee: need 0\.5 <= knee < cap",
+        data_edit=lambda d: d["soft_cap_blend"].update(knee=0.9, cap=0.8)),
+    "policy-s6-duplicate-edge": policy_case(
+        "virtual_edge_policy_v1", r"virtual_edge_policy_v1: /default_edges: duplicate edge_id",
+        data_edit=_s6_dup_edge),
+    "policy-s6-duplicate-override": policy_case(
+        "virtual_edge_policy_v1", r"/merchant_overrides/1: merchant_id 7 has more than one override",
+        data_edit=_s6_dup_override),
+    "policy-world-class-shares": policy_case(
+        "world_policy_v1", r"world_policy_v1: /merchant_classes/\*/share: shares must sum to 1",
+        data_edit=_set("merchant_classes/0/share", 0.5)),
     # world policy given as a file
     "world-1e400": world_case(r"my_world\.json: \(number\): number 1e400 is not finite",
                               text_edit=sub(rb'"jitter_km": [0-9.]+', b'"jitter_km": 1e400')),
-    "world-nan": world_case(r"my_world\.json: \(number\): non-finite number NaN", text_edit=sub(rb'"size_tilt": [0-9.]+', b'"size_tilt": NaN')),
+    "world-nan": world_case(
+        r"my_world\.json: \(number\): non-finite number NaN", text_edit=sub(rb'"size_tilt": [0-9.]+', b'"size_tilt": NaN')),
     "world-duplicate-key": world_case(r"my_world\.json: key 'n_merchants': duplicate key",
                                       text_edit=sub(rb'"n_merchants": ', b'"n_merchants": 5, "n_merchants": ')),
-    "world-schema-n-merchants-0": world_case(r"my_world\.json: /n_merchants: schema rule 'minimum'", data_edit=_set("n_merchants", 0)),
-    "world-knots-decreasing": world_case(r"world_policy_v1: /sites_per_merchant/quantile_knots: sites must be >= 1 and non-decreasing",
-                                         data_edit=_set("sites_per_merchant/quantile_knots/2/sites", 1)),
+    "world-schema-n-merchants-0": world_case(
+        r"my_world\.json: /n_merchants: schema rule 'minimum'", data_edit=_set("n_merchants", 0)),
+    "world-knots-decreasing": world_case(
+        r"world_policy_v1: /sites_per_merchant/quantile_knots: sites must be >= 1 and non-decreasing",
+        data_edit=_set("sites_per_merchant/quantile_knots/2/sites", 1)),
     "world-tail-cap": world_case(r"world_policy_v1: /sites_per_merchant/tail/cap: cap must exceed the last knot",
                                  data_edit=_set("sites_per_merchant/tail/cap", 100)),
     "world-unknown-country": world_case(r"world_policy_v1: /home_country/market_tiers/0/countries: XX is not a country",
                                         data_edit=lambda d: d["home_country"]["market_tiers"][0]["countries"].append("XX")),
-    "world-population-exponent-overflow": world_case(r"world_policy_v1: /home_country/population_exponent: the weights it gives overflow",
-                                                     data_edit=_set("home_country/population_exponent", 1e300)),
+    "world-population-exponent-overflow": world_case(
+        r"world_policy_v1: /home_country/population_exponent: the weights it gives overflow",
+        data_edit=_set("home_country/population_exponent", 1e300)),
     "world-channel-sum": world_case(r"world_policy_v1: /merchant_classes/0/channel: channel probabilities must sum to 1",
                                     data_edit=_set("merchant_classes/0/channel/omni", 0.5)),
-    "world-duplicate-mcc": world_case(r"world_policy_v1: /merchant_classes/1/mcc: duplicate MCC code",
-                                      data_edit=lambda d: d["merchant_classes"][1]["mcc"].append(dict(d["merchant_classes"][1]["mcc"][0]))),
+    "world-duplicate-mcc": world_case(
+        r"world_policy_v1: /merchant_classes/1/mcc: duplicate MCC code",
+        data_edit=lambda d: d["merchant_classes"][1]["mcc"].append(dict(d["merchant_classes"][1]["mcc"][0]))),
     # user upstream
-    "upstream-changed-table-same-flag": upstream_case(r"site_locations\.parquet: sha256_hex: bytes differ from the digest the 1B bundle certifies",
-                                                      edit=_upstream_same_flag_changed_table, reseal=False),
+    "upstream-changed-table-same-flag": upstream_case(
+        r"site_locations\.parquet: sha256_hex: bytes differ from the digest the 1B bundle certifies",
+        edit=_upstream_same_flag_changed_table, reseal=False),
     "upstream-flag-missing": upstream_case(r"_passed\.flag: \(file\): user-supplied upstream needs a well-formed _passed\.flag",
                                            bundle_edit=lambda v: (v / "_passed.flag").unlink()),
     "upstream-flag-malformed": upstream_case(r"_passed\.flag: \(file\): user-supplied upstream needs a well-formed",
                                              bundle_edit=_flag(lambda b: b.replace(b"sha256_hex", b"sha256"))),
-    "upstream-flag-wrong-digest": upstream_case(r"_passed\.flag: sha256_hex: flag digest [0-9a-f]{12} does not match members",
-                                                bundle_edit=_flag(lambda b: b[:13] + (b"0" if b[13:14] != b"0" else b"1") + b[14:])),
-    "upstream-unsafe-index-path": upstream_case(r"index\.json: \[0\]\.path: path must not contain '\.\.'", bundle_edit=_bad_index),
-    "upstream-unlisted-member": upstream_case(r"notes\.txt: \(file\): file in bundle not listed in index\.json", bundle_edit=_unlisted),
+    "upstream-flag-wrong-digest": upstream_case(
+        r"_passed\.flag: sha256_hex: flag digest [0-9a-f]{12} does not match members",
+        bundle_edit=_flag(lambda b: b[:13] + (b"0" if b[13:14] != b"0" else b"1") + b[14:])),
+    "upstream-unsafe-index-path": upstream_case(
+        r"index\.json: \[0\]\.path: path must not contain '\.\.'", bundle_edit=_bad_index),
+    "upstream-unlisted-member": upstream_case(
+        r"notes\.txt: \(file\): file in bundle not listed in index\.json", bundle_edit=_unlisted),
     "upstream-manifest-link": _upstream_link("upstream_manifest.json"),
     "upstream-table-link": _upstream_table_link,
-    "upstream-lat-200": upstream_case(r"site_locations\.parquet: row 0 lat_deg: latitude must be finite, in \[-90, 90\] \(got 200\.0\)",
-                                      edit=lambda w: {"site_locations": parquet_bytes(with_row(table(w, "site_locations"), 0, lat_deg=200.0), "site_locations")}),
+    "upstream-lat-200": upstream_case(
+        r"site_locations\.parquet: row 0 lat_deg: latitude must be finite, in \[-90, 90\] \(got 200\.0\)",
+        edit=row_edit("site_locations", 0, lat_deg=200.0)),
     "upstream-lon-nan": upstream_case(r"site_locations\.parquet: row 3 lon_deg: longitude must be finite",
-                                      edit=lambda w: {"site_locations": parquet_bytes(with_row(table(w, "site_locations"), 3, lon_deg=float("nan")), "site_locations")}),
+                                      edit=row_edit("site_locations", 3, lon_deg=float("nan"))),
     "upstream-lat-infinite": upstream_case(r"site_locations\.parquet: row 1 lat_deg: latitude must be finite",
-                                           edit=lambda w: {"site_locations": parquet_bytes(with_row(table(w, "site_locations"), 1, lat_deg=float("-inf")), "site_locations")}),
+                                           edit=row_edit("site_locations", 1, lat_deg=float("-inf"))),
     "upstream-unsorted-sites": upstream_case(r"site_locations\.parquet: row 1: rows not sorted", edit=_unsorted_sites),
     "upstream-duplicate-site": upstream_case(r"site_locations\.parquet: row \d+: duplicate primary key", edit=_dup_site),
-    "upstream-timezone-keys-differ": upstream_case(r"site_timezones\.parquet: .*must hold exactly the sites of site_locations", edit=_tz_keys_differ),
+    "upstream-timezone-keys-differ": upstream_case(
+        r"site_timezones\.parquet: .*must hold exactly the sites of site_locations", edit=_tz_keys_differ),
     "upstream-unknown-tzid": upstream_case(r"site_timezones\.parquet: row 0 tzid: not an IANA time zone",
-                                           edit=lambda w: {"site_timezones": parquet_bytes(with_row(table(w, "site_timezones"), 0, tzid="Mars/Olympus"), "site_timezones")}),
-    "upstream-site-of-unknown-merchant": upstream_case(r"site_locations\.parquet: row \d+ merchant_id: merchant not in merchants\.parquet",
-                                                       edit=_unknown_merchant_site),
-    "upstream-merchant-without-sites": upstream_case(r"merchants\.parquet: row \d+ merchant_id: merchant has no site", edit=_merchant_without_sites),
+                                           edit=row_edit("site_timezones", 0, tzid="Mars/Olympus")),
+    "upstream-site-of-unknown-merchant": upstream_case(
+        r"site_locations\.parquet: row \d+ merchant_id: merchant not in merchants\.parquet",
+        edit=_unknown_merchant_site),
+    "upstream-merchant-without-sites": upstream_case(
+        r"merchants\.parquet: row \d+ merchant_id: merchant has no site", edit=_merchant_without_sites),
     "upstream-bad-channel": upstream_case(r"merchants\.parquet: row 2 channel: must be one of",
-                                          edit=lambda w: {"merchants": parquet_bytes(with_row(table(w, "merchants"), 2, channel="telepathy"), "merchants")}),
+                                          edit=row_edit("merchants", 2, channel="telepathy")),
     "upstream-bad-country-code": upstream_case(r"merchants\.parquet: row 0 home_country_iso: must be an ISO 3166 alpha-2 code",
-                                               edit=lambda w: {"merchants": parquet_bytes(with_row(table(w, "merchants"), 0, home_country_iso="usa"), "merchants")}),
+                                               edit=row_edit("merchants", 0, home_country_iso="usa")),
     "upstream-extra-column": upstream_case(r"merchants\.parquet: surprise: columns differ from the contract", edit=_extra_column),
-    "upstream-not-parquet": upstream_case(r"merchants\.parquet: merchants: unreadable Parquet", edit=lambda w: {"merchants": b"PAR1 not really"}),
+    "upstream-not-parquet": upstream_case(
+        r"merchants\.parquet: merchants: unreadable Parquet", edit=lambda w: {"merchants": b"PAR1 not really"}),
     # user roster
     "roster-unsorted": roster_case(r"my_roster\.parquet: row 1: rows not sorted", edit=_roster_unsorted),
-    "roster-unknown-merchant": roster_case(r"my_roster\.parquet: row 0: merchant_id 12345 not in the merchants table", edit=_roster_unknown_merchant),
+    "roster-unknown-merchant": roster_case(
+        r"my_roster\.parquet: row 0: merchant_id 12345 not in the merchants table", edit=_roster_unknown_merchant),
     "roster-null-timestamp": roster_case(r"my_roster\.parquet: utc_timestamp: 1 null value\(s\)", edit=_roster_null_ts),
     "roster-zero-rows": roster_case(r"my_roster\.parquet: \(rows\): roster has no arrivals", edit=_roster_empty),
-    "roster-day-outside-grid": roster_case(r"my_roster\.parquet: row \d+: utc_day '2026-02-01' outside the day grid", edit=_roster_outside_grid),
-    "roster-duplicate-arrival": roster_case(r"my_roster\.parquet: row 1: duplicate \(merchant_id, utc_timestamp\)", edit=_roster_dup),
-    "roster-virtual-flag-differs": roster_case(r"my_roster\.parquet: row 2: merchant \d+: \(is_virtual, merchant_class, channel\)", edit=_roster_virtual_flip),
+    "roster-day-outside-grid": roster_case(
+        r"my_roster\.parquet: row \d+: utc_day '2026-02-01' outside the day grid", edit=_roster_outside_grid),
+    "roster-duplicate-arrival": roster_case(
+        r"my_roster\.parquet: row 1: duplicate \(merchant_id, utc_timestamp\)", edit=_roster_dup),
+    "roster-virtual-flag-differs": roster_case(
+        r"my_roster\.parquet: row 2: merchant \d+: \(is_virtual, merchant_class, channel\)", edit=_roster_virtual_flip),
     "roster-timestamp-format": roster_case(r"my_roster\.parquet: row 1: utc_timestamp .* is not RFC 3339", edit=_roster_bad_ts),
     "roster-missing-column": roster_case(r"my_roster\.parquet: channel: missing column", edit=_roster_missing_column),
-    "roster-not-parquet": roster_case(r"my_roster\.parquet: \(file\): not a readable Parquet file", raw=b"merchant_id,utc_timestamp\n1,2\n"),
+    "roster-not-parquet": roster_case(
+        r"my_roster\.parquet: \(file\): not a readable Parquet file", raw=b"merchant_id,utc_timestamp\n1,2\n"),
 }
 
 
@@ -611,7 +665,8 @@ def test_real_processes_print_one_line(world, tmp_path):
 
 def test_world_command_runs(world, tmp_path):
     """`seg2b world` (shown in the README) writes the upstream and stops."""
-    assert main(["world", "--seed", "5", "--runs-root", str(tmp_path / "runs"), "--policies", str(world.policies), "--quiet"]) == 0
+    argv = ["world", "--seed", "5", "--runs-root", str(tmp_path / "runs"), "--policies", str(world.policies), "--quiet"]
+    assert main(argv) == 0
     assert list((tmp_path / "runs/data/layer1/1A/merchants").glob("seed=5/*/part-00000.parquet"))
     assert not (tmp_path / "runs/data/layer1/2B").exists()
 
@@ -620,8 +675,9 @@ def test_policy_without_day_range_takes_the_default_everywhere(world, tmp_path):
     """Schema-valid without day_range: the roster and S3 read the same default grid."""
     from engine.calendar import DEFAULT_DAY_RANGE
 
+    late_horizon = {"start": "2026-03-25", "end": "2026-03-31"}
     pdir = small_policies(tmp_path, {"day_effect_policy_v1": lambda d: d.pop("day_range"),
-                                     "roster_policy_v1": lambda d: d.update(horizon={"start": "2026-03-25", "end": "2026-03-31"})})
+                                     "roster_policy_v1": lambda d: d.update(horizon=late_horizon)})
     result = Pipeline(SEED, tmp_path / "runs", pdir).run(until="S3")
     days = result.load("s3_day_effects")["utc_day"]
     assert (days.min(), days.max()) == DEFAULT_DAY_RANGE

@@ -36,7 +36,8 @@ def test_malformed_flag_named(published):
 @pytest.mark.parametrize("bad", ["../etc/passwd", "/abs/path", "a\\b"])
 def test_unsafe_index_paths_rejected(bad):
     files = bundle.make_bundle({"ok": b"1"})
-    files["index.json"] = ('[{"path": "%s", "sha256_hex": "%s"}]' % (bad.replace("\\", "\\\\"), "0" * 64)).encode()
+    escaped, digest = bad.replace("\\", "\\\\"), "0" * 64
+    files["index.json"] = f'[{{"path": "{escaped}", "sha256_hex": "{digest}"}}]'.encode()
     with pytest.raises(EngineError, match="path"):
         bundle.verify_members(files, "b")
 

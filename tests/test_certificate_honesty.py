@@ -155,7 +155,8 @@ def test_tradeoff_points_equal_the_state_run_on_the_same_draws(synthetic):
     state with that setting (the published S4 of a sweep point)."""
     wld, s3, mix = synthetic
     gp = copy.deepcopy(GATES)
-    gp["tradeoff"]["points"] = [p for p in gp["tradeoff"]["points"] if p["regularizer"]["mode"] in ("power", "soft_cap_blend")][:2]
+    gp["tradeoff"]["points"] = [p for p in gp["tradeoff"]["points"]
+                                if p["regularizer"]["mode"] in ("power", "soft_cap_blend")][:2]
     md = M.data_reference_days(mix)
     points = tradeoff_points(gp, load_policy("group_mix_regularizer_v1"), mix, M.s4_floor_metrics(md), M.s4_metrics(md), {}, 1)
     for point, spec in zip(points, gp["tradeoff"]["points"]):

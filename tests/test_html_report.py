@@ -70,7 +70,8 @@ def _frames(shift: float):
 
 def _tradeoff(seed: int) -> list[dict]:
     return [{"label": "off (the data)", "strength": 0.0, "mode": "off",
-             "gates": {"T-S4-01": {"band": "B+" if seed == 42 else "FAIL", "values": {"s4_max_p_median": DATA[seed]["s4_max_p_median"]}},
+             "gates": {"T-S4-01": {"band": "B+" if seed == 42 else "FAIL",
+                                   "values": {"s4_max_p_median": DATA[seed]["s4_max_p_median"]}},
                        "T-S4-V1": {"band": "B+", "values": {"veto_slope_min_band_median": 1.0}}}},
             {"label": "soft cap", "strength": 0.6, "mode": "soft_cap_blend",
              "gates": {"T-S4-01": {"band": "B+", "values": {"s4_max_p_median": 0.7612}},
@@ -94,7 +95,8 @@ def _score(seed: int) -> SeedScore:
         runtime={"S1": 0.0123, "S3": 0.0456, "S4": 0.1209 if seed == 42 else 0.0859},
         plot_data={**plot_series(s1, s3, s4), "veto_dominance": [0.55, 0.7, 0.95], "veto_slope": [1.0, 0.98, 1.02],
                    "veto_abs_log_ratio": [0.0, 0.01, 0.02], "r_arrivals_per_merchant": [900.0, 120.0, 40.0],
-                   "s3_acf1": [0.35, 0.42, 0.5], "s5_local_hour_far": [1] * 6 + [5] * 18, "s5_local_hour_main": [1] * 6 + [5] * 18},
+                   "s3_acf1": [0.35, 0.42, 0.5], "s5_local_hour_far": [1] * 6 + [5] * 18,
+                   "s5_local_hour_main": [1] * 6 + [5] * 18},
         data_metrics=DATA[seed], tradeoff=_tradeoff(seed),
         veto_bands=[{"band": "[0.0, 0.5)", "graded": True, "median_slope": 0.99, "merchants": 12},
                     {"band": "[0.9, 1.0]", "graded": False, "median_slope": 0.4, "merchants": 2}],
@@ -113,7 +115,8 @@ def _comparison(label: str) -> dict:
                        "delta": 0.9123 - 0.8345, "band_a": "B", "band_b": "FAIL", "band_change": -1, "attribution_b": "x"},
                       {"seed": "42", "gate": "T-S1-01", "metric": "s1_residual_median", "value_a": 0.0071, "value_b": 0.0071,
                        "delta": 0.0, "band_a": "B+", "band_b": "B+", "band_change": 0, "attribution_b": None}],
-            "policy_differences": [{"policy": "group_mix_regularizer_v1", "pointer": "/mode", "old": "off", "new": "soft_cap_blend"}],
+            "policy_differences": [{"policy": "group_mix_regularizer_v1", "pointer": "/mode", "old": "off",
+                                    "new": "soft_cap_blend"}],
             "stages": {"42": {"changed": ["S4"], "reused": ["world", "S1"], "ran": ["S4", "S5"]}}}
 
 
@@ -347,7 +350,8 @@ def test_page_from_the_default_world_fast_lane(fast_lane, tmp_path):
         for g, r in d["gates"].items():
             assert f'id="g-{g}-{s}"' in page
             assert all(fmt(v) in panel(page, g, s) for v in r["values"].values())
-    for section in ("matrix", "veto", "attribution", "cross-seed", "cohorts", "structural", "comparisons", "cards", "runtime", "plots"):
+    for section in ("matrix", "veto", "attribution", "cross-seed", "cohorts", "structural", "comparisons", "cards", "runtime",
+                    "plots"):
         assert f'<section id="{section}">' in page, section
     assert "no last good candidate in this runs root yet" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page

@@ -27,7 +27,8 @@ def test_policies_schemas_and_lock_are_package_data():
     policies = ROOT / folders["seg2b_policies"]
     shipped = {p for pattern in data["seg2b_policies"] for p in policies.glob(pattern)}
     assert set(policies.glob("*.json")) | set((policies / "schemas").glob("*.json")) <= shipped
-    assert (ROOT / folders["seg2b_evidence"] / "lock.json") in {ROOT / folders["seg2b_evidence"] / p for p in data["seg2b_evidence"]}
+    evidence = ROOT / folders["seg2b_evidence"]
+    assert (evidence / "lock.json") in {evidence / p for p in data["seg2b_evidence"]}
 
 
 def test_default_folders_resolve_to_the_shipped_data():

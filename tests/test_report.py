@@ -54,7 +54,8 @@ VETO_SERIES = {"veto_dominance": [0.55, 0.7, 0.95], "veto_slope": [1.0, 0.98, 1.
 def tradeoff(seed: int) -> list[dict]:
     """Two trade-off points: the data itself and a cap that buys T-S4-01 by bending the data."""
     return [{"label": "off (the data)", "strength": 0.0, "mode": "off",
-             "gates": {"T-S4-01": {"band": "B+" if seed == 42 else "FAIL", "values": {"s4_max_p_median": DATA[seed]["s4_max_p_median"]}},
+             "gates": {"T-S4-01": {"band": "B+" if seed == 42 else "FAIL",
+                                   "values": {"s4_max_p_median": DATA[seed]["s4_max_p_median"]}},
                        "T-S4-V1": {"band": "B+", "values": {"veto_slope_min_band_median": 1.0}}}},
             {"label": "soft cap", "strength": 0.6, "mode": "soft_cap_blend",
              "gates": {"T-S4-01": {"band": "B+", "values": {"s4_max_p_median": 0.76}},

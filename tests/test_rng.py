@@ -30,7 +30,8 @@ def test_vectorised_equals_scalar_calls():
 
 def test_stream_keys_differ_by_stream_seed_and_mf():
     mf = "ab" * 32
-    keys = {rng.stream_key(mf, 42, "a"), rng.stream_key(mf, 42, "b"), rng.stream_key(mf, 7, "a"), rng.stream_key("cd" * 32, 42, "a")}
+    keys = {rng.stream_key(mf, 42, "a"), rng.stream_key(mf, 42, "b"), rng.stream_key(mf, 7, "a"),
+            rng.stream_key("cd" * 32, 42, "a")}
     assert len(keys) == 4
 
 

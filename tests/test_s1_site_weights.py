@@ -188,7 +188,8 @@ def test_provenance_columns(world, out42):
     assert (out42["quantised_bits"] == 24).all()
     assert (out42["created_utc"] == "2026-01-01T00:00:00.000000Z").all()
     # one component, alpha, bucket and cap flag per merchant
-    per = out42.group_by("merchant_id").agg(pl.col("weight_profile", "mixture_component", "alpha_used", "floor_applied").n_unique())
+    per = out42.group_by("merchant_id").agg(
+        pl.col("weight_profile", "mixture_component", "alpha_used", "floor_applied").n_unique())
     assert (per.drop("merchant_id").max_horizontal() == 1).all()
 
 
@@ -301,7 +302,8 @@ def test_policy_schema_rules():
     with pytest.raises(EngineError, match="additionalProperties"):
         policy(lambda d: d["profile_mixture_v2"].update(surprise=1))
     with pytest.raises(EngineError, match="/profile_mixture_v2/mixture_weights"):
-        run(synthetic_world(counts=[3]), policy(lambda d: d["profile_mixture_v2"]["mixture_weights"]["small"].update(hub_spoke=0.9)))
+        run(synthetic_world(counts=[3]),
+            policy(lambda d: d["profile_mixture_v2"]["mixture_weights"]["small"].update(hub_spoke=0.9)))
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -202,7 +202,8 @@ def test_weekly_term_follows_local_weekday():
     # the group ratio exp(w_Tokyo - w_LA) is not constant over the week
     assert np.ptp(table[0] - table[2]) > 0.05
     # a Fri/Sat weekend zone is the profile rotated by one day
-    shifted = s3._weekly_table(noon[1:2], np.zeros(1, dtype=np.int64), np.array([1]), np.zeros(1, dtype=np.int64), utc_wd, amp, shape)
+    shifted = s3._weekly_table(noon[1:2], np.zeros(1, dtype=np.int64), np.array([1]), np.zeros(1, dtype=np.int64), utc_wd, amp,
+                               shape)
     np.testing.assert_allclose(shifted[0], 0.1 * shape[0][(wd + 1) % 7] - corr, atol=1e-15)
 
 
@@ -280,7 +281,7 @@ def test_holidays_and_weekends_come_from_the_country_calendar():
     amp = us["weekly_amp"][0]
     assert new_year < effect + amp * 1.1 and new_year > effect - amp * 1.1
     # Saudi Arabia's weekend is Friday/Saturday: its weekly profile is the Sat/Sun one moved a day earlier
-    sa = resid.filter((pl.col("merchant_id") == 22)).with_columns(wd=pl.col("utc_day").str.to_date().dt.weekday())
+    sa = resid.filter(pl.col("merchant_id") == 22).with_columns(wd=pl.col("utc_day").str.to_date().dt.weekday())
     by_wd = sa.group_by("wd").agg(pl.col("w").median()).sort("wd")["w"].to_numpy()
     shape = np.asarray(pol.data["sigma_gamma_policy_v2"]["weekly_shape_by_segment"]["grocery"])
     assert int(np.argmax(by_wd)) + 1 == int(np.argmax(shape))  # the Saturday peak falls on Friday there

@@ -198,7 +198,8 @@ def test_consistent_world_passes_every_check(world):
             "S4.BASE_SHARE", "S5.EVENT_COUNT", "S5.COUNTERS", "S5.SITE_TZ", "S5.GROUP_DAY", "S6.EVENT_COUNT",
             "S6.COUNTERS", "TRACE.TOTALS", "POLICY.DIGESTS"} <= set(ids)
     assert report["summary"] == {"overall": "PASS", "passed": len(ids), "failed": 0}
-    assert (report["component"], report["manifest_fingerprint"], report["seed"], report["created_utc"]) == ("2B.S7", MF, SEED, CREATED)
+    header = (report["component"], report["manifest_fingerprint"], report["seed"], report["created_utc"])
+    assert header == ("2B.S7", MF, SEED, CREATED)
     m = report["metrics"]
     assert m["arrivals"] == inputs["s5_arrival_roster"].height
     assert m["s5_group_events"] == m["s5_site_events"] == m["arrivals"]
@@ -427,7 +428,8 @@ def test_real_s5_router_output_passes(world):
     from engine.policies import load_policy
 
     out = s5_router.run({k: {**inputs, "merchants": merchants}[k] for k in s5_router.READS},
-                        {"route_rng_policy_v1": policies["route_rng_policy_v1"], "roster_policy_v1": load_policy("roster_policy_v1")},
+                        {"route_rng_policy_v1": policies["route_rng_policy_v1"],
+                         "roster_policy_v1": load_policy("roster_policy_v1")},
                         CTX)
     routed = with_(inputs, **{k: out[k] for k in ("rng_event_alias_pick_group", "rng_event_alias_pick_site", "rng_trace_s5")})
     assert failed(audit(routed, policies)) == set()

@@ -91,7 +91,8 @@ def test_untrustworthy_pass_is_refused(bad):
         s8_bundle.run(inputs(bad), {}, CTX)
 
 
-@pytest.mark.parametrize("rel", ["s0_gate_receipt_2B.json", "sealed_inputs_2B.json", "s7_audit_report.json", OUTPUTS, INDEX, FLAG])
+@pytest.mark.parametrize("rel", ["s0_gate_receipt_2B.json", "sealed_inputs_2B.json", "s7_audit_report.json",
+                                 OUTPUTS, INDEX, FLAG])
 def test_any_flipped_byte_fails_verification(bundle, tmp_path, rel):
     root = write(bundle, tmp_path)
     data = bytearray((root / rel).read_bytes())

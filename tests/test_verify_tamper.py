@@ -143,8 +143,8 @@ def test_slipped_in_file_and_whitespace_edits_fail(own_run, capsys):
         assert verify_rc(bundle, capsys) == 2
     finally:
         extra.unlink()
-    for name, edit in ((INDEX, lambda b: b.replace(b",", b", ", 1)), (INDEX, lambda b: b + b"\n"), (FLAG, lambda b: b.rstrip(b"\n")),
-                       (FLAG, lambda b: b + b"\n")):
+    for name, edit in ((INDEX, lambda b: b.replace(b",", b", ", 1)), (INDEX, lambda b: b + b"\n"),
+                       (FLAG, lambda b: b.rstrip(b"\n")), (FLAG, lambda b: b + b"\n")):
         path = bundle / name
         original = path.read_bytes()
         path.write_bytes(edit(original))

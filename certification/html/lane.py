@@ -206,7 +206,8 @@ def _veto(record: dict, seeds: list[str]) -> dict | None:
         items.append({"gate": g, "conditions": [_condition_text(c) for c in first.get("thresholds") or []],
                       "rationale": rationale.get(g),
                       "seeds": [{"seed": s, "band": (per_seed[s]["gates"].get(g) or {}).get("band"),
-                                 "values": [(m, fmt(v)) for m, v in ((per_seed[s]["gates"].get(g) or {}).get("values") or {}).items()],
+                                 "values": [(m, fmt(v))
+                                            for m, v in ((per_seed[s]["gates"].get(g) or {}).get("values") or {}).items()],
                                  "id": f"g-{g}-{s}"} for s in seeds]})
     bands = {s: per_seed[s].get("veto_slope_bands") or [] for s in seeds}
     labels = union_keys([{b.get("band"): 1 for b in v} for v in bands.values()])
@@ -347,7 +348,8 @@ def _what_if(record: dict) -> dict | None:
         cells = []
         for g in gates:
             xs = [w["gates"][g] for w in ws if g in (w.get("gates") or {})]
-            cells.append({"data_band": _worst(x.get("data_band") for x in xs), "floor_band": _worst(x.get("floor_band") for x in xs),
+            cells.append({"data_band": _worst(x.get("data_band") for x in xs),
+                          "floor_band": _worst(x.get("floor_band") for x in xs),
                           "range": _range(x.get("data") for x in xs)})
         calib = [w.get("calibration_pass") for w in ws]
         rows.append({"world": r.get("world"), "multi": fmt(sum(mt) / len(mt)) if mt else "n/a",

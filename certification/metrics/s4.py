@@ -27,7 +27,7 @@ def s4_merchant_days(s4: pl.DataFrame) -> pl.DataFrame:
         return s4
     same_day = (pl.col("merchant_id") == pl.col("merchant_id").shift(1)) & (pl.col("utc_day") == pl.col("utc_day").shift(1))
     ranked = s4.sort(_MD + ["mass_raw"], maintain_order=True) \
-        .with_columns(reversed_=(same_day & (_PG < _PG.shift(1))).fill_null(False))
+        .with_columns(reversed_=(same_day & (_PG < _PG.shift(1))).fill_null(False))  # noqa: SIM300 (_PG is an expression, not a constant)
     return ranked.group_by(_MD).agg(
         pl.len().alias("n"),
         _PG.max().alias("max_p"),

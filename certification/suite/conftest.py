@@ -27,7 +27,8 @@ def _record(config) -> dict:
         else:
             from certification.lanes import score_lane
 
-            config._seg2b_record = score_lane(config.getoption("--seg2b-lane"), Path(config.getoption("--seg2b-runs-root"))).record
+            lane, runs_root = config.getoption("--seg2b-lane"), Path(config.getoption("--seg2b-runs-root"))
+            config._seg2b_record = score_lane(lane, runs_root).record
     return config._seg2b_record
 
 

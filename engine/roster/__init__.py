@@ -47,8 +47,9 @@ the calendar day, independent of the horizon and of the other merchants), slots:
   8 + j arrival j's block (word 0 -> quarter hour, word 1 -> microsecond inside it),
   2^19 + j arrival j's zone uniform;
 and merchant-level draws at counter_lo = 2^63 + slot (slot 0: merchant volume normal, 1 + k: site
-k's productivity normal, k in site_timezones order), a region no calendar day reaches. Every draw is therefore a pure function of (merchant, day, slot) and building
-merchants in any split gives identical rows.
+k's productivity normal, k in site_timezones order), a region no calendar day reaches. Every draw
+is therefore a pure function of (merchant, day, slot) and building merchants in any split gives
+identical rows.
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def build_roster_shard(
     if n_m * n_days >= MAX_MERCHANT_DAYS:
         raise EngineError(POLICY_NAME, "(scale)", f"{n_m * n_days} merchant-days exceed one shard's limit {MAX_MERCHANT_DAYS}")
     mid = mt["merchant_id"].to_numpy().astype(np.uint64)
-    profile_of_class, base_rate, weekday_mult, intraday, defaulted = profiles(policy, mt["merchant_class"].unique().sort().to_list())
+    classes = mt["merchant_class"].unique().sort().to_list()
+    profile_of_class, base_rate, weekday_mult, intraday, defaulted = profiles(policy, classes)
     profile_of = mt["merchant_class"].replace_strict(profile_of_class, return_dtype=pl.Int64).to_numpy()
     zones = merchant_zones(site_timezones, mt["merchant_id"])
     tzids = sorted(set(zones["tzid"].to_list()) | set(mt["home_tzid"].to_list()))
@@ -130,7 +131,8 @@ def build_roster_shard(
     )
     counts = floor_n + extra
     if counts.size and int(counts.max()) > MAX_ARRIVALS_PER_DAY:
-        raise EngineError(POLICY_NAME, "/rate/rate_cap", f"a merchant-day drew {int(counts.max())} arrivals; the counter layout holds {MAX_ARRIVALS_PER_DAY}")
+        raise EngineError(POLICY_NAME, "/rate/rate_cap",
+                          f"a merchant-day drew {int(counts.max())} arrivals; the counter layout holds {MAX_ARRIVALS_PER_DAY}")
 
     # arrivals: the zone of the merchant's sites whose local day the arrival follows (a draw by
     # site counts; one-zone merchants draw nothing), then one Philox block: word 0 picks the quarter

@@ -73,7 +73,8 @@ def _check_rows(df: pl.DataFrame, where: str) -> pl.DataFrame:
         bad = _first((t0 == t1) & (m0 == m1))
         if bad is not None:
             raise EngineError(where, f"row {bad + 1}",
-                              f"duplicate (merchant_id, utc_timestamp) ({mid[bad]}, {ts[bad]}): arrivals of a merchant must be unique")
+                              f"duplicate (merchant_id, utc_timestamp) ({mid[bad]}, {ts[bad]}): "
+                              "arrivals of a merchant must be unique")
     return df
 
 

@@ -165,7 +165,8 @@ def check_policy(policies: dict) -> None:
                           "component probabilities must sum to 1")
     low, high = _per_bucket(mix, "tail_exponent_range", "low"), _per_bucket(mix, "tail_exponent_range", "high")
     if (high < low).any():
-        raise EngineError("alias_layout_policy_v1", f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
+        raise EngineError("alias_layout_policy_v1",
+                          f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
                           "high must not be below low")
     if (1.0 - _per_bucket(mix, "min_secondary_mass") - _per_bucket(mix, "top1_soft_cap_by_bucket") <= 0).any():
         raise EngineError("alias_layout_policy_v1", "/profile_mixture_v2/top1_soft_cap_by_bucket",
@@ -264,7 +265,8 @@ def _profile_mixture(sites: pl.DataFrame, segs: Segments, bucket: np.ndarray, mi
     # heavy_tail: share of rank r (1-based) proportional to r^-s times the Gamma jitter.
     low, high = _per_bucket(mix, "tail_exponent_range", "low"), _per_bucket(mix, "tail_exponent_range", "high")
     if (high < low).any():
-        raise EngineError("alias_layout_policy_v1", f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
+        raise EngineError("alias_layout_policy_v1",
+                          f"/profile_mixture_v2/tail_exponent_range/{BUCKETS[int(np.argmax(high < low))]}",
                           "high must not be below low")
     s = low[bucket] + (high - low)[bucket] * stream.uniforms(mids, np.uint64(SLOT_TAIL_EXPONENT))
     w_tail = (rank + 1.0) ** -s[seg] * g

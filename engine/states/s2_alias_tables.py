@@ -53,7 +53,8 @@ def _layout(policy) -> dict:
     if isinstance(align, bool) or not isinstance(align, int) or align < 8 or align % 8:
         raise EngineError(where, "alignment_bytes", f"must be a positive multiple of 8 (got {align!r})")
     if data["quantised_bits"] != alias.GRID_BITS:
-        raise EngineError(where, "quantised_bits", f"the alias law uses a 2^{alias.GRID_BITS} grid (got {data['quantised_bits']!r})")
+        raise EngineError(where, "quantised_bits",
+                          f"the alias law uses a 2^{alias.GRID_BITS} grid (got {data['quantised_bits']!r})")
     eps = data["quantisation_epsilon"]
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise EngineError(where, "quantisation_epsilon", f"must be a number in (0, 1) (got {eps!r})")
@@ -121,8 +122,8 @@ def run(inputs: dict, policies: dict, ctx) -> dict:
     if delta.size and delta.max() > layout["epsilon"]:
         i = int(np.argmax(delta > layout["epsilon"]))
         raise EngineError(_S1, f"{_site(df, i)} p_weight",
-                          f"alias decode parity: decoded probability {decoded[i]!r} differs from p_weight {w[i]!r} by {delta[i]:.3e} "
-                          f"> quantisation_epsilon {layout['epsilon']}")
+                          f"alias decode parity: decoded probability {decoded[i]!r} differs from p_weight {w[i]!r} "
+                          f"by {delta[i]:.3e} > quantisation_epsilon {layout['epsilon']}")
 
     blob, starts, lengths = alias.pack_many(q, a, offsets, layout["alignment"])
     view = memoryview(blob)
@@ -161,15 +162,9 @@ def _int_field(entry: dict, key: str, label: str) -> int:
     return v
 
 
-def read_tables(index: dict, blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(merchant_ids u64, q_flat u32, alias_flat u32, offsets i64) from a verified index and blob.
-
-    Checks: layout facts, blob size and SHA-256, merchants_count, merchant ids strictly
-    ascending, each slice aligned, inside the blob, after the previous one (no overlap), its
-    checksum, its header [sites, 32, 0, 0] and entry ranges, and zero padding between slices.
-    Every slice-level error names the merchant.
-    """
-    blob = bytes(blob)
+def _check_index(index: dict, blob: bytes) -> tuple[int, list]:
+    """(alignment, merchant entries) of an index whose layout facts, blob size and digest and
+    merchants_count check out."""
     if not isinstance(index, dict):
         raise EngineError(_INDEX, "(document)", "index must be a JSON object")
     if index.get("layout_version") != LAYOUT_VERSION:
@@ -190,8 +185,14 @@ def read_tables(index: dict, blob: bytes) -> tuple[np.ndarray, np.ndarray, np.nd
     if not isinstance(entries, list):
         raise EngineError(_INDEX, "merchants", "must be a list")
     if index.get("merchants_count") != len(entries):
-        raise EngineError(_INDEX, "merchants_count", f"says {index.get('merchants_count')!r} but merchants[] holds {len(entries)}")
+        raise EngineError(_INDEX, "merchants_count",
+                          f"says {index.get('merchants_count')!r} but merchants[] holds {len(entries)}")
+    return align, entries
 
+
+def _check_slices(entries: list, blob: bytes, align: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(merchant ids, slice byte offsets, sites per slice) of the index entries, each checked in
+    index order: ascending ids, grid, length, alignment, no overlap, inside the blob, checksum."""
     view = memoryview(blob)
     n = len(entries)
     mids = np.zeros(n, dtype=np.uint64)
@@ -220,6 +221,21 @@ def read_tables(index: dict, blob: bytes) -> tuple[np.ndarray, np.ndarray, np.nd
             raise EngineError(_BLOB, f"{label} checksum", "slice bytes do not match the slice checksum")
         mids[i], starts[i], sizes[i] = mid, off, k
         prev_mid, prev_end = mid, off + length
+    return mids, starts, sizes
+
+
+def read_tables(index: dict, blob: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(merchant_ids u64, q_flat u32, alias_flat u32, offsets i64) from a verified index and blob.
+
+    Checks: layout facts, blob size and SHA-256, merchants_count, merchant ids strictly
+    ascending, each slice aligned, inside the blob, after the previous one (no overlap), its
+    checksum, its header [sites, 32, 0, 0] and entry ranges, and zero padding between slices.
+    Every slice-level error names the merchant.
+    """
+    blob = bytes(blob)
+    align, entries = _check_index(index, blob)
+    mids, starts, sizes = _check_slices(entries, blob, align)
+    n = len(entries)
 
     raw = np.frombuffer(blob, dtype=np.uint8)
     covered = np.zeros(raw.size + 1, dtype=np.int64)

@@ -331,8 +331,8 @@ def _pick_groups(seg, quarter, day_off, midx, u, mixes: _Mixes, act: _Activity):
     seg_day = (mixes.md_keys[segs] % mixes.span).astype(np.int64)
     groups_per_seg = (mixes.offsets[segs + 1] - mixes.offsets[segs]).astype(np.int64)
     seg_of_row = np.repeat(np.arange(segs.size), groups_per_seg)
-    rows = np.repeat(mixes.offsets[segs], groups_per_seg) + (np.arange(seg_of_row.size)
-                                                            - np.repeat(np.cumsum(groups_per_seg) - groups_per_seg, groups_per_seg))
+    first_row_of_seg = np.repeat(np.cumsum(groups_per_seg) - groups_per_seg, groups_per_seg)
+    rows = np.repeat(mixes.offsets[segs], groups_per_seg) + (np.arange(seg_of_row.size) - first_row_of_seg)
     pattern_row = act.pattern_of[mixes.tzc[rows], seg_day[seg_of_row]]
     blocks, block_of_row = np.unique(seg_of_row * act.n_patterns + pattern_row, return_inverse=True)
     seg_of_block, pattern_block = blocks // act.n_patterns, blocks % act.n_patterns

@@ -139,7 +139,8 @@ def _check_sites(loc: pl.DataFrame, tz: pl.DataFrame, merchants: pl.DataFrame, f
     where = folder / "site_locations.parquet"
     lat, lon = loc["lat_deg"], loc["lon_deg"]
     _refuse(loc, ~lat.is_finite().fill_null(False) | (lat.abs() > 90), where, "lat_deg", "latitude must be finite, in [-90, 90]")
-    _refuse(loc, ~lon.is_finite().fill_null(False) | (lon.abs() > 180), where, "lon_deg", "longitude must be finite, in [-180, 180]")
+    _refuse(loc, ~lon.is_finite().fill_null(False) | (lon.abs() > 180), where, "lon_deg",
+            "longitude must be finite, in [-180, 180]")
     _refuse(loc, ~loc["legal_country_iso"].str.contains(_ISO2), where, "legal_country_iso", "must be an ISO 3166 alpha-2 code")
     _refuse(loc, loc["site_order"] < 1, where, "site_order", "must be >= 1")
     known = loc["merchant_id"].is_in(merchants["merchant_id"].implode())

@@ -19,8 +19,9 @@ the same shape from real geography (GeoNames cities of 15,000+ people, shipped b
 
 All randomness is engine.rng (Philox) on streams `world.*` keyed by (reference-data identity, seed),
 never by the world policy's bytes (common random numbers: two world policies differ only in how the
-same draws are used, so a what-if world is comparable merchant by merchant), with counter high word = merchant index and low word = a documented ordinal. Everything is numpy/polars
-over whole columns; Python loops only touch small reference tables (countries, classes).
+same draws are used, so a what-if world is comparable merchant by merchant), with counter high
+word = merchant index and low word = a documented ordinal. Everything is numpy/polars over whole
+columns; Python loops only touch small reference tables (countries, classes).
 """
 
 from .build import FOREIGN_CHUNK, SITE_CHUNK, World, build_world

@@ -119,7 +119,8 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
     # sites, countries available) - 1, q = logistic(logit(continue_prob) + slope * ln(sites / ref)).
     # Inverse CDF of the truncated law (not a clamp), so no mass piles up at the cap.
     ex = mc["extra_countries"]
-    q = 1.0 / (1.0 + np.exp(-(math.log(ex["continue_prob"] / (1 - ex["continue_prob"])) + ex["size_slope"] * np.log(sites / ex["ref_sites"]))))
+    logit = math.log(ex["continue_prob"] / (1 - ex["continue_prob"])) + ex["size_slope"] * np.log(sites / ex["ref_sites"])
+    q = 1.0 / (1.0 + np.exp(-logit))
     q = np.clip(q, 1e-9, 1 - 1e-9)
     max_k = int(mc["max_countries"])
     m_extra = np.minimum(np.minimum(max_k, sites), n_ctry) - 1

@@ -243,5 +243,6 @@ class AliasTables(SealedInputs):
         facts = {"sites": len(p), "max_delta": worst}
         if bad.any():
             rows = s1.filter(pl.Series(bad)).select(SITE_PK).rows()
-            return [f"{int(bad.sum())} sites decode more than {DECODE_TOL} from p_weight (max {worst:.3e}){examples(rows)}"], facts
+            problem = f"{int(bad.sum())} sites decode more than {DECODE_TOL} from p_weight (max {worst:.3e}){examples(rows)}"
+            return [problem], facts
         return [], facts

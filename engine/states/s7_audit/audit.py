@@ -37,8 +37,5 @@ class Audit:
         s1 = self.inputs["s1_site_weights"].select(*SITE_PK, "p_weight").sort(SITE_PK, maintain_order=True)
         tz = self.inputs["site_timezones"].select(*SITE_PK, "tzid").sort(SITE_PK, maintain_order=True)
         same_keys = s1.height == tz.height and s1.select(SITE_PK).equals(tz.select(SITE_PK))
-        if same_keys:
-            with_tz = s1.with_columns(tz["tzid"])
-        else:
-            with_tz = s1.join(tz, on=SITE_PK, how="inner", maintain_order="left")
+        with_tz = s1.with_columns(tz["tzid"]) if same_keys else s1.join(tz, on=SITE_PK, how="inner", maintain_order="left")
         return SiteTables(s1, tz, same_keys, with_tz)

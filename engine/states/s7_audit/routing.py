@@ -300,7 +300,8 @@ class Routing(DayEffects):
             site_at[site_pos[site_pos >= 0]] = np.flatnonzero(site_pos >= 0)
             both = (group_at >= 0) & (site_at >= 0)
             split = np.zeros(ev.height, dtype=bool)
-            split[site_at[both]] = (grp["tz_group_id"].gather(group_at[both]) != ev["tz_group_id"].gather(site_at[both])).to_numpy()
+            group_tz = grp["tz_group_id"].gather(group_at[both])
+            split[site_at[both]] = (group_tz != ev["tz_group_id"].gather(site_at[both])).to_numpy()
         problems = []
         if wrong.any():
             rows = ev.filter(pl.Series(wrong)).select("merchant_id", "arrival_seq", "tz_group_id").rows()
