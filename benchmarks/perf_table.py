@@ -7,7 +7,7 @@ Everything between `<!-- perf:start -->` and `<!-- perf:end -->` in the document
 markers are appended at the end, under a "Generated tables" heading, when missing; a missing
 document is created). The prose around the markers is written by hand and never touched. Every
 number comes from the benchmark JSON (pytest-benchmark), the scaling JSON or targets.json
-(targets, ceilings and the upstream anchor of UPSTREAM_ANCHOR.md); none is typed here. Nothing
+(targets, ceilings and the upstream anchor of the plan's UPSTREAM_ANCHOR.md); none is typed here. Nothing
 is measured: run the suite first (`nox -s bench`) for figures of the current code.
 """
 

@@ -23,7 +23,7 @@ test_progressive_s4_cascade
 
 test_policy_edit_reruns_consumers
     An edit of S4's policy (group_mix_regularizer_v1 soft_cap_blend.knee 0.6 -> 0.61) in a copy of
-    the runs root. Draws never depend on policy bytes (common random numbers, ARCHITECTURE.md) and a
+    the runs root. Draws never depend on policy bytes (common random numbers, docs/architecture.md) and a
     stage reruns only when its code, its policies or its inputs' bytes change (engine/receipts.py):
     S0 seals the policy set, S4 reads the edited policy, S7 and S8 audit it; with the soft cap off
     the knee moves no S4 byte, so S5 and S6 are reused and the world, roster, S1..S3 never rerun.

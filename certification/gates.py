@@ -1,4 +1,4 @@
-"""Gate evaluation and the deterministic verdict reducer (CERTIFICATION.md).
+"""Gate evaluation and the deterministic verdict reducer (docs/certification.md).
 
 Every threshold comes from `policies/certification_gates_v1.json`; this module only knows how to
 compare a metric with a threshold, how conditions combine into a band, and how bands, structural
@@ -55,7 +55,7 @@ class GateResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-# Where the fix of a gate below B+ belongs (CERTIFICATION.md, floor attribution, amended 2026-11-30).
+# Where the fix of a gate below B+ belongs (docs/certification.md, floor attribution).
 TOPOLOGY = "structural: upstream topology"
 UPSTREAM_OF_S4 = "upstream of S4: S1/S3 shares"
 S4 = "S4"
@@ -137,7 +137,7 @@ def cross_seed(gates_policy: dict, per_seed_metrics: dict[int, dict]) -> dict:
 
 def verdict(preconditions: dict[str, bool], structural: dict[int, dict[str, bool]],
             gates: dict[int, dict[str, GateResult]], xseed: dict, full_grid: bool, certifying: bool) -> dict:
-    """The reducer, in CERTIFICATION.md's order. Returns the verdict and every reason."""
+    """The reducer, in docs/certification.md's order. Returns the verdict and every reason."""
     failed_pre = sorted(k for k, ok in preconditions.items() if not ok)
     # ok None: a check that was not run (a sweep without replay) is neither a pass nor a failure
     failed_struct = sorted(f"seed={s}:{g}" for s, checks in structural.items() for g, ok in checks.items() if ok is False)

@@ -17,7 +17,7 @@ draws the PNGs from it. The shape (plain lists and dicts, so it can be pickled o
 
 Per-merchant lists are in merchant_id order and per-merchant-day lists in (merchant_id, utc_day)
 order, so the same datasets always give the same series (polars' group_by order is not stable).
-The recipes mirror CERTIFICATION.md (T-S1-02/03, T-S3-01, T-S4-01/05 and the floor shares); they
+The recipes mirror docs/certification.md (T-S1-02/03, T-S3-01, T-S4-01/05 and the floor shares); they
 are written out here rather than imported from `metrics.py` so that `metrics.py` can re-export
 `plot_series` without an import cycle.
 """

@@ -1,4 +1,4 @@
-"""The evidence pack beside `certification_record.json` and `junit.xml` (CERTIFICATION.md, Evidence pack).
+"""The evidence pack beside `certification_record.json` and `junit.xml` (docs/certification.md, Evidence pack).
 
 `write_pack(pack, record, outcome)` writes into `pack`:
 

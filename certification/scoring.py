@@ -231,7 +231,7 @@ def stage_outputs(result: RunResult) -> dict:
 
 def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[int, SeedScore],
                   results: dict[int, RunResult], policy_dir: Path) -> dict:
-    """PRE-01..05 (CERTIFICATION.md); each {ok, detail}."""
+    """PRE-01..05 (docs/certification.md); each {ok, detail}."""
     pre = gates_policy["preconditions"]
     out = {}
     horizons = {s: sc.roster_facts["horizon_days"] for s, sc in scores.items()}

@@ -1,4 +1,4 @@
-"""The upstream what-if (WORLD.md, amended 2026-11-30): would another world topology let S4 reach
+"""The upstream what-if (docs/world.md): would another world topology let S4 reach
 its gates without bending the data?
 
 The plan freezes 1A/1B/2A; reopening them is the user's decision and needs evidence. For each share

@@ -1,11 +1,11 @@
 """The contract table: dataset id -> path template, kind, exact Arrow schema, primary key.
 
 Path tokens: {seed}, {mf}, {ph}, {run_id}. `S` partitions are seed + manifest_fingerprint,
-`R` partitions are seed + parameter_hash + run_id (STATES.md). Parquet tables carry a content
+`R` partitions are seed + parameter_hash + run_id (docs/states.md). Parquet tables carry a content
 stamp in the Arrow schema metadata (`seg2b.partition`): the dataset id and the seed, so a file
 moved to another dataset or seed is caught on read. The stamp names no manifest fingerprint,
 parameter hash or run id on purpose: a stage whose inputs did not change reuses its outputs under
-a new manifest byte for byte (ARCHITECTURE.md, identity law, amended 2026-11-30); what binds a
+a new manifest byte for byte (docs/architecture.md, identity law); what binds a
 file to its run is the receipt chain, S0's seal and the S8 bundle's digests.
 """
 

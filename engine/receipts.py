@@ -12,7 +12,7 @@ A stage's *input key* names everything its output bytes depend on:
 The receipt of a run stores that key with the digests and paths of the outputs. A stage whose key
 matches its own receipt is skipped; one whose key matches a receipt under another manifest
 fingerprint (a policy edit that does not concern it) reuses those outputs, linked or copied and
-re-hashed, instead of recomputing them (ARCHITECTURE.md, identity law, amended 2026-11-30).
+re-hashed, instead of recomputing them (docs/architecture.md, identity law).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _SHIFT32 = np.uint64(32)
 _SHIFT11 = np.uint64(11)
 _TWO_POW_53 = float(2**53)
 
-# One stream id per purpose (ARCHITECTURE.md, RNG law).
+# One stream id per purpose (docs/architecture.md, RNG law).
 STREAM_S1 = "2B.S1.site_weights"
 STREAM_S3 = "2B.S3.day_effects"
 STREAM_ROSTER = "2B.roster"

@@ -1,6 +1,6 @@
 """End to end: the fast lane on the default world, and the harness's negative controls.
 
-Each negative control is an input built to fail one gate (CERTIFICATION.md): the harness must
+Each negative control is an input built to fail one gate (docs/certification.md): the harness must
 say so, by that gate, and never hand out a PASS over it.
 """
 

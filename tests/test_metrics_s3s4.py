@@ -1,4 +1,4 @@
-"""S3/S4 certification metrics against plain-numpy recomputations of the CERTIFICATION.md recipes,
+"""S3/S4 certification metrics against plain-numpy recomputations of the docs/certification.md recipes,
 on small frames, plus the detectors (point mass, rank reversal), the floor and the cohorts."""
 
 from __future__ import annotations

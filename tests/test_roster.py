@@ -1,5 +1,5 @@
 """The realism-grade arrival roster: determinism, shard invariance, PRE-01..03, the law's shape,
-and the validation of user-supplied rosters (engine/roster.py, WORLD.md and CERTIFICATION.md)."""
+and the validation of user-supplied rosters (engine/roster/, docs/world.md and docs/certification.md)."""
 
 from __future__ import annotations
 
@@ -447,7 +447,7 @@ def test_a_file_that_is_not_parquet_is_refused(tmp_path, world):
 # --- scale -------------------------------------------------------------------------------------
 
 def test_default_scale_is_about_a_million_arrivals(policy):
-    """WORLD.md's default scale (timing lives in benchmarks/, not here)."""
+    """docs/world.md's default scale (timing lives in benchmarks/, not here)."""
     world = synthetic_world(1238, seed=7)
     roster, _ = R.build_roster(*world, policy, GRID, MF, SEED)
     assert 800_000 <= roster.height <= 1_200_000

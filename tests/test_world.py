@@ -1,7 +1,7 @@
-"""The world (upstream stand-in): calibration to WORLD.md on every required seed, determinism,
+"""The world (upstream stand-in): calibration to docs/world.md on every required seed, determinism,
 real geography, contract conformance and policy validation.
 
-Calibration is checked against the numbers written in WORLD.md (hard-coded here on purpose, so a
+Calibration is checked against the numbers written in docs/world.md (hard-coded here on purpose, so a
 loosened policy cannot loosen the test), measured independently from the frames, and the world
 card is checked to report the same measurements.
 """
@@ -48,7 +48,7 @@ def built(request, policy, fingerprint):
 
 
 def _facts(w: world.World) -> dict[str, float]:
-    """WORLD.md facts measured from the frames alone."""
+    """docs/world.md facts measured from the frames alone."""
     per = w.site_locations.group_by("merchant_id").agg(
         pl.len().alias("sites"), pl.col("legal_country_iso").n_unique().alias("countries")
     )
@@ -72,7 +72,7 @@ def _facts(w: world.World) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Calibration (WORLD.md table), per seed
+# Calibration (docs/world.md table), per seed
 
 
 def test_calibration_targets_of_world_md(built):

@@ -1,4 +1,4 @@
-"""What every metric module shares: conventions (CERTIFICATION.md: midpoint median, linear
+"""What every metric module shares: conventions (docs/certification.md: midpoint median, linear
 quantiles, ddof = 1) and the key column lists."""
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ S1_METRICS = {
 
 
 def s1_cohorts(s1: pl.DataFrame, site_timezones: pl.DataFrame) -> pl.DataFrame:
-    """The four S1 metrics per diagnostic cohort (CERTIFICATION.md, Cohorts).
+    """The four S1 metrics per diagnostic cohort (docs/certification.md, Cohorts).
 
     Cohorts: `tz_topology` = single_tz / multi_tz (distinct tzids of the merchant's sites in
     site_timezones) and `size_bucket` = the bucket S1 recorded in `weight_profile` (small / mid /

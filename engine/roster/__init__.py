@@ -1,7 +1,7 @@
 """The realism-grade arrival roster (`s5_arrival_roster`) and its card; validation of user rosters.
 
 The plan's validation precondition needs repeated arrivals per merchant-day over the whole S3 day
-grid (WORLD.md, "The realism-grade roster"; CERTIFICATION.md PRE-01..03). The law, per merchant:
+grid (docs/world.md, "The realism-grade roster"; docs/certification.md PRE-01..03). The law, per merchant:
 
 * horizon: the S3 day grid, or an explicit sub-range of it (a short horizon is the PRE-01 negative
   control of the certification harness);
@@ -40,7 +40,7 @@ grid (WORLD.md, "The realism-grade roster"; CERTIFICATION.md PRE-01..03). The la
   one microsecond at a time (vectorised running maximum), after capping the k-th of n arrivals at
   day_end - n + k so that a bump can never leave the UTC day.
 
-RNG (ARCHITECTURE.md, RNG law): stream `2B.roster`, counter_hi = merchant_id, counter_lo =
+RNG (docs/architecture.md, RNG law): stream `2B.roster`, counter_hi = merchant_id, counter_lo =
 epoch_day x 2^20 + slot, epoch_day = days since 1970-01-01 of the UTC day (so a draw is addressed by
 the calendar day, independent of the horizon and of the other merchants), slots:
   0 activity uniform, 1 count uniform (inverse CDF), 2 count normal (normal approximation),

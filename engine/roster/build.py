@@ -137,7 +137,7 @@ def build_roster_shard(
     # arrivals: the zone of the merchant's sites whose local day the arrival follows (a draw by
     # site counts; one-zone merchants draw nothing), then one Philox block: word 0 picks the quarter
     # hour from that zone's local profile, word 1 the microsecond in it. So a merchant's intraday
-    # cycle is the mixture of its zones' local cycles (WORLD.md, amended 2026-11-30).
+    # cycle is the mixture of its zones' local cycles (docs/world.md).
     group, j = _groups_and_ranks(counts)
     a_m, a_d = m_idx[group], d_idx[group]
     if policy.get("intraday_clock", "zones") == "zones":

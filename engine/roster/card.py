@@ -48,7 +48,7 @@ def concentration(arrivals_per_merchant) -> dict:
 def _card_from_counts(per_day: pl.DataFrame, merchants: pl.DataFrame, day_range: tuple[str, str]) -> dict:
     """The roster card from arrivals per (merchant_id, utc_day) (column `len`), one recipe for all rosters.
 
-    Recipes as in CERTIFICATION.md: horizon = (max utc_day - min utc_day) + 1; arrivals per
+    Recipes as in docs/certification.md: horizon = (max utc_day - min utc_day) + 1; arrivals per
     active merchant-day (a merchant-day with at least one arrival) with linear-interpolation
     quantiles (p50 is the midpoint median); coverage of the merchants table's classes and channels.
     The virtual share uses the merchants table's is_virtual, which a valid roster repeats.

@@ -342,7 +342,7 @@ def quantise_check(p: np.ndarray, merchant_ids: np.ndarray, epsilon: float) -> n
 
 
 def _check_quantisation(p: np.ndarray, segs: Segments, epsilon: float) -> np.ndarray:
-    """The 2^24 grid check of STATES.md through the one alias law (engine/alias.py).
+    """The 2^24 grid check of docs/states.md through the one alias law (engine/alias.py).
 
     Returns the grid masses; raises naming the merchant when a merchant cannot be quantised
     within epsilon (the policy's epsilon, never looser than the alias law's own).

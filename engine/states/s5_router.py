@@ -1,8 +1,8 @@
 """S5 router: every arrival of the roster picks a tz group, then a site inside that group.
 
-Law (STATES.md, "S5 router"; ARCHITECTURE.md, "RNG law"):
+Law (docs/states.md, "S5 router"; docs/architecture.md, "RNG law"):
 - k = arrival_seq = the arrival's 0-based ordinal among its merchant's arrivals in roster order.
-- Group pick (local-time coherence, amended 2026-11-30): u1 = uniform at counter (merchant_id, 2k) of
+- Group pick (local-time coherence): u1 = uniform at counter (merchant_id, 2k) of
   stream `2B.S5.routing`, inverse CDF over the merchant-day's groups in tzid order with
       P(g | arrival i) = p_g c_g a_g(q_i) / sum_h p_h c_h a_h(q_i),
   p_g the S4 mix of (merchant, utc_day), a_g(q) the merchant class's intraday activity in group g's
@@ -46,7 +46,7 @@ MODULE = "2B.S5.router"
 SUB_GROUP = "alias_pick_group"
 SUB_SITE = "alias_pick_site"
 SITE_PK = ["merchant_id", "legal_country_iso", "site_order"]
-MASS_TOL = 1e-9  # sum-to-one tolerance of an S4 merchant-day (STATES.md, S4)
+MASS_TOL = 1e-9  # sum-to-one tolerance of an S4 merchant-day (docs/states.md, S4)
 FIT_TOL = 1e-10  # the proportional fit stops when every group's expected share is p_g within this (relative)
 FIT_MAX_ITER = 1000
 FIT_WAVE = 6  # fitting steps between two cuts of the problem down to its unsettled merchant-days

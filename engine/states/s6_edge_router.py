@@ -1,6 +1,6 @@
 """S6 virtual edge router: each virtual arrival picks one CDN edge; other arrivals draw nothing.
 
-Law (STATES.md, "S6 virtual edge router"; ARCHITECTURE.md, "RNG law"):
+Law (docs/states.md, "S6 virtual edge router"; docs/architecture.md, "RNG law"):
 - v = virtual_seq = the arrival's 0-based ordinal among its merchant's *virtual* arrivals in
   roster order; u = uniform at counter (merchant_id, v) of stream `2B.S6.edge`; the event records
   before (m, v) and after (m, v + 1), one draw, one block.

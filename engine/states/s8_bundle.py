@@ -10,7 +10,7 @@ not only the evidence). The digests come from the pipeline, which knows them fro
 It is published only when the S7 report says PASS: a bundle is a claim that the run is valid,
 so a failed audit must leave no flag behind (the FAIL report itself is still on disk as evidence).
 
-Deviation from STATES.md, documented: the contract path is per seed
+Deviation from docs/states.md, documented: the contract path is per seed
 (`validation/seed={seed}/manifest_fingerprint={mf}/`) rather than one folder per mf holding every
 seed's report, because the pipeline runs one seed at a time and a shared folder would have to be
 rewritten by each seed (breaking write-once publishing). The cross-seed view is the harness's job.

@@ -223,7 +223,7 @@ def build_world(policy: dict, seed: int, fingerprint: str) -> World:
 
 
 def _spread_over_tz_groups(cols, share, sites, home, merchant_id, stream: rng.Stream, ref: Reference, w_city, acc):
-    """The upstream what-if (WORLD.md, amended 2026-11-30), never used by the default world: raise
+    """The upstream what-if (docs/world.md), never used by the default world: raise
     the share of merchants whose sites span two or more tz groups to `share` by moving the last
     site of some single-tz merchants to a city in another time zone, in the home country when it
     has one, else in a neighbouring country, else on the home continent, else anywhere (weight
