@@ -4,7 +4,7 @@
     python path/to/benchmarks/ab_runner.py ...        # what benchmarks/ab.py does for both trees
 
 With CLI ARGS, calls `engine.cli.main(CLI ARGS)` (e.g. `run --seed 42 --runs-root R --force
---quiet --run-report F`): the run report gives every stage's wall seconds. With --out FILE, then
+--quiet --run-report F`): the run report gives every stage's wall seconds. With --out FILE, first
 times the engine kernels of benchmarks/workloads.py and writes to FILE the engine's location,
 per kernel {"wall": s, "cpu": s} or {"skipped": why}, and per stage the CPU seconds of the
 stage's call (`stage_cpu`).
@@ -153,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     factors = parse_injections(args.inject)
     isolate_from_editable_installs()
-    rc, hooked = 0, False
+    rc, hooked, kernels = 0, False, None
+    if args.out is not None:
+        # Kernels first, in a clean process: timed after a pipeline run they came out 1.35-1.8x
+        # slower on a tree whose run leaves more behind (CI, e9198d0 against 5b77cb4) while the
+        # same kernels timed alone measured equal, i.e. the run's leftovers were being measured.
+        names = None if args.kernel_names is None else [n for n in args.kernel_names.split(",") if n]
+        kernels = time_kernels(factors, names)
     if cli_args:
         hooked = wrap_stages(factors)
         stage_injections = [n for n in factors if not n.startswith(("philox", "alias"))]
@@ -165,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None and rc == 0:
         import engine
 
-        names = None if args.kernel_names is None else [n for n in args.kernel_names.split(",") if n]
-        kernels = time_kernels(factors, names)
         args.out.write_text(json.dumps({
             "engine": str(Path(engine.__file__).resolve().parent),
             "foreign_modules": foreign_modules(),
