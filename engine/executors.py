@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -354,7 +355,10 @@ class DaskExecutor:
         if self.log:
             n = len(self._client.scheduler_info()["workers"])
             kind = f"LocalCluster of {n} workers" if self._cluster is not None else f"the cluster at {self.scheduler} ({n} workers)"
-            self.log(f"dask: {kind}; dashboard {self._client.dashboard_link}")
+            link = self._client.dashboard_link
+            if self._cluster is not None and importlib.util.find_spec("bokeh") is None:
+                link += " (served once bokeh is installed: pip install bokeh)"
+            self.log(f"dask: {kind}; dashboard {link}")
 
     def _check_workers(self) -> None:
         ours = engine_fingerprint()
