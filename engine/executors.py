@@ -246,6 +246,10 @@ def compute_shard(spec: TaskSpec, k: int, piece: dict, shared: dict) -> dict:
     return {"part": part, "outputs": spilled, "seconds": time.perf_counter() - t0}
 
 
+def _value(x):
+    return x
+
+
 def run_checked(fingerprint: dict, fn_name: str, *args):
     """Worker side of every task but the shard task: fingerprint check, then a shards.py function."""
     _check_here(fingerprint)
@@ -283,6 +287,8 @@ class DaskExecutor:
 
     # -- the cluster ---------------------------------------------------------------------------
     def __enter__(self):
+        # Started (and every worker checked) before the run changes anything.
+        self.client()
         return self
 
     def __exit__(self, *exc):
@@ -339,7 +345,7 @@ class DaskExecutor:
                     self._client = Client(self.scheduler, timeout=f"{self.connect_timeout}s")
                 else:
                     self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=self.threads_per_worker,
-                                                 processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+                                                 processes=True, dashboard_address=":0", silence_logs=logging.CRITICAL)
                     self._client = Client(self._cluster)
             self._client.wait_for_workers(1, timeout=self.connect_timeout)
         except EngineError:
@@ -362,12 +368,20 @@ class DaskExecutor:
 
     def _check_workers(self) -> None:
         ours = engine_fingerprint()
-        reports = self._client.run(worker_report)
-        for addr, rep in sorted(reports.items()):
-            diff = fingerprint_difference(rep["fingerprint"], ours)
-            if diff:
+        # The scheduler unpickles every task (its function and arguments) before a worker runs it:
+        # it needs this engine too, at the same version.
+        for who, ask in (("dask scheduler", lambda: {"scheduler": self._client.run_on_scheduler(worker_report)}),
+                         ("dask worker", lambda: self._client.run(worker_report))):
+            try:
+                reports = ask()
+            except Exception as exc:  # noqa: BLE001 - e.g. an engine without this module
                 self.close()
-                raise EngineError(f"dask worker {addr}", diff[0], diff[1])
+                raise EngineError(who, "engine", f"cannot run this engine: {type(exc).__name__}: {exc}") from None
+            for addr, rep in sorted(reports.items()):
+                diff = fingerprint_difference(rep["fingerprint"], ours)
+                if diff:
+                    self.close()
+                    raise EngineError(f"{who} {addr}" if who == "dask worker" else who, diff[0], diff[1])
         trimmed = sorted(a for a, rep in reports.items() if rep["malloc_trim_threshold"])
         if trimmed:
             self.notes.append(f"{len(trimmed)} worker(s) run with MALLOC_TRIM_THRESHOLD_ set (about 40% slower here); "
@@ -391,9 +405,11 @@ class DaskExecutor:
         t0 = time.perf_counter()
         try:
             return future.result()
-        except KilledWorker:
-            allowed = _allowed_failures()
-            raise EngineError(what, "dask worker",
+        except KilledWorker as exc:
+            allowed = exc.args[2] if len(exc.args) > 2 else _allowed_failures()
+            task = exc.args[0] if exc.args else future.key
+            via = "" if task == future.key else f" (through task {task})"
+            raise EngineError(what + via, "dask worker",
                               f"the task killed {allowed + 1} workers in a row (distributed.scheduler.allowed-failures "
                               f"{allowed}); nothing of the stage was published, a rerun resumes at it") from None
         finally:
@@ -410,6 +426,8 @@ class DaskExecutor:
 
     # -- a stage ------------------------------------------------------------------------------------
     def run_shards(self, job: ShardJob) -> tuple[dict, dict]:
+        import dask
+
         client = self.client()
         t0 = time.perf_counter()
         plan, n = job.plan, len(job.plan)
@@ -435,7 +453,9 @@ class DaskExecutor:
             fs = [submit(fn.__name__, f"{fn.__name__}-{i}", *args) for i, args in enumerate(jobs)]
             return [result(f, f"{job.stage} {fn.__name__} {i}") for i, f in enumerate(fs)]
 
+        large = dask.config.set({"distributed.admin.large-graph-warning-threshold": "1TB"})  # inputs are in the graph on purpose
         try:
+            large.__enter__()
             self._check_sees(job.workspace)
             pieces = 2 * len(client.scheduler_info()["workers"])
             for r in job.readers:
@@ -445,17 +465,19 @@ class DaskExecutor:
             spec = TaskSpec(job.stage, job.module.__name__, tuple(job.writes), job.policies, job.ctx,
                             tuple(job.readers), tuple(small), scratch, fp)
             shared, cut = split_small(small, plan)
-            [spec_f] = client.scatter([spec], broadcast=True, hash=False)
-            shared_f = client.scatter(shared, broadcast=True, hash=False) if shared else {}
+            # Inputs travel inside the task graph, not scattered: the scheduler keeps a task's
+            # arguments, so a task whose worker died can run again; scattered data would die with it.
+            spec_f = client.submit(_value, spec, key=f"seg2b-{job.stage}-spec-{token}", pure=False)
+            shared_f = client.submit(_value, shared, key=f"seg2b-{job.stage}-shared-{token}", pure=False)
+            futures += [spec_f, shared_f]
             window = max(4, 3 * len(client.scheduler_info()["workers"]))
             shard_fs: dict[int, object] = {}
 
             def submit_shards(upto: int) -> None:
                 for k in range(len(shard_fs), min(upto, n)):
-                    [piece_f] = client.scatter([cut[k]], hash=False)
-                    cut[k] = None  # the driver keeps no copy
-                    fut = client.submit(compute_shard, spec_f, k, piece_f, shared_f,
+                    fut = client.submit(compute_shard, spec_f, k, cut[k], shared_f,
                                         key=f"seg2b-{job.stage}-shard-{k}-{token}", pure=False)
+                    cut[k] = None  # the scheduler holds it now
                     futures.append(fut)
                     shard_fs[k] = fut
 
@@ -516,6 +538,7 @@ class DaskExecutor:
             discard_staged(staged)
             raise
         finally:
+            large.__exit__(None, None, None)
             client.cancel(futures)
             shutil.rmtree(scratch, ignore_errors=True)
             self._restore_env()
