@@ -440,7 +440,8 @@ class DaskExecutor:
         staged: dict = {}
 
         def submit(fn_name: str, what: str, *args):
-            fut = client.submit(run_checked, fp, fn_name, *args, key=f"seg2b-{job.stage}-{what}-{token}", pure=False)
+            # Keys are unique per submission: Dask hands back the existing future for a known key.
+            fut = client.submit(run_checked, fp, fn_name, *args, key=f"seg2b-{job.stage}-{what}-{len(futures)}-{token}", pure=False)
             futures.append(fut)
             return fut
 

@@ -17,8 +17,8 @@ distributed = pytest.importorskip("distributed", reason="the Dask executor needs
 
 import cloudpickle  # noqa: E402 - after the skip: a dependency of distributed
 import dask  # noqa: E402
-
 import dask_faults  # noqa: E402 - tests/dask_faults.py, importable as the tests' own folder is on sys.path
+
 from engine import executors  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 from engine.executors import DaskExecutor  # noqa: E402
