@@ -1,6 +1,7 @@
-"""Worker plugins that make a shard task kill its worker (SIGKILL), for tests of the Dask
-executor's fault tolerance. Pickled by value (the test registers this module with cloudpickle), so
-workers need not import the tests."""
+"""Worker plugins for tests of the Dask executor: a shard task that kills its worker (SIGKILL),
+and engine/shards.py constants set small on the workers as the test sets them in the driver.
+Pickled by value (the test registers this module with cloudpickle), so workers need not import
+the tests."""
 
 from __future__ import annotations
 
@@ -50,3 +51,24 @@ def _claim(marker: str | None) -> bool:
         return True
     except FileExistsError:
         return False
+
+
+class SetConstants(WorkerPlugin):
+    """engine.shards module constants (row-group size, spill batch) set on every worker, and put
+    back when the plugin is removed."""
+
+    def __init__(self, name: str, values: dict):
+        self.name, self.values = name, dict(values)
+
+    def setup(self, worker):
+        from engine import shards
+
+        self._old = {k: getattr(shards, k) for k in self.values}
+        for k, v in self.values.items():
+            setattr(shards, k, v)
+
+    def teardown(self, worker):
+        from engine import shards
+
+        for k, v in getattr(self, "_old", {}).items():
+            setattr(shards, k, v)

@@ -84,6 +84,27 @@ def test_dask_gives_the_local_bytes_at_two_shard_sizes(world, executor, tmp_path
     assert dict(os.environ) == before
 
 
+def test_many_row_groups_spill_batches_and_merge_buckets(world, executor, tmp_path, monkeypatch):
+    """Row groups of 5,000 rows (26 in the roster), spills in batches of 777, merge buckets of
+    about 20,000 rows: row groups encoded as separate tasks and joined, row groups that straddle
+    shards and buckets, splits and row-group indexes made by several tasks."""
+    from engine import shards
+
+    small = {"ROW_GROUP": 5000, "SPILL_BATCH": 777, "MERGE_ROWS": 20_000}
+    for name, value in small.items():
+        monkeypatch.setattr(shards, name, value)
+    tmp, pol, _ = world
+    ex, _ = executor
+    Pipeline(SEED, tmp_path / "local", pol).run()
+    ex.client().register_plugin(dask_faults.SetConstants("small-row-groups", small))
+    try:
+        result = Pipeline(SEED, tmp_path / "dask", pol, shard_merchants=64, executor=ex).run()
+    finally:
+        ex.client().unregister_worker_plugin("small-row-groups")
+    assert digests(tmp_path / "dask") == digests(tmp_path / "local")
+    assert sharded_stages(result)["roster"]["tasks"] > 26 + 3  # shards, merge buckets, row groups
+
+
 def test_a_worker_killed_mid_stage_changes_no_byte(world, executor, tmp_path):
     tmp, pol, reference = world
     ex, before = executor
