@@ -36,7 +36,8 @@ class StageProgress:
             line += "  " + ", ".join(f"{k}={v:,}" for k, v in rec.rows.items())
         ex = rec.report.get("executor") if isinstance(rec.report, dict) else None
         if ex and (ex.get("shards", 1) > 1 or ex.get("executor") != "local"):
-            line += f"  [{ex['executor']}: {ex['shards']} shards" + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]"
+            n = ex["shards"]
+            line += f"  [{ex['executor']}: {n} shard{'s' if n != 1 else ''}" + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]"
         if self.live:
             self._console.print(line + " " * 10)
         else:
