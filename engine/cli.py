@@ -37,7 +37,8 @@ class StageProgress:
         ex = rec.report.get("executor") if isinstance(rec.report, dict) else None
         if ex and (ex.get("shards", 1) > 1 or ex.get("executor") != "local"):
             n = ex["shards"]
-            line += f"  [{ex['executor']}: {n} shard{'s' if n != 1 else ''}" + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]"
+            line += (f"  [{ex['executor']}: {n} shard{'s' if n != 1 else ''}" + (", in the driver" if ex.get("in_driver") else "")
+                     + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]")
         if self.live:
             self._console.print(line + " " * 10)
         else:

@@ -50,6 +50,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+import pyarrow as pa
+
 from .context import Context
 from .errors import EngineError
 from .identity import length_prefixed
@@ -238,11 +240,18 @@ def compute_shard(spec: TaskSpec, k: int, piece: dict, shared: dict) -> dict:
     shard = {d: piece[d] if d in piece else shared[d] for d in spec.order}
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
         shard.update(zip((r.dataset_id for r in spec.readers), pool.map(ShardReader.read, spec.readers, [k] * len(spec.readers))))
-    out = dict(module.run_shard(shard, spec.policies, spec.ctx))
-    del shard
-    part = out.pop("_part", None)
-    check_streamed(spec.stage, spec.writes, out)
-    spilled = {d: spill_shard_output(d, out.pop(d), spec.scratch / f"{d}-{k:05d}.arrow") for d in sorted(out)}
+    try:
+        out = dict(module.run_shard(shard, spec.policies, spec.ctx))
+        del shard
+        part = out.pop("_part", None)
+        check_streamed(spec.stage, spec.writes, out)
+        spilled = {d: spill_shard_output(d, out.pop(d), spec.scratch / f"{d}-{k:05d}.arrow") for d in sorted(out)}
+    finally:
+        # A worker's next shard is rarely this one's neighbour: rows a reader kept for the next
+        # shard would only sit in memory, as would the Arrow pool's freed blocks.
+        for r in spec.readers:
+            r.forget()
+        pa.default_memory_pool().release_unused()
     return {"part": part, "outputs": spilled, "seconds": time.perf_counter() - t0}
 
 
@@ -428,6 +437,10 @@ class DaskExecutor:
     def run_shards(self, job: ShardJob) -> tuple[dict, dict]:
         import dask
 
+        if len(job.plan) == 1:
+            # Nothing to spread: shipping one shard would only add a spill and an encode round trip.
+            out, stats = LocalExecutor().run_shards(job)
+            return out, {**stats, "executor": self.name, "in_driver": True}
         client = self.client()
         t0 = time.perf_counter()
         plan, n = job.plan, len(job.plan)
@@ -436,8 +449,9 @@ class DaskExecutor:
         scratch.mkdir(parents=True)
         fp = engine_fingerprint()
         futures: list = []  # every future of the stage: cancelled on failure, retries counted at the end
-        stats = {"waited": 0.0, "task_seconds": 0.0}
+        stats = {"waited": 0.0, "task_seconds": 0.0, "retries": 0}
         staged: dict = {}
+        shard_fs: dict[int, object] = {}  # shard tasks submitted and not yet taken
 
         def submit(fn_name: str, what: str, *args):
             # Keys are unique per submission: Dask hands back the existing future for a known key.
@@ -472,15 +486,14 @@ class DaskExecutor:
             shared_f = client.submit(_value, shared, key=f"seg2b-{job.stage}-shared-{token}", pure=False)
             futures += [spec_f, shared_f]
             window = max(4, 3 * len(client.scheduler_info()["workers"]))
-            shard_fs: dict[int, object] = {}
+
+            submitted = [0]
 
             def submit_shards(upto: int) -> None:
-                for k in range(len(shard_fs), min(upto, n)):
-                    fut = client.submit(compute_shard, spec_f, k, cut[k], shared_f,
-                                        key=f"seg2b-{job.stage}-shard-{k}-{token}", pure=False)
-                    cut[k] = None  # the scheduler holds it now
-                    futures.append(fut)
-                    shard_fs[k] = fut
+                for k in range(submitted[0], min(upto, n)):
+                    shard_fs[k] = client.submit(compute_shard, spec_f, k, cut[k], shared_f,
+                                                key=f"seg2b-{job.stage}-shard-{k}-{token}", pure=False)
+                    submitted[0] = k + 1
 
             parts, known = [], None
             tables: dict[str, SpilledTable] = {}
@@ -495,7 +508,14 @@ class DaskExecutor:
             submit_shards(window)
             for k in range(n):
                 submit_shards(k + window)
-                res = self._result(shard_fs[k], f"{job.stage} shard {k} (merchant_id {plan.bounds(k)[0]}..{plan.bounds(k)[1]})", stats)
+                fut = shard_fs.pop(k)
+                shard_fs[-1] = fut  # still cancelled with the others if its result fails the stage
+                res = self._result(fut, f"{job.stage} shard {k} (merchant_id {plan.bounds(k)[0]}..{plan.bounds(k)[1]})", stats)
+                del shard_fs[-1]
+                # Counted and let go at once: the scheduler then forgets the task and the input
+                # pieces it carried (a LocalCluster's scheduler lives in this process).
+                stats["retries"] += self._retries([fut.key]) or 0
+                del fut
                 stats["task_seconds"] += res["seconds"]
                 parts.append(res["part"])
                 names = set(res["outputs"])
@@ -529,20 +549,31 @@ class DaskExecutor:
                 if rows != tables[d].rows:
                     raise EngineError(job.stage, d, f"encoded {rows} rows of {tables[d].rows}")
                 staged[d] = tables[d].close(job.workspace, job.targets[d][0])
-            retries = self._retries([f.key for f in futures])
+            retries = stats["retries"] + (self._retries([f.key for f in futures]) or 0)
             wall = time.perf_counter() - t0
             return final | staged, {
                 "executor": self.name, "workers": len(client.scheduler_info()["workers"]), "shards": n,
-                "tasks": len(futures), "retries": retries, "seconds": round(wall, 4),
-                "driver_waiting_seconds": round(stats["waited"], 4), "task_seconds": round(stats["task_seconds"], 4)}
+                "tasks": len(futures) + n, "retries": retries, "seconds": round(wall, 4),
+                "driver_waiting_seconds": round(stats["waited"], 4), "task_seconds": round(stats["task_seconds"], 4),
+                # Bytes through the shared filesystem beyond the published outputs: shard spills,
+                # merge buckets and encoded pieces (each written once, read once) and the splits read.
+                "scratch_bytes": _folder_bytes(scratch),
+                "split_bytes": sum(_folder_bytes(r.split_dir) for r in job.readers if not r.merchant_major)}
         except BaseException:
             discard_staged(staged)
             raise
         finally:
             large.__exit__(None, None, None)
-            client.cancel(futures)
+            client.cancel(futures + list(shard_fs.values()))
             shutil.rmtree(scratch, ignore_errors=True)
             self._restore_env()
+
+
+def _folder_bytes(folder: Path) -> int:
+    try:
+        return sum(e.stat().st_size for e in os.scandir(folder) if e.is_file())
+    except OSError:
+        return 0
 
 
 def _allowed_failures() -> int:

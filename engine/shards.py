@@ -170,6 +170,10 @@ class ShardReader:
         frame = pl.concat(parts) if len(parts) > 1 else parts[0]
         return frame.filter(pl.col("merchant_id").is_between(lo, hi))
 
+    def forget(self) -> None:
+        """Drop the rows kept for the next shard (and the open file)."""
+        self._held = self._pf = None
+
     def __getstate__(self):
         # Shipped to other processes without an open file or held rows.
         return {**self.__dict__, "_pf": None, "_held": None}
@@ -625,19 +629,39 @@ def sort_bucket(dataset_id: str, spills: list[tuple[Path, dict[str, int]]], buck
             "last": merged.tail(1).select(keys) if merged.height else None}
 
 
-def split_small(inputs: dict, plan: ShardPlan) -> tuple[dict, list[dict]]:
-    """Small inputs cut once for every shard: (values every shard sees whole, the per-shard
-    values). The same rows, in the same order, as plan.restrict(value, k), in one pass."""
-    shared, cut = {}, {}
+def split_small(inputs: dict, plan: ShardPlan) -> tuple[dict, SmallPieces]:
+    """Small inputs cut for every shard: (values every shard sees whole, the per-shard values,
+    pieces[k]). The same rows, in the same order, as plan.restrict(value, k), without a scan per
+    shard: a table in merchant order (every small table the engine writes) is sliced where each
+    shard starts, with no copy; any other is partitioned once."""
+    shared, cuts = {}, {}
     for d, v in inputs.items():
         if len(plan) == 1 or not isinstance(v, pl.DataFrame) or "merchant_id" not in v.columns:
             shared[d] = v
+            continue
+        mid = v["merchant_id"].cast(pl.UInt64)
+        if mid.is_sorted():
+            starts = np.searchsorted(mid.to_numpy(), plan.lows, side="left").tolist() + [v.height]
+            cuts[d] = (v, starts)
         else:
-            k = pl.Series("_shard", plan.shard_of(v["merchant_id"].cast(pl.UInt64).to_numpy()), dtype=pl.Int64)
+            k = pl.Series("_shard", plan.shard_of(mid.to_numpy()), dtype=pl.Int64)
             groups = v.with_columns(k).partition_by("_shard", maintain_order=True, as_dict=True, include_key=False)
-            cut[d] = ({key[0]: g for key, g in groups.items()}, v.clear())
-    pieces = [{d: by_k.get(k, empty) for d, (by_k, empty) in cut.items()} for k in range(len(plan))]
-    return shared, pieces
+            cuts[d] = ({key[0]: g for key, g in groups.items()}, v.clear())
+    return shared, SmallPieces(cuts)
+
+
+class SmallPieces:
+    def __init__(self, cuts: dict):
+        self._cuts = cuts
+
+    def __getitem__(self, k: int) -> dict:
+        out = {}
+        for d, (v, how) in self._cuts.items():
+            if isinstance(v, pl.DataFrame):
+                out[d] = v.slice(how[k], how[k + 1] - how[k])
+            else:
+                out[d] = v.get(k, how)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

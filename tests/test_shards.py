@@ -345,8 +345,11 @@ def test_a_seam_out_of_order_is_refused_when_adopting(tmp_path):
         _adopted("s4_group_weights", [b, a], tmp_path, "x")
 
 
-def test_split_small_is_restrict_in_one_pass():
-    frame = s4_rows(40).sample(fraction=1.0, shuffle=True, seed=3)  # not in merchant order
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_split_small_is_restrict_without_a_scan_per_shard(shuffled):
+    frame = s4_rows(40)
+    if shuffled:  # not in merchant order: partitioned once instead of sliced
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
     plan = ShardPlan(np.array([0, 7 * 5, 7 * 6, 7 * 100], dtype=np.uint64))  # the last shard is empty
     shared, pieces = shards.split_small({"s4": frame, "blob": b"x", "other": pl.DataFrame({"a": [1]})}, plan)
     assert set(shared) == {"blob", "other"}
