@@ -62,8 +62,11 @@ from .shards import (
     ShardPlan,
     ShardReader,
     SpilledTable,
+    TimeOrderWriter,
     day_buckets,
+    keep_as_split,
     spill_shard_output,
+    split_folder,
     split_small,
     writer_for,
 )
@@ -85,6 +88,7 @@ class ShardJob:
     targets: dict[str, tuple[Path, str]]  # streamed outputs the stage may write: target path, partition stamp
     workspace: Path
     progress: Callable[[int, int], None] | None = None  # (shards done, shards)
+    splits: Path | None = None  # where the run keeps splits (a time-ordered output's spills become one)
 
     def tick(self, done: int) -> None:
         if self.progress:
@@ -169,7 +173,8 @@ class LocalExecutor:
                     job.tick(k + 1)
             final = dict(job.module.finish(job.inputs, job.policies, job.ctx, parts))
             for d in sorted(writers):
-                staged[d] = writers.pop(d).close()
+                w = writers.pop(d)
+                staged[d] = w.close(job.splits, plan) if isinstance(w, TimeOrderWriter) else w.close()
             return final | staged, {"executor": self.name, "shards": len(plan),
                                     "seconds": round(time.perf_counter() - t0, 4)}
         except BaseException:
@@ -549,6 +554,11 @@ class DaskExecutor:
                 if rows != tables[d].rows:
                     raise EngineError(job.stage, d, f"encoded {rows} rows of {tables[d].rows}")
                 staged[d] = tables[d].close(job.workspace, job.targets[d][0])
+                if d in day_spills and job.splits is not None and len(day_spills[d]) == n:
+                    try:
+                        keep_as_split(day_spills[d], split_folder(job.splits, d, staged[d].sha256, plan))
+                    except OSError:
+                        pass  # an optimisation: its consumers split the published file instead
             retries = stats["retries"] + (self._retries([f.key for f in futures]) or 0)
             wall = time.perf_counter() - t0
             return final | staged, {

@@ -477,7 +477,7 @@ class Pipeline:
         job = ShardJob(stage.name, stage.module, stage.writes, policies, self.ctx, plan, inputs,
                        [ShardReader(d, self._path(d), plan, splits, self._digest(d)) for d in sorted(big)],
                        {d: (self._path(d), partition_of(d, self.ctx)) for d in stage.writes if d in SHARDED_TABLES},
-                       self._workspace(), self._shard_progress(stage))
+                       self._workspace(), self._shard_progress(stage), splits)
         outputs, self._executor_report[stage.name] = self.executor.run_shards(job)
         return outputs
 

@@ -115,8 +115,7 @@ class ShardReader:
         self._split: Split | None = None
         self._pf: pq.ParquetFile | None = None
         self._held: tuple[int, int, pl.DataFrame] | None = None  # (row group, last merchant read, its rows above)
-        tag = digest[:16] if digest else uuid.uuid4().hex[:16]
-        self.split_dir = self.scratch / f"{dataset_id}-{tag}-{plan.digest()[:12]}"
+        self.split_dir = split_folder(self.scratch, dataset_id, digest or uuid.uuid4().hex, plan)
 
     def read(self, k: int) -> pl.DataFrame:
         if len(self.plan) == 1:
@@ -196,6 +195,23 @@ class ShardReader:
 
     def _read_spill(self, k: int) -> pl.DataFrame:
         return pl.from_arrow(self.split().read(k, self.schema))
+
+
+def split_folder(scratch: Path, dataset_id: str, digest: str, plan: ShardPlan) -> Path:
+    """Where the run keeps a table's split: named by the table's bytes and the plan."""
+    return Path(scratch) / f"{dataset_id}-{digest[:16]}-{plan.digest()[:12]}"
+
+
+def keep_as_split(spills: list[tuple[Path, dict[str, int]]], folder: Path) -> None:
+    """A time-ordered output's shard spills (spill i is shard i, one batch per day in time order)
+    moved in as the split of the file they were merged into: its consumers later in the run
+    read them instead of splitting the published file again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, (path, _) in enumerate(spills):
+        names.append(f"piece-{i:05d}.arrow")
+        os.replace(path, folder / names[-1])
+    Split.write(folder, names, [{i: sorted(batches.values())} if batches else {} for i, (_, batches) in enumerate(spills)])
 
 
 def _map_here(fn, jobs):
@@ -475,18 +491,27 @@ class TimeOrderWriter:
         for day, n in rows.items():
             self._day_rows[day] = self._day_rows.get(day, 0) + n
 
-    def close(self) -> Staged:
+    def close(self, splits: Path | None = None, plan: ShardPlan | None = None) -> Staged:
+        """The staged file; with `splits` (and the `plan` the shards came in) its spills become
+        the run's split of it (keep_as_split)."""
         try:
             if self._held is not None:
                 self.out.append(self._held)
             elif self._spills:
                 self._merge()
-            return self.out.close()
+            staged = self.out.close()
         except BaseException:
             self.out.abort()
+            shutil.rmtree(self.scratch, ignore_errors=True)
             raise
+        try:
+            if splits is not None and plan is not None and len(self._spills) == len(plan) > 1:
+                keep_as_split(self._spills, split_folder(splits, self.dataset_id, staged.sha256, plan))
+        except OSError:
+            pass  # an optimisation: its consumers split the published file instead
         finally:
             shutil.rmtree(self.scratch, ignore_errors=True)
+        return staged
 
     def _merge(self) -> None:
         for bucket in day_buckets(self._day_rows):

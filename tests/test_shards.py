@@ -229,11 +229,13 @@ def dataset_digests(root: Path) -> dict[str, str]:
             if p.is_file() and "receipts" not in p.parts and "run_report" not in p.parts}
 
 
-def test_sharded_run_publishes_the_same_bytes(fast_lane, tmp_path):
+def test_sharded_run_publishes_the_same_bytes(fast_lane, tmp_path, monkeypatch):
     """Seed 42 of the default world in shards of 150 merchants (9 shards) against the fast lane's
-    one-shard run: every dataset, log, card, audit report and bundle is byte-identical."""
+    one-shard run: every dataset, log, card, audit report and bundle is byte-identical. The roster
+    is never split: its consumers read the spills it was merged from."""
     from engine.pipeline import Pipeline
 
+    monkeypatch.setattr(shards, "split_piece", lambda *a: pytest.fail("the roster was split again"))
     result = Pipeline(42, tmp_path / "runs", shard_merchants=150).run()
     assert {r.name: r.status for r in result.stages} == {name: "ran" for name in [r.name for r in result.stages]}
     assert dataset_digests(tmp_path / "runs") == dataset_digests(fast_lane.results[42].runs_root)
@@ -354,3 +356,18 @@ def test_split_small_is_restrict_without_a_scan_per_shard(shuffled):
     shared, pieces = shards.split_small({"s4": frame, "blob": b"x", "other": pl.DataFrame({"a": [1]})}, plan)
     assert set(shared) == {"blob", "other"}
     assert all(pieces[k]["s4"].equals(plan.restrict(frame, k)) for k in range(len(plan)))
+
+
+def test_the_rosters_own_spills_become_its_split(tmp_path, small_row_groups, monkeypatch):
+    """A run that writes the roster in shards keeps its shard spills as the split its consumers
+    read: they find it by the file's digest and never split the file."""
+    frame = roster_rows(50)
+    plan = ShardPlan.of(frame["merchant_id"].unique().to_numpy(), per_shard=9)
+    w = shards.writer_for("s5_arrival_roster", tmp_path / "r.parquet", PARTITION, tmp_path / "scratch")
+    for k in range(len(plan)):
+        w.append(plan.restrict(frame, k))
+    staged = w.close(tmp_path / "splits", plan)
+    monkeypatch.setattr(shards, "split_piece", lambda *a: pytest.fail("split again"))
+    reader = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
