@@ -12,6 +12,9 @@ Every configuration runs in its own subprocess, so peaks never mix:
     `cluster_seconds` is the LocalCluster's start (workers spawned and checked), outside the stages;
   * driver peak = ru_maxrss of the driver process; worker peak = ru_maxrss of each worker process
     at the end (workers start with the cluster, so it is their peak over the run);
+  * CPU seconds (user + system) of the driver and of every worker over the run: on a shared
+    machine wall time grows with other users' load, the work done does not; `busy_cores` is CPU
+    seconds over wall seconds (what this run got of the machine);
   * the driver's serial share of a sharded stage (dask) = 1 - (seconds the driver spent blocked
     on task results) / (stage seconds): the part of the stage in which the driver was working
     (loading and cutting small inputs, submitting, adopting, joining pieces, finish, publish)
@@ -41,6 +44,19 @@ def _loadavg():
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class MemorySampler:
@@ -107,6 +123,7 @@ def worker(root: Path, policies: Path, seed: int, executor: str, workers: int, s
     from engine.pipeline import Pipeline
 
     t0 = time.perf_counter()
+    cpu0 = _cpu_seconds()
     with make_executor(executor, workers if executor == "dask" else None) as ex:
         cluster = time.perf_counter() - t0
         pids = {"driver": os.getpid()}
@@ -116,13 +133,11 @@ def worker(root: Path, policies: Path, seed: int, executor: str, workers: int, s
         with sampler:
             res = Pipeline(seed, root, policies, shard_merchants=shard_merchants, executor=ex,
                            progress=sampler.progress).run()
-        worker_peaks = {}
+        worker_peaks, worker_cpu = {}, {}
         if executor == "dask":
-            def peak():
-                import resource as r
-                return r.getrusage(r.RUSAGE_SELF).ru_maxrss * 1024
-
-            worker_peaks = ex.client().run(peak)
+            worker_peaks = ex.client().run(_peak_rss)
+            worker_cpu = ex.client().run(_cpu_seconds)
+    driver_cpu = _cpu_seconds() - cpu0
     stages = []
     for rec in res.stages:
         row = {"stage": rec.name, "status": rec.status, "seconds": round(rec.seconds, 4), "rows": rec.rows}
@@ -134,6 +149,9 @@ def worker(root: Path, policies: Path, seed: int, executor: str, workers: int, s
             "cluster_seconds": round(cluster, 3), "run_seconds": round(res.seconds, 3), "stages": stages,
             "driver_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "worker_peak_rss_bytes": sorted(worker_peaks.values()),
+            # CPU seconds (user + system) of the whole run, driver and workers apart: the work done,
+            # which a loaded machine does not inflate the way it inflates wall time.
+            "cpu_seconds": {"driver": round(driver_cpu, 2), "workers": round(sum(worker_cpu.values()), 2)},
             "sampled_peaks_by_stage": sampler.by_stage()}
 
 
@@ -156,7 +174,10 @@ def run_config(root: Path, policies: Path, seed: int, executor: str, workers: in
 def summarise(rec: dict) -> dict:
     sharded = [s for s in rec["stages"] if s["stage"] in SHARDED and s["status"] == "ran"]
     total = sum(s["seconds"] for s in sharded)
-    out = {"sharded_seconds": round(total, 3), "world_to_s8_seconds": round(sum(s["seconds"] for s in rec["stages"]), 3)}
+    out = {"sharded_seconds": round(total, 3), "world_to_s8_seconds": round(sum(s["seconds"] for s in rec["stages"]), 3),
+           "cpu_seconds": round(rec["cpu_seconds"]["driver"] + rec["cpu_seconds"]["workers"], 2),
+           # Cores this run kept busy on average over world..S8 (2 = both cores of this machine).
+           "busy_cores": round((rec["cpu_seconds"]["driver"] + rec["cpu_seconds"]["workers"]) / rec["run_seconds"], 2)}
     if rec["executor"] == "dask":
         waited = sum(s["executor"]["driver_waiting_seconds"] for s in sharded)
         out["driver_serial_share"] = round(1 - waited / total, 3) if total else None
@@ -206,8 +227,9 @@ def measure(n: int, work: Path, seed: int, workers: int, shard_merchants: int, r
     loc, dsk = out["configs"]["local"]["summary"], out["configs"]["dask"]["summary"]
     out["speedup_sharded"] = round(loc["sharded_seconds"] / dsk["sharded_seconds"], 3)
     out["speedup_world_to_s8"] = round(loc["world_to_s8_seconds"] / dsk["world_to_s8_seconds"], 3)
+    out["cpu_ratio_dask_to_local"] = round(dsk["cpu_seconds"] / loc["cpu_seconds"], 3)
     log(f"  identical bytes: {out['identical_bytes']}; speed-up sharded stages {out['speedup_sharded']}x, "
-        f"world..S8 {out['speedup_world_to_s8']}x")
+        f"world..S8 {out['speedup_world_to_s8']}x; CPU seconds dask / local {out['cpu_ratio_dask_to_local']}")
     shutil.rmtree(point, ignore_errors=True)
     return out
 
