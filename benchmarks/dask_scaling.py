@@ -179,11 +179,12 @@ def summarise(rec: dict) -> dict:
            # Cores this run kept busy on average over world..S8 (2 = both cores of this machine).
            "busy_cores": round((rec["cpu_seconds"]["driver"] + rec["cpu_seconds"]["workers"]) / rec["run_seconds"], 2)}
     if rec["executor"] == "dask":
-        waited = sum(s["executor"]["driver_waiting_seconds"] for s in sharded)
+        # A one-shard stage runs in the driver (no waiting): all of it is the driver's.
+        waited = sum(s["executor"].get("driver_waiting_seconds", 0.0) for s in sharded)
         out["driver_serial_share"] = round(1 - waited / total, 3) if total else None
         out["driver_busy_seconds"] = round(total - waited, 3)
-        out["task_seconds"] = round(sum(s["executor"]["task_seconds"] for s in sharded), 3)
-        out["per_stage_serial_share"] = {s["stage"]: round(1 - s["executor"]["driver_waiting_seconds"] / s["seconds"], 3)
+        out["task_seconds"] = round(sum(s["executor"].get("task_seconds", 0.0) for s in sharded), 3)
+        out["per_stage_serial_share"] = {s["stage"]: round(1 - s["executor"].get("driver_waiting_seconds", 0.0) / s["seconds"], 3)
                                          for s in sharded}
         out["retries"] = sum(s["executor"].get("retries") or 0 for s in sharded)
     return out

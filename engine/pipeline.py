@@ -69,7 +69,7 @@ from .receipts import (
     outputs_intact,
     stage_reused,
 )
-from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader
+from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, drop_splits
 from .states import (
     arrival_roster,
     s0_gate,
@@ -503,6 +503,9 @@ class Pipeline:
                     self.progress(self.seed, stage.name, "start")
                 rec = self.run_stage(stage)
                 records.append(rec)
+                if self._ws is not None:  # splits hold a copy of their table: kept while a later stage reads it
+                    later = self.stages[self.stages.index(stage) + 1:]
+                    drop_splits(self._ws / "splits", {d for st in later for d in st.reads})
                 if self.progress:
                     self.progress(self.seed, stage.name, rec)
             self._know_upstream()

@@ -131,7 +131,10 @@ class ShardReader:
         if len(self.plan) == 1:
             return
         if self.merchant_major:
-            self._row_group_index(map_pieces, pieces)
+            # The shard spills its producer kept in this run (executors: Dask), else the row groups.
+            self._split = self._split or Split.load(self.split_dir)
+            if self._split is None:
+                self._row_group_index(map_pieces, pieces)
         else:
             self.split(map_pieces, pieces)
 
@@ -147,6 +150,8 @@ class ShardReader:
         return self._index
 
     def _read_range(self, k: int) -> pl.DataFrame:
+        if self._split is not None:
+            return pl.from_arrow(self._split.read(k, self.schema))
         lo, hi = self.plan.bounds(k)
         first, last = self._row_group_index()
         groups = np.flatnonzero((last >= np.uint64(lo)) & (first <= np.uint64(hi))).tolist()
@@ -202,16 +207,33 @@ def split_folder(scratch: Path, dataset_id: str, digest: str, plan: ShardPlan) -
     return Path(scratch) / f"{dataset_id}-{digest[:16]}-{plan.digest()[:12]}"
 
 
-def keep_as_split(spills: list[tuple[Path, dict[str, int]]], folder: Path) -> None:
-    """A time-ordered output's shard spills (spill i is shard i, one batch per day in time order)
-    moved in as the split of the file they were merged into: its consumers later in the run
-    read them instead of splitting the published file again."""
+def keep_as_split(spills: list[tuple[Path, list[int] | dict[str, int] | None]], folder: Path) -> None:
+    """An output's shard spills (spill i holds shard i: batches in file order, or a time-ordered
+    output's batch per day) moved in as the split of the file they were encoded into: its
+    consumers later in the run read their shard from them instead of decoding row groups or
+    splitting the published file again. `None` for a spill's batches means all of them."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i, (path, _) in enumerate(spills):
+    names, owned = [], []
+    for i, (path, batches) in enumerate(spills):
+        if batches is None:
+            batches = list(range(open_spill(path).num_record_batches))
+        elif isinstance(batches, dict):
+            batches = sorted(batches.values())
         names.append(f"piece-{i:05d}.arrow")
         os.replace(path, folder / names[-1])
-    Split.write(folder, names, [{i: sorted(batches.values())} if batches else {} for i, (_, batches) in enumerate(spills)])
+        owned.append({i: batches} if batches else {})
+    Split.write(folder, names, owned)
+
+
+def drop_splits(folder: Path, keep: set[str]) -> None:
+    """Remove the run's splits of tables no later stage reads (they hold a copy of the table)."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir() and entry.name.rsplit("-", 2)[0] not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _map_here(fn, jobs):

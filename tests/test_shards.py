@@ -371,3 +371,19 @@ def test_the_rosters_own_spills_become_its_split(tmp_path, small_row_groups, mon
     reader = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
     assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
     assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
+
+
+def test_kept_shard_spills_are_read_as_the_split_and_dropped_when_unread(tmp_path, tiny_batches):
+    frame = s4_rows(60)
+    plan = ShardPlan(np.array([0, 7 * 11, 7 * 12, 7 * 40], dtype=np.uint64))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    spills = [(shards.spill_shard_output("s4_group_weights", plan.restrict(frame, k), scratch / f"s4-{k}.arrow")["path"], None)
+              for k in range(len(plan))]
+    folder = shards.split_folder(tmp_path / "splits", "s4_group_weights", "ab" * 32, plan)
+    shards.keep_as_split(spills, folder)
+    reader = ShardReader("s4_group_weights", tmp_path / "not-read.parquet", plan, tmp_path / "splits", "ab" * 32)
+    reader.prepare()  # finds the split: no row-group index of a file that is not even there
+    assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
+    shards.drop_splits(tmp_path / "splits", keep={"s5_arrival_roster"})
+    assert not folder.exists()
