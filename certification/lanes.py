@@ -43,7 +43,7 @@ def _grid_days(policy_dir: Path) -> int:
 
 
 def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds: list[int] | None = None,
-               progress=None, replay: bool = True) -> LaneOutcome:
+               progress=None, replay: bool = True, executor=None) -> LaneOutcome:
     policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
     gp = load_policy("certification_gates_v1", policy_dir).data
     seeds = list(seeds) if seeds else list(gp["lanes"][lane])
@@ -56,8 +56,8 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
             # while this process runs and scores the seed; one replay in flight at a time.
             if i:
                 replays[seeds[i - 1]].process.wait()
-            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir)
-        results[s] = Pipeline(s, runs_root, policy_dir, progress=progress).run()
+            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir, executor)
+        results[s] = Pipeline(s, runs_root, policy_dir, progress=progress, executor=executor).run()
         # T-STR-05 is filled in once the replay is back
         scores[s] = score_seed(results[s], None, gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
     for s in seeds:
@@ -106,13 +106,17 @@ class Replay:
     report: Path
 
 
-def start_replay(seed: int, scratch_root: Path, policy_dir: Path) -> Replay:
-    """The whole seed (world..S8) run again from nothing, in its own process and folder."""
+def start_replay(seed: int, scratch_root: Path, policy_dir: Path, executor=None) -> Replay:
+    """The whole seed (world..S8) run again from nothing, in its own process and folder (on the
+    lane's executor: a Dask lane's replay runs on the same cluster, in the environment the lane
+    had before the cluster started)."""
     shutil.rmtree(scratch_root, ignore_errors=True)
     report = Path(scratch_root) / "replay_run_report.json"
     cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(scratch_root),
            "--policies", str(policy_dir), "--quiet", "--run-report", str(report)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    cmd += executor.cli_args() if executor else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
+                            env=executor.subprocess_env() if executor else None)
     return Replay(seed, proc, report)
 
 
@@ -180,7 +184,7 @@ def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
 def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None = None,
              evidence_root: Path = Path("evidence"), lock: bool = False, ci: bool = False, quiet: bool = False,
              seeds: list[int] | None = None, lock_path: Path | None = None, strict: bool = False,
-             summary_to: Path | None = None) -> int:
+             summary_to: Path | None = None, executor=None) -> int:
     from engine.cli import StageProgress
 
     from .html import write_lane_html
@@ -190,7 +194,7 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     t0 = time.perf_counter()
     runs_root, evidence_root = Path(runs_root), Path(evidence_root)
     prune_runs(runs_root)
-    outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet))
+    outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet), executor=executor)
     record = outcome.record
     record["comparisons"] = against_references(read_pointers(runs_root), record)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -34,10 +34,41 @@ class StageProgress:
         line = f"seed {seed} {stage:<7} {rec.status:<8} {rec.seconds:7.3f} s"
         if rec.rows:
             line += "  " + ", ".join(f"{k}={v:,}" for k, v in rec.rows.items())
+        ex = rec.report.get("executor") if isinstance(rec.report, dict) else None
+        if ex and (ex.get("shards", 1) > 1 or ex.get("executor") != "local"):
+            n = ex["shards"]
+            line += (f"  [{ex['executor']}: {n} shard{'s' if n != 1 else ''}" + (", in the driver" if ex.get("in_driver") else "")
+                     + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]")
         if self.live:
             self._console.print(line + " " * 10)
         else:
             print(line, file=sys.stderr)
+
+
+    def shards(self, seed, stage, done, total):
+        """A sharded stage's progress: k/K shards (live line only; the stage's line gives the total)."""
+        if self.live and total > 1:
+            self._console.print(f"[dim]seed {seed}[/] {stage:<7} … {done}/{total} shards", end="\r")
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where shards run (same bytes either way)")
+    g.add_argument("--executor", choices=("local", "dask"), default=None,
+                   help="local: this process (default); dask: a Dask cluster (pip install 'seg2b[dask]')")
+    g.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="dask: start a LocalCluster of N worker processes, one thread each (default: one per core)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask: run on the existing cluster whose scheduler listens at ADDRESS (tcp://host:8786); "
+                        "the runs root must be the same shared POSIX path on every node")
+
+
+def _executor(args):
+    """The executor the options name (--workers or --scheduler alone imply dask); used as a context manager."""
+    from .executors import make_executor
+
+    name = args.executor or ("dask" if args.workers or args.scheduler else "local")
+    log = None if args.quiet else (lambda msg: print(f"seg2b: {msg}", file=sys.stderr))
+    return make_executor(name, args.workers, args.scheduler, log=log)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -70,12 +101,13 @@ def cmd_run(args) -> int:
 
     # The --world-policy is read from its file and placed in the runs root only once the whole run
     # has passed its checks (a rejected run leaves the root as it was).
-    pipe = Pipeline(args.seed, args.runs_root, args.policies, roster_file=args.roster, force=args.force,
-                    upstream=args.upstream, report_path=args.run_report, progress=StageProgress(args.quiet),
-                    shard_merchants=args.shard_merchants, policy_overrides=_overrides(args))
-    result = pipe.run(until=args.until)
+    with _executor(args) as executor:
+        pipe = Pipeline(args.seed, args.runs_root, args.policies, roster_file=args.roster, force=args.force,
+                        upstream=args.upstream, report_path=args.run_report, progress=StageProgress(args.quiet),
+                        shard_merchants=args.shard_merchants, policy_overrides=_overrides(args), executor=executor)
+        result = pipe.run(until=args.until)
     if not args.quiet:
-        for note in pipe.notes:
+        for note in pipe.notes + getattr(executor, "notes", []):
             print(f"seg2b: note: {note}", file=sys.stderr)
         print(f"seed {args.seed}: {len(result.stages)} stages in {result.seconds:.2f} s; "
               f"mf={result.ctx.mf[:12]} run_id={result.ctx.run_id}")
@@ -85,6 +117,7 @@ def cmd_run(args) -> int:
 def cmd_world(args) -> int:
     args.until, args.roster, args.force, args.upstream, args.run_report = "world", None, False, None, None
     args.shard_merchants = DEFAULT_SHARD_MERCHANTS  # the world is one table; shards start with the roster
+    args.executor, args.workers, args.scheduler = "local", None, None
     return cmd_run(args)
 
 
@@ -99,9 +132,11 @@ def cmd_verify(args) -> int:
 def cmd_certify(args) -> int:
     from certification.lanes import run_lane
 
-    return run_lane(args.lane, runs_root=args.runs_root, policy_dir=_policy_dir(args),
-                    evidence_root=args.evidence_root, lock=args.lock, ci=args.ci, quiet=args.quiet,
-                    seeds=args.seeds, strict=args.strict, summary_to=args.summary_to)
+    policy_dir = _policy_dir(args)
+    with _executor(args) as executor:
+        return run_lane(args.lane, runs_root=args.runs_root, policy_dir=policy_dir,
+                        evidence_root=args.evidence_root, lock=args.lock, ci=args.ci, quiet=args.quiet,
+                        seeds=args.seeds, strict=args.strict, summary_to=args.summary_to, executor=executor)
 
 
 def cmd_compare(args) -> int:
@@ -164,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roster", type=Path, default=None, help="a user-supplied roster Parquet file")
     p.add_argument("--upstream", type=Path, default=None,
                    help="a user-supplied upstream folder (merchants/site_locations/site_timezones .parquet + validation/)")
-    p.add_argument("--force", action="store_true", help="recompute every stage (a replay: publishes nothing new if deterministic)")
+    p.add_argument("--force", action="store_true",
+                   help="recompute every stage (a replay: publishes nothing new if deterministic)")
     p.add_argument("--run-report", type=Path, default=None, help="write the run report (stage times, publish statuses) here")
     p.add_argument("--shard-merchants", type=_positive, default=DEFAULT_SHARD_MERCHANTS,
                    help="merchants per shard of the roster and S3..S7: bounds peak memory; outputs do not depend on it")
+    _add_executor(p)
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
@@ -191,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 unless the verdict is PASS_B or PASS_BPLUS")
     p.add_argument("--summary-to", type=Path, default=None, metavar="FILE",
                    help="append the pack's summary.md to FILE (e.g. \"$GITHUB_STEP_SUMMARY\")")
+    _add_executor(p)
     _add_common(p)
     p.set_defaults(func=cmd_certify)
 

@@ -14,6 +14,10 @@ class EngineError(Exception):
         self.where, self.field, self.rule = _one_line(where), _one_line(field), " ".join(str(rule).split())
         super().__init__(f"{self.where}: {self.field}: {self.rule}")
 
+    def __reduce__(self):
+        # Raised in a worker process and re-raised by the driver (engine/executors.py): pickled by its parts.
+        return type(self), (self.where, self.field, self.rule)
+
 
 def _one_line(value) -> str:
     return str(value).replace("\r", "\\r").replace("\n", "\\n")

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from . import contracts, preflight
 from .context import Context
 from .datasets import check_footer, decode, digest, encode
 from .errors import EngineError, from_os_error
+from .executors import LocalExecutor, ShardJob
 from .identity import (
     UPSTREAM_TABLES,
     canonical_json,
@@ -70,7 +69,7 @@ from .receipts import (
     outputs_intact,
     stage_reused,
 )
-from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, writer_for
+from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, drop_splits
 from .states import (
     arrival_roster,
     s0_gate,
@@ -225,7 +224,7 @@ class Pipeline:
     def __init__(self, seed: int, runs_root: Path, policy_dir: Path | None = None, *,
                  roster_file: Path | None = None, upstream: Path | None = None, force: bool = False, progress=None,
                  report_path: Path | None = None, shard_merchants: int = DEFAULT_SHARD_MERCHANTS,
-                 policy_overrides: dict[str, Path] | None = None):
+                 policy_overrides: dict[str, Path] | None = None, executor=None, policies: dict | None = None):
         self.seed = preflight.check_seed(seed)
         self.shard_merchants = preflight.check_shard_merchants(shard_merchants)
         self.runs_root = Path(runs_root)
@@ -240,13 +239,19 @@ class Pipeline:
         self.force = force
         self.report_path = Path(report_path) if report_path else None
         self.progress = progress
-        self.policies = load_policies(self.policy_dir, ENGINE_POLICIES, self.policy_overrides)
+        # A caller running several seeds (a lane) loads the policies once and passes them here;
+        # they must be what `policy_dir` and `policy_overrides` hold.
+        self.policies = (policies if policies is not None
+                         else load_policies(self.policy_dir, ENGINE_POLICIES, self.policy_overrides))
         self._upstream_files = upstream_files(self.upstream) if self.upstream else None
         roster_digest = preflight.user_roster_digest(self.roster_file) if self.roster_file else None
         self.ctx = make_context(self.seed, self.policies, self.upstream, roster_digest)
         self._digests: dict[Path, str] = {}
         self._plan: ShardPlan | None = None
         self._ws: Path | None = None  # this run's private folder for temporaries (publish.new_workspace)
+        # Where shards are computed (engine/executors.py); not part of the run's identity: same bytes.
+        self.executor = executor or LocalExecutor()
+        self._executor_report: dict[str, dict] = {}
         self.notes: list[str] = []
 
     # -- digests ---------------------------------------------------------------------------
@@ -273,7 +278,8 @@ class Pipeline:
         if stage.module is s8_bundle:
             key["published"] = {o["path"]: o["sha256_hex"] for o in self._published_outputs()}
         if stage.name == "S0":
-            key["datasets"].update({d: self._digest(d) for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")})
+            sealed = ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
+            key["datasets"].update({d: self._digest(d) for d in sealed})
         return key
 
     def _exists(self, dataset_id: str) -> bool:
@@ -319,7 +325,8 @@ class Pipeline:
             decoded = pool.map(lambda d: decode(d, self._path(d), partition_of(d, self.ctx)), wanted)
             inputs = dict(zip(wanted, decoded))
         if stage.name == "S0":
-            inputs["_bundle_path"] = str(dataset_path("validation_bundle_1B", self.runs_root, self.ctx).relative_to(self.runs_root))
+            bundle = dataset_path("validation_bundle_1B", self.runs_root, self.ctx)
+            inputs["_bundle_path"] = str(bundle.relative_to(self.runs_root))
             inputs["_assets"] = [
                 {"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2],
                  "sha256_hex": self._digest(d),
@@ -383,6 +390,8 @@ class Pipeline:
             inputs = self._load_inputs(stage)
             outputs = dict(stage.module.run(inputs, policies, self.ctx))
         report = outputs.pop("_report", {})
+        if stage.name in self._executor_report:
+            report = {**report, "executor": self._executor_report.pop(stage.name)}
         try:
             unknown = set(outputs) - set(stage.writes)
             if unknown:
@@ -463,47 +472,23 @@ class Pipeline:
         return self._ws
 
     def _run_shards(self, stage: Stage, inputs: dict, big: frozenset, policies: dict) -> dict:
-        """Run a sharded state one merchant shard at a time: small inputs restricted in memory, big
-        ones read per shard, big outputs streamed into staged files, the rest merged by `finish`."""
+        """Run a sharded state over merchant shards on the run's executor (engine/executors.py):
+        small inputs restricted per shard, big ones read per shard (the roster split once per
+        run, under the workspace), big outputs staged, the rest merged by `finish`."""
         plan = self._shard_plan()
-        scratch = self._workspace() / f"{stage.name}-scratch-{uuid.uuid4().hex[:12]}"
         for d in big:
             check_footer(d, self._path(d), partition_of(d, self.ctx))
-        readers = [ShardReader(d, self._path(d), plan, scratch) for d in sorted(big)]
-        writers: dict = {}
-        staged: dict = {}
-        parts = []
-        try:
-            with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
-                for k in range(len(plan)):
-                    shard = {d: plan.restrict(v, k) for d, v in inputs.items()}
-                    shard.update(zip((r.dataset_id for r in readers), pool.map(ShardReader.read, readers, [k] * len(readers))))
-                    out = dict(stage.module.run_shard(shard, policies, self.ctx))
-                    del shard
-                    parts.append(out.pop("_part", None))
-                    for d in out:
-                        if d not in SHARDED_TABLES or d not in stage.writes:
-                            raise EngineError(stage.name, d, "a shard returned an output that is not a streamed table")
-                        if d not in writers:
-                            if k:
-                                raise EngineError(stage.name, d, "an output appeared in a later shard only")
-                            writers[d] = writer_for(d, self._path(d), partition_of(d, self.ctx), scratch, self._workspace())
-                    if set(out) != set(writers):
-                        raise EngineError(stage.name, ",".join(sorted(set(writers) ^ set(out))), "a shard left out an output")
-                    names = sorted(out)
-                    list(pool.map(lambda w, frame: w.append(frame), [writers[d] for d in names], [out[d] for d in names]))
-                    del out
-            final = dict(stage.module.finish(inputs, policies, self.ctx, parts))
-            for d in sorted(writers):
-                staged[d] = writers.pop(d).close()
-            return final | staged
-        except BaseException:
-            for w in writers.values():
-                w.abort()
-            _discard_staged(staged)
-            raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        splits = self._workspace() / "splits"
+        job = ShardJob(stage.name, stage.module, stage.writes, policies, self.ctx, plan, inputs,
+                       [ShardReader(d, self._path(d), plan, splits, self._digest(d)) for d in sorted(big)],
+                       {d: (self._path(d), partition_of(d, self.ctx)) for d in stage.writes if d in SHARDED_TABLES},
+                       self._workspace(), self._shard_progress(stage), splits)
+        outputs, self._executor_report[stage.name] = self.executor.run_shards(job)
+        return outputs
+
+    def _shard_progress(self, stage: Stage):
+        tell = getattr(self.progress, "shards", None)
+        return (lambda done, total: tell(self.seed, stage.name, done, total)) if tell else None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
@@ -523,6 +508,9 @@ class Pipeline:
                     self.progress(self.seed, stage.name, "start")
                 rec = self.run_stage(stage)
                 records.append(rec)
+                if self._ws is not None:  # splits hold a copy of their table: kept while a later stage reads it
+                    later = self.stages[self.stages.index(stage) + 1:]
+                    drop_splits(self._ws / "splits", {d for st in later for d in st.reads})
                 if self.progress:
                     self.progress(self.seed, stage.name, rec)
             self._know_upstream()

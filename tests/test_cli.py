@@ -1,5 +1,6 @@
 """The command line: help, verify's exit codes, errors as one clear line."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -40,3 +41,17 @@ def test_verify_fails_tampered_bundle(bundle_dir, capsys):
 def test_unknown_until_is_one_line_error(tmp_path, capsys):
     assert main(["run", "--seed", "1", "--runs-root", str(tmp_path), "--until", "S42", "--quiet"]) == 2
     assert "unknown state" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--executor", "local", "--workers", "2"], "--workers and --scheduler need --executor dask"),
+    (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "not both"),
+    (["--workers", "0"], "below 1"),
+])
+def test_executor_options_are_checked_before_anything_is_written(tmp_path, capsys, args, says):
+    root = tmp_path / "runs"
+    with pytest.raises(SystemExit) if "below 1" in says else contextlib.nullcontext():  # argparse exits
+        assert main(["run", "--seed", "1", "--runs-root", str(root), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1
+    assert not root.exists()

@@ -162,6 +162,10 @@ def test_reader_gives_each_shard_its_rows_in_file_order(tmp_path, small_row_grou
     got = [reader.read(k) for k in range(len(plan))]
     assert all(g.equals(plan.restrict(frame, k)) for k, g in enumerate(got))
     assert sum(g.height for g in got) == frame.height
+    # A worker may get its shards in any order: rows kept from one shard's row group for the
+    # next are only used by a shard above it.
+    for k in [3, 1, 2, 0, 5, 4, 4]:
+        assert reader.read(k).equals(got[k])
 
 
 # -- staged publish ----------------------------------------------------------------------------
@@ -225,11 +229,161 @@ def dataset_digests(root: Path) -> dict[str, str]:
             if p.is_file() and "receipts" not in p.parts and "run_report" not in p.parts}
 
 
-def test_sharded_run_publishes_the_same_bytes(fast_lane, tmp_path):
+def test_sharded_run_publishes_the_same_bytes(fast_lane, tmp_path, monkeypatch):
     """Seed 42 of the default world in shards of 150 merchants (9 shards) against the fast lane's
-    one-shard run: every dataset, log, card, audit report and bundle is byte-identical."""
+    one-shard run: every dataset, log, card, audit report and bundle is byte-identical. The roster
+    is never split: its consumers read the spills it was merged from."""
     from engine.pipeline import Pipeline
 
+    monkeypatch.setattr(shards, "split_piece", lambda *a: pytest.fail("the roster was split again"))
     result = Pipeline(42, tmp_path / "runs", shard_merchants=150).run()
     assert {r.name: r.status for r in result.stages} == {name: "ran" for name in [r.name for r in result.stages]}
     assert dataset_digests(tmp_path / "runs") == dataset_digests(fast_lane.results[42].runs_root)
+
+
+# -- spills and their adoption (the path a Dask run takes, here without Dask) --------------------
+
+
+@pytest.fixture
+def tiny_batches(monkeypatch):
+    monkeypatch.setattr(shards, "SPILL_BATCH", 37)
+
+
+def _split_setup(tmp_path, frame):
+    staged = write("s5_arrival_roster", [frame], tmp_path / "t.parquet", tmp_path)
+    plan = ShardPlan.of(frame["merchant_id"].unique().to_numpy(), per_shard=9)
+    return staged, plan
+
+
+def test_split_is_made_once_per_table_and_plan_and_reads_never_delete(tmp_path, small_row_groups, monkeypatch):
+    frame = roster_rows(50)
+    staged, plan = _split_setup(tmp_path, frame)
+    calls = []
+    real = shards.split_piece
+    monkeypatch.setattr(shards, "split_piece", lambda *a: calls.append(a) or real(*a))
+    first = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    got = [first.read(k) for k in range(len(plan))]
+    again = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    for k in range(len(plan)):
+        assert again.read(k).equals(got[k]) and first.read(k).equals(got[k])
+    assert len(calls) == 1
+    assert all(g.equals(plan.restrict(frame, k)) for k, g in enumerate(got))
+
+
+def test_split_in_pieces_gives_the_same_shards(tmp_path, small_row_groups):
+    frame = roster_rows(50)
+    staged, plan = _split_setup(tmp_path, frame)
+    reader = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits")
+    reader.prepare(pieces=3)
+    assert len(reader.split().pieces) == 3
+    assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
+
+
+def test_a_missing_spill_is_an_error_never_an_empty_shard(tmp_path, small_row_groups):
+    frame = roster_rows(50)
+    staged, plan = _split_setup(tmp_path, frame)
+    reader = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    reader.prepare()
+    for piece in reader.split_dir.glob("piece-*.arrow"):
+        piece.unlink()
+    later = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    with pytest.raises(EngineError, match="scratch spill missing"):
+        later.read(0)
+
+
+def test_a_retried_spill_rewrites_the_same_bytes_and_leaves_no_temporary(tmp_path):
+    frame = s4_rows(30)
+    path = tmp_path / "s4-00000.arrow"
+    first = shards.spill_shard_output("s4_group_weights", frame, path)
+    before = path.read_bytes()
+    again = shards.spill_shard_output("s4_group_weights", frame, path)
+    assert path.read_bytes() == before
+    assert first["rows"] == again["rows"] == frame.height
+    assert [p.name for p in tmp_path.iterdir()] == ["s4-00000.arrow"]
+
+
+def _adopted(dataset_id, pieces, tmp_path, name):
+    """A table through the Dask path: shard spills, (for the roster) sorted buckets, row groups
+    encoded one by one, joined."""
+    scratch = tmp_path / f"scratch-{name}"
+    scratch.mkdir()
+    table = shards.SpilledTable(dataset_id, PARTITION, scratch)
+    jobs = []
+    metas = [shards.spill_shard_output(dataset_id, p, scratch / f"shard-{k}.arrow") for k, p in enumerate(pieces)]
+    if "batches" in metas[0]:
+        rows = {}
+        for m in metas:
+            for day, n in m["day_rows"].items():
+                rows[day] = rows.get(day, 0) + n
+        spills = [(m["path"], m["batches"]) for m in metas]
+        metas = [shards.sort_bucket(dataset_id, spills, bucket, scratch / f"bucket-{b}.arrow")
+                 for b, bucket in enumerate(shards.day_buckets(rows))]
+    for m in metas:
+        jobs += table.adopt(m["path"], m["rows"], m["first"], m["last"])
+    jobs += table.rest()
+    for job in jobs:
+        shards.encode_rows(*job)
+    return table.close(tmp_path, tmp_path / f"{name}.parquet")
+
+
+@pytest.mark.parametrize("dataset_id,frame,cuts", [
+    ("s4_group_weights", s4_rows(60), [7 * 11, 7 * 12, 7 * 40]),  # shards of 10, 1, 28, 21 merchants
+    ("s4_group_weights", s4_rows(60), []),
+    ("s4_group_weights", s4_rows(5).clear(), [7 * 3]),
+    ("s5_arrival_roster", roster_rows(40), [11 * 9, 11 * 25]),
+    ("s5_arrival_roster", roster_rows(40), []),
+])
+def test_spills_adopted_and_joined_are_the_writer_bytes(tmp_path, small_row_groups, tiny_batches, dataset_id, frame, cuts):
+    whole = write(dataset_id, [frame], tmp_path / "whole.parquet", tmp_path)
+    joined = _adopted(dataset_id, split_by_merchant(frame, cuts), tmp_path, "joined")
+    assert joined.sha256 == whole.sha256 == file_sha256(joined.path)
+    assert joined.rows == frame.height
+
+
+def test_a_seam_out_of_order_is_refused_when_adopting(tmp_path):
+    df = s4_rows(10)
+    a, b = split_by_merchant(df, [7 * 5])
+    with pytest.raises(EngineError, match="s4_group_weights.*not sorted"):
+        _adopted("s4_group_weights", [b, a], tmp_path, "x")
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_split_small_is_restrict_without_a_scan_per_shard(shuffled):
+    frame = s4_rows(40)
+    if shuffled:  # not in merchant order: partitioned once instead of sliced
+        frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    plan = ShardPlan(np.array([0, 7 * 5, 7 * 6, 7 * 100], dtype=np.uint64))  # the last shard is empty
+    shared, pieces = shards.split_small({"s4": frame, "blob": b"x", "other": pl.DataFrame({"a": [1]})}, plan)
+    assert set(shared) == {"blob", "other"}
+    assert all(pieces[k]["s4"].equals(plan.restrict(frame, k)) for k in range(len(plan)))
+
+
+def test_the_rosters_own_spills_become_its_split(tmp_path, small_row_groups, monkeypatch):
+    """A run that writes the roster in shards keeps its shard spills as the split its consumers
+    read: they find it by the file's digest and never split the file."""
+    frame = roster_rows(50)
+    plan = ShardPlan.of(frame["merchant_id"].unique().to_numpy(), per_shard=9)
+    w = shards.writer_for("s5_arrival_roster", tmp_path / "r.parquet", PARTITION, tmp_path / "scratch")
+    for k in range(len(plan)):
+        w.append(plan.restrict(frame, k))
+    staged = w.close(tmp_path / "splits", plan)
+    monkeypatch.setattr(shards, "split_piece", lambda *a: pytest.fail("split again"))
+    reader = ShardReader("s5_arrival_roster", staged.path, plan, tmp_path / "splits", staged.sha256)
+    assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())
+
+
+def test_kept_shard_spills_are_read_as_the_split_and_dropped_when_unread(tmp_path, tiny_batches):
+    frame = s4_rows(60)
+    plan = ShardPlan(np.array([0, 7 * 11, 7 * 12, 7 * 40], dtype=np.uint64))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    spills = [(shards.spill_shard_output("s4_group_weights", plan.restrict(frame, k), scratch / f"s4-{k}.arrow")["path"], None)
+              for k in range(len(plan))]
+    folder = shards.split_folder(tmp_path / "splits", "s4_group_weights", "ab" * 32, plan)
+    shards.keep_as_split(spills, folder)
+    reader = ShardReader("s4_group_weights", tmp_path / "not-read.parquet", plan, tmp_path / "splits", "ab" * 32)
+    reader.prepare()  # finds the split: no row-group index of a file that is not even there
+    assert all(reader.read(k).equals(plan.restrict(frame, k)) for k in range(len(plan)))
+    shards.drop_splits(tmp_path / "splits", keep={"s5_arrival_roster"})
+    assert not folder.exists()
