@@ -11,7 +11,7 @@ file to its run is the receipt chain, S0's seal and the S8 bundle's digests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +26,24 @@ u64, i32, u32, f64, s, b = pa.uint64(), pa.int32(), pa.uint32(), pa.float64(), p
 
 
 @dataclass(frozen=True)
+class ParquetSettings:
+    """How a Parquet dataset's pages are encoded: part of the bytes law, so every writer of the
+    dataset (publish.parquet_bytes, shards.parquet_writer, hence parquet_join's pieces) takes them
+    from here. Statistics are off: they would only repeat what the key-order checks prove."""
+
+    compression: str = "zstd"
+    compression_level: int | None = 3
+    use_dictionary: bool = True
+
+    def writer_options(self) -> dict[str, object]:
+        return {"compression": self.compression, "compression_level": self.compression_level,
+                "use_dictionary": self.use_dictionary, "write_statistics": False}
+
+
+DEFAULT_PARQUET = ParquetSettings()
+
+
+@dataclass(frozen=True)
 class Dataset:
     id: str
     template: str  # relative to the run root; the file itself for file kinds
@@ -33,6 +51,7 @@ class Dataset:
     schema: pa.Schema | None = None
     primary_key: tuple[str, ...] = ()
     sort_key: tuple[str, ...] = ()  # row order when it is not the primary key
+    parquet: ParquetSettings = DEFAULT_PARQUET
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -131,6 +150,20 @@ _DATASETS = [
     Dataset("s7_audit_report", f"data/layer1/2B/s7_audit_report/{S}/s7_audit_report.json", "json"),
     Dataset("validation_bundle_2B", f"data/layer1/2B/validation/{S}", "folder"),
 ]
+
+# Chosen per dataset by benchmarks/parquet_settings.py (encode + 2 decodes, within 1.6x of the
+# smallest size, at least 15% cheaper than the default); its output is the evidence,
+# evidence/parquet_settings.json, and tests/test_parquet_settings.py keeps the two equal.
+# The other Parquet datasets keep DEFAULT_PARQUET (the roster measured no better; tables under
+# 50k rows cost less than the timer's noise).
+_PARQUET = {
+    "s3_day_effects": ParquetSettings("lz4", None, use_dictionary=False),
+    "s4_group_weights": ParquetSettings("lz4", None, use_dictionary=False),
+    "rng_event_alias_pick_group": ParquetSettings("zstd", 1, use_dictionary=True),
+    "rng_event_alias_pick_site": ParquetSettings("zstd", 3, use_dictionary=False),
+    "rng_event_cdn_edge_pick": ParquetSettings("lz4", None, use_dictionary=True),
+}
+_DATASETS = [replace(d, parquet=_PARQUET[d.id]) if d.id in _PARQUET else d for d in _DATASETS]
 
 DATASETS: dict[str, Dataset] = {d.id: d for d in _DATASETS}
 

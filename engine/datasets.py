@@ -24,7 +24,7 @@ def encode(dataset_id: str, value, partition: str, check_order: bool = True):
         table = contracts.conform(dataset_id, value)
         if check_order:
             contracts.check_key_order(dataset_id, value)
-        return parquet_bytes(table, partition)
+        return parquet_bytes(table, partition, ds.parquet)
     if ds.kind == "json":
         return value if isinstance(value, bytes) else canonical_json(value)
     if ds.kind == "bin":

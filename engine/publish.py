@@ -30,6 +30,7 @@ from types import ModuleType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .contracts import DEFAULT_PARQUET, ParquetSettings
 from .errors import EngineError, PublishConflict
 from .identity import file_sha256, folder_files
 
@@ -43,13 +44,13 @@ WRITTEN, IDENTICAL = "written", "identical"
 PARTITION_META = b"seg2b.partition"
 
 
-def parquet_bytes(table: pa.Table, partition: str) -> bytes:
-    """Deterministic Parquet bytes of a table, stamped with its partition label."""
+def parquet_bytes(table: pa.Table, partition: str, settings: ParquetSettings = DEFAULT_PARQUET) -> bytes:
+    """Deterministic Parquet bytes of a table, stamped with its partition label, encoded with its
+    dataset's settings (`contracts.Dataset.parquet`)."""
     meta = dict(table.schema.metadata or {})
     meta[PARTITION_META] = partition.encode()
     buf = io.BytesIO()
-    pq.write_table(table.replace_schema_metadata(meta), buf, compression="zstd", compression_level=3,
-                   row_group_size=1 << 20, write_statistics=False)
+    pq.write_table(table.replace_schema_metadata(meta), buf, row_group_size=1 << 20, **settings.writer_options())
     return buf.getvalue()
 
 

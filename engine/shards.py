@@ -398,9 +398,9 @@ def spill_by_day(path: Path, dataset_id: str, df: pl.DataFrame) -> tuple[dict[st
 # writing
 
 
-def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
-    # The same settings as publish.parquet_bytes: one law for the bytes of a table.
-    return pq.ParquetWriter(path, schema, compression="zstd", compression_level=3, write_statistics=False)
+def parquet_writer(path: Path, schema: pa.Schema, dataset_id: str) -> pq.ParquetWriter:
+    # The dataset's settings, as publish.parquet_bytes takes them: one law for the bytes of a table.
+    return pq.ParquetWriter(path, schema, **contracts.get(dataset_id).parquet.writer_options())
 
 
 def write_row_group(writer: pq.ParquetWriter, table: pa.Table, schema: pa.Schema) -> None:
@@ -421,7 +421,7 @@ class TableWriter:
         self.keys = list(ds.order)
         self.schema = ds.schema.with_metadata({PARTITION_META: partition.encode()})
         try:
-            self._writer = parquet_writer(self.tmp, self.schema)
+            self._writer = parquet_writer(self.tmp, self.schema, dataset_id)
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
@@ -582,7 +582,7 @@ def encode_rows(dataset_id: str, partition: str, slices: list[tuple[Path, int, i
     table = pa.concat_tables(tables) if tables else schema.empty_table()
     tmp = _scratch_tmp(Path(out))
     try:
-        writer = parquet_writer(tmp, schema)
+        writer = parquet_writer(tmp, schema, dataset_id)
         try:
             if table.num_rows == 0:
                 writer.write_table(schema.empty_table())  # as TableWriter.close writes an empty table
