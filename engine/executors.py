@@ -12,24 +12,11 @@ Local: the shards one after the other in this process, their outputs streamed in
 of engine/shards.py (the loop the pipeline has always run).
 
 Dask (`dask.distributed` futures, one task per shard; not dask.dataframe, whose Parquet writer
-deletes and fills folders, against the publish law):
-  1. Before any work every worker reports the engine's source digest and its library versions;
-     any difference is a one-line EngineError (a task checks again, for workers that join later),
-     and every worker must see the run's workspace (a shared POSIX filesystem, same path).
-  2. Reading: the time-ordered roster is split once per run in pieces (tasks over row-group
-     ranges); merchant-major tables are indexed by row group (tasks). Small inputs are cut per
-     shard once (shards.split_small) and scattered.
-  3. A shard task computes the shard and spills each streamed output to the stage's scratch
-     (Arrow IPC, temp + rename, deterministic names, never deleted by a reader): a retried task
-     rewrites the same bytes. It returns the shard's partial, row counts and seam keys.
-  4. The driver takes the results in shard order (seams checked as the writers check them) and
-     turns every complete row group of 2^20 rows into an encoding task as soon as its rows are
-     known; the roster's merge into time order runs as tasks too (one per bucket of days). The
-     encoded pieces are joined into the staged file (engine/parquet_join.py): the driver copies
-     pages and writes a footer, it does not encode.
-  5. A worker that dies mid-task has its task retried elsewhere (the scheduler's
-     allowed-failures); a task that kills every worker it runs on ends the stage with a one-line
-     EngineError: nothing published, the stage's scratch removed, a rerun resumes at the stage.
+deletes and fills folders, against the publish law): engine versions checked on every worker
+first; shard tasks spill their outputs to the run's workspace (a shared POSIX filesystem) under
+fixed names, so a retried task rewrites the same bytes; the driver adopts the spills in shard
+order, has complete row groups encoded as tasks (engine/assembly.py) and joins the pieces
+(engine/parquet_join.py). The steps, the failure behaviour and where it runs: docs/dask.md.
 """
 
 from __future__ import annotations
@@ -53,6 +40,7 @@ from types import ModuleType
 
 import pyarrow as pa
 
+from .assembly import SpilledTable, spill_shard_output, split_small
 from .context import Context
 from .errors import EngineError
 from .identity import length_prefixed
@@ -62,13 +50,10 @@ from .shards import (
     SHARDED_TABLES,
     ShardPlan,
     ShardReader,
-    SpilledTable,
     TimeOrderWriter,
     day_buckets,
     keep_as_split,
-    spill_shard_output,
     split_folder,
-    split_small,
     writer_for,
 )
 
@@ -267,12 +252,14 @@ def _value(x):
 
 
 def run_checked(fingerprint: dict, fn_name: str, *args):
-    """Worker side of every task but the shard task: fingerprint check, then a shards.py function."""
+    """Worker side of every task but the shard task: fingerprint check, then a function of
+    assembly.py or shards.py (by name: the worker resolves it in its own, checked, engine)."""
     _check_here(fingerprint)
-    from . import shards
+    from . import assembly, shards
 
     t0 = time.perf_counter()
-    out = getattr(shards, fn_name)(*args)
+    fn = getattr(assembly, fn_name, None) or getattr(shards, fn_name)
+    out = fn(*args)
     return out, time.perf_counter() - t0
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import shards
+from engine import assembly, shards
 from engine.errors import EngineError, PublishConflict
 from engine.identity import file_sha256, sha256_hex
 from engine.publish import IDENTICAL, WRITTEN, Staged, parquet_bytes, publish_group, temp_sibling
@@ -99,10 +99,11 @@ def small_row_groups(monkeypatch):
 
 def test_one_piece_writes_the_bytes_of_parquet_bytes(tmp_path):
     df = s4_rows(40)
-    from engine.contracts import conform
+    from engine.contracts import conform, get
 
     staged = write("s4_group_weights", [df], tmp_path / "out.parquet", tmp_path)
-    assert staged.sha256 == sha256_hex(parquet_bytes(conform("s4_group_weights", df), PARTITION))
+    settings = get("s4_group_weights").parquet
+    assert staged.sha256 == sha256_hex(parquet_bytes(conform("s4_group_weights", df), PARTITION, settings))
     assert staged.rows == df.height
 
 
@@ -294,9 +295,9 @@ def test_a_missing_spill_is_an_error_never_an_empty_shard(tmp_path, small_row_gr
 def test_a_retried_spill_rewrites_the_same_bytes_and_leaves_no_temporary(tmp_path):
     frame = s4_rows(30)
     path = tmp_path / "s4-00000.arrow"
-    first = shards.spill_shard_output("s4_group_weights", frame, path)
+    first = assembly.spill_shard_output("s4_group_weights", frame, path)
     before = path.read_bytes()
-    again = shards.spill_shard_output("s4_group_weights", frame, path)
+    again = assembly.spill_shard_output("s4_group_weights", frame, path)
     assert path.read_bytes() == before
     assert first["rows"] == again["rows"] == frame.height
     assert [p.name for p in tmp_path.iterdir()] == ["s4-00000.arrow"]
@@ -307,22 +308,22 @@ def _adopted(dataset_id, pieces, tmp_path, name):
     encoded one by one, joined."""
     scratch = tmp_path / f"scratch-{name}"
     scratch.mkdir()
-    table = shards.SpilledTable(dataset_id, PARTITION, scratch)
+    table = assembly.SpilledTable(dataset_id, PARTITION, scratch)
     jobs = []
-    metas = [shards.spill_shard_output(dataset_id, p, scratch / f"shard-{k}.arrow") for k, p in enumerate(pieces)]
+    metas = [assembly.spill_shard_output(dataset_id, p, scratch / f"shard-{k}.arrow") for k, p in enumerate(pieces)]
     if "batches" in metas[0]:
         rows = {}
         for m in metas:
             for day, n in m["day_rows"].items():
                 rows[day] = rows.get(day, 0) + n
         spills = [(m["path"], m["batches"]) for m in metas]
-        metas = [shards.sort_bucket(dataset_id, spills, bucket, scratch / f"bucket-{b}.arrow")
+        metas = [assembly.sort_bucket(dataset_id, spills, bucket, scratch / f"bucket-{b}.arrow")
                  for b, bucket in enumerate(shards.day_buckets(rows))]
     for m in metas:
         jobs += table.adopt(m["path"], m["rows"], m["first"], m["last"])
     jobs += table.rest()
     for job in jobs:
-        shards.encode_rows(*job)
+        assembly.encode_rows(*job)
     return table.close(tmp_path, tmp_path / f"{name}.parquet")
 
 
@@ -353,7 +354,7 @@ def test_split_small_is_restrict_without_a_scan_per_shard(shuffled):
     if shuffled:  # not in merchant order: partitioned once instead of sliced
         frame = frame.sample(fraction=1.0, shuffle=True, seed=3)
     plan = ShardPlan(np.array([0, 7 * 5, 7 * 6, 7 * 100], dtype=np.uint64))  # the last shard is empty
-    shared, pieces = shards.split_small({"s4": frame, "blob": b"x", "other": pl.DataFrame({"a": [1]})}, plan)
+    shared, pieces = assembly.split_small({"s4": frame, "blob": b"x", "other": pl.DataFrame({"a": [1]})}, plan)
     assert set(shared) == {"blob", "other"}
     assert all(pieces[k]["s4"].equals(plan.restrict(frame, k)) for k in range(len(plan)))
 
@@ -378,7 +379,7 @@ def test_kept_shard_spills_are_read_as_the_split_and_dropped_when_unread(tmp_pat
     plan = ShardPlan(np.array([0, 7 * 11, 7 * 12, 7 * 40], dtype=np.uint64))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    spills = [(shards.spill_shard_output("s4_group_weights", plan.restrict(frame, k), scratch / f"s4-{k}.arrow")["path"], None)
+    spills = [(assembly.spill_shard_output("s4_group_weights", plan.restrict(frame, k), scratch / f"s4-{k}.arrow")["path"], None)
               for k in range(len(plan))]
     folder = shards.split_folder(tmp_path / "splits", "s4_group_weights", "ab" * 32, plan)
     shards.keep_as_split(spills, folder)
