@@ -50,6 +50,7 @@ from .identity import (
     upstream_identity,
 )
 from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies, overlay_dir
+from .progress import hooks_of
 from .publish import (
     IDENTICAL,
     Staged,
@@ -238,7 +239,7 @@ class Pipeline:
         self.stages = STAGES if self.upstream is None else (Stage("world", upstream_import),) + STAGES[1:]
         self.force = force
         self.report_path = Path(report_path) if report_path else None
-        self.progress = progress
+        self.hooks = hooks_of(progress)
         # A caller running several seeds (a lane) loads the policies once and passes them here;
         # they must be what `policy_dir` and `policy_overrides` hold.
         self.policies = (policies if policies is not None
@@ -482,13 +483,10 @@ class Pipeline:
         job = ShardJob(stage.name, stage.module, stage.writes, policies, self.ctx, plan, inputs,
                        [ShardReader(d, self._path(d), plan, splits, self._digest(d)) for d in sorted(big)],
                        {d: (self._path(d), partition_of(d, self.ctx)) for d in stage.writes if d in SHARDED_TABLES},
-                       self._workspace(), self._shard_progress(stage), splits)
+                       self._workspace(), lambda done, total: self.hooks.shards_done(self.seed, stage.name, done, total),
+                       splits)
         outputs, self._executor_report[stage.name] = self.executor.run_shards(job)
         return outputs
-
-    def _shard_progress(self, stage: Stage):
-        tell = getattr(self.progress, "shards", None)
-        return (lambda done, total: tell(self.seed, stage.name, done, total)) if tell else None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
@@ -504,15 +502,13 @@ class Pipeline:
             for stage in self.stages[: stop + 1]:
                 if only and stage.name not in only:
                     continue
-                if self.progress:
-                    self.progress(self.seed, stage.name, "start")
+                self.hooks.stage_started(self.seed, stage.name)
                 rec = self.run_stage(stage)
                 records.append(rec)
                 if self._ws is not None:  # splits hold a copy of their table: kept while a later stage reads it
                     later = self.stages[self.stages.index(stage) + 1:]
                     drop_splits(self._ws / "splits", {d for st in later for d in st.reads})
-                if self.progress:
-                    self.progress(self.seed, stage.name, rec)
+                self.hooks.stage_finished(self.seed, stage.name, rec)
             self._know_upstream()
             result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
             self._write_run_report(result)
