@@ -49,8 +49,8 @@ def _policy_dir(args) -> Path | None:
     if args.world_policy is None:
         return args.policies
     from . import preflight
-    from .pipeline import ENGINE_POLICIES, STAGES
     from .policies import load_policies, overlay_dir
+    from .stages import ENGINE_POLICIES, STAGES
 
     preflight.check_runs_root(args.runs_root)
     policies = load_policies(args.policies, ENGINE_POLICIES, _overrides(args))

@@ -47,7 +47,7 @@ def test_sharded_stages_report_each_shard_between_their_start_and_finish(recorde
         finish = next(i for i, e in enumerate(events) if e[0] == "finish" and e[2] == stage.name)
         shards = [e for e in events[start:finish] if e[0] == "shards"]
         assert all(e[2] == stage.name for e in shards)
-        if getattr(stage.module, "SHARDED", False):
+        if stage.sharded:
             total = shards[-1][4]
             assert total > 1 and [e[3] for e in shards] == list(range(1, total + 1))
         else:
