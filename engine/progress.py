@@ -10,6 +10,7 @@ that imports the harness.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -39,7 +40,7 @@ class CallbackProgress(NoProgress):
     """The older form, a callable `progress(seed, stage, "start" | record)` with an optional
     `shards(seed, stage, done, total)`, which callers outside the engine still pass."""
 
-    def __init__(self, callback):
+    def __init__(self, callback: Callable[[int, str, Any], None]):
         self.callback = callback
 
     def stage_started(self, seed: int, stage: str) -> None:
@@ -54,7 +55,7 @@ class CallbackProgress(NoProgress):
             shards(seed, stage, done, total)
 
 
-def hooks_of(progress) -> ProgressHooks:
+def hooks_of(progress: object) -> ProgressHooks:
     """Hooks for the `progress` a caller passed: hooks as they are, a callable adapted, None silent."""
     if progress is None:
         return NoProgress()
@@ -71,7 +72,7 @@ class StageProgress(NoProgress):
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.live = sys.stderr.isatty() and not quiet
-        self._console = None
+        self._console: Any = None  # a rich Console, imported only for a terminal
         if self.live:
             from rich.console import Console
 
