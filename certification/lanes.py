@@ -185,7 +185,7 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
              evidence_root: Path = Path("evidence"), lock: bool = False, ci: bool = False, quiet: bool = False,
              seeds: list[int] | None = None, lock_path: Path | None = None, strict: bool = False,
              summary_to: Path | None = None, executor=None) -> int:
-    from engine.cli import StageProgress
+    from engine.progress import StageProgress
 
     from .html import write_lane_html
     from .report import write_pack

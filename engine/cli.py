@@ -7,48 +7,10 @@ import sys
 from pathlib import Path
 
 from .errors import EngineError, from_os_error
+from .progress import StageProgress  # noqa: F401 - still imported from here by certification/sweep.py
 from .shards import DEFAULT_SHARD_MERCHANTS
 
 DEFAULT_RUNS_ROOT = Path("runs")
-
-
-class StageProgress:
-    """One live line per seed on a terminal; plain lines otherwise."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.live = sys.stderr.isatty() and not quiet
-        self._console = None
-        if self.live:
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
-
-    def __call__(self, seed, stage, rec):
-        if self.quiet:
-            return
-        if rec == "start":
-            if self.live:
-                self._console.print(f"[dim]seed {seed}[/] {stage:<7} …", end="\r")
-            return
-        line = f"seed {seed} {stage:<7} {rec.status:<8} {rec.seconds:7.3f} s"
-        if rec.rows:
-            line += "  " + ", ".join(f"{k}={v:,}" for k, v in rec.rows.items())
-        ex = rec.report.get("executor") if isinstance(rec.report, dict) else None
-        if ex and (ex.get("shards", 1) > 1 or ex.get("executor") != "local"):
-            n = ex["shards"]
-            line += (f"  [{ex['executor']}: {n} shard{'s' if n != 1 else ''}" + (", in the driver" if ex.get("in_driver") else "")
-                     + (f", {ex['retries']} retried" if ex.get("retries") else "") + "]")
-        if self.live:
-            self._console.print(line + " " * 10)
-        else:
-            print(line, file=sys.stderr)
-
-
-    def shards(self, seed, stage, done, total):
-        """A sharded stage's progress: k/K shards (live line only; the stage's line gives the total)."""
-        if self.live and total > 1:
-            self._console.print(f"[dim]seed {seed}[/] {stage:<7} … {done}/{total} shards", end="\r")
 
 
 def _add_executor(p: argparse.ArgumentParser) -> None:
@@ -87,8 +49,8 @@ def _policy_dir(args) -> Path | None:
     if args.world_policy is None:
         return args.policies
     from . import preflight
-    from .pipeline import ENGINE_POLICIES, STAGES
     from .policies import load_policies, overlay_dir
+    from .stages import ENGINE_POLICIES, STAGES
 
     preflight.check_runs_root(args.runs_root)
     policies = load_policies(args.policies, ENGINE_POLICIES, _overrides(args))

@@ -1,4 +1,4 @@
-"""The data flow of one seed: world -> roster -> S0 -> S1 ... S8.
+"""The data flow of one seed: world -> roster -> S0 -> S1 ... S8, as engine/stages.py declares it.
 
     world    (world_policy)                      -> merchants, site_locations, site_timezones, 1B bundle
     roster   (merchants, site_timezones)         -> s5_arrival_roster
@@ -12,10 +12,13 @@
     S7       (everything above)                  -> s7_audit_report
     S8       (receipt, sealed inputs, S7)        -> validation bundle + _passed.flag
 
-States are pure functions; this module does all I/O: it loads inputs under the contract table,
-re-checks sealed policy digests, publishes outputs with the publish law, writes receipts, skips a
-stage whose receipt matches its current inputs (policies, input dataset digests, code digest),
-and records wall time and rows per stage in a run report outside the datasets.
+States are pure functions; this module does all I/O. For each stage spec (engine/states/spec.py)
+it decides skip / reuse / run from the stage's input key (code, policies, input dataset digests,
+run facts, extras), loads inputs under the contract table and re-checks them against S0's seal,
+resolves the extras the spec declares from one table of providers (EXTRAS), runs the state whole
+or over shards on the executor, publishes the outputs with the publish law, writes the receipt,
+and records wall time and rows per stage in a run report outside the datasets. It knows no stage
+by name: whatever a stage needs beyond its datasets is declared in its spec.
 
 Memory: the roster and S3..S7 run over merchant shards (engine/shards.py): their big inputs are
 read one shard at a time and their big outputs streamed to disk shard by shard, so peak memory
@@ -28,10 +31,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from . import contracts, preflight
 from .context import Context
@@ -50,6 +54,7 @@ from .identity import (
     upstream_identity,
 )
 from .policies import DEFAULT_POLICY_DIR, Policy, check_sealed, load_policies, overlay_dir
+from .progress import hooks_of
 from .publish import (
     IDENTICAL,
     Staged,
@@ -61,7 +66,6 @@ from .publish import (
     sweep_workspaces,
 )
 from .receipts import (
-    DEFAULT_CONTEXT,
     code_version,
     context_facts,
     find_reusable,
@@ -70,63 +74,12 @@ from .receipts import (
     stage_reused,
 )
 from .shards import DEFAULT_SHARD_MERCHANTS, SHARDED_TABLES, ShardPlan, ShardReader, drop_splits
-from .states import (
-    arrival_roster,
-    s0_gate,
-    s1_site_weights,
-    s2_alias_tables,
-    s3_day_effects,
-    s4_group_weights,
-    s5_router,
-    s6_edge_router,
-    s7_audit,
-    s8_bundle,
-    upstream_import,
-    upstream_world,
-)
+from .stages import ENGINE_POLICIES, STAGE_NAMES, STAGES, stages_for
+from .states import upstream_import
+from .states.spec import StateOutputs, StateSpec
 
-ENGINE_POLICIES = s0_gate.POLICIES
 OPTIONAL_OUTPUTS = {"s5_selection_log", "s6_edge_log"}
 IO_THREADS = 2
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: ModuleType
-
-    @property
-    def reads(self):
-        return self.module.READS
-
-    @property
-    def writes(self):
-        return self.module.WRITES
-
-    @property
-    def policies(self):
-        return ENGINE_POLICIES if self.module is s7_audit else self.module.POLICIES
-
-    @property
-    def context(self) -> tuple[str, ...]:
-        """The run facts the state's bytes depend on (receipts.DEFAULT_CONTEXT unless it says more or less)."""
-        return getattr(self.module, "CONTEXT", DEFAULT_CONTEXT)
-
-
-STAGES = (
-    Stage("world", upstream_world),
-    Stage("roster", arrival_roster),
-    Stage("S0", s0_gate),
-    Stage("S1", s1_site_weights),
-    Stage("S2", s2_alias_tables),
-    Stage("S3", s3_day_effects),
-    Stage("S4", s4_group_weights),
-    Stage("S5", s5_router),
-    Stage("S6", s6_edge_router),
-    Stage("S7", s7_audit),
-    Stage("S8", s8_bundle),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
 @dataclass
@@ -178,21 +131,41 @@ def partition_of(dataset_id: str, ctx: Context) -> str | None:
     return contracts.get(dataset_id).stamp(ctx.seed)
 
 
+def receipts_dir(runs_root: Path, ctx: Context) -> Path:
+    return Path(runs_root) / f"reports/layer1/2B/receipts/seed={ctx.seed}/manifest_fingerprint={ctx.mf}"
+
+
 def receipt_path(runs_root: Path, ctx: Context, stage: str) -> Path:
-    return Path(runs_root) / f"reports/layer1/2B/receipts/seed={ctx.seed}/manifest_fingerprint={ctx.mf}/{stage}.json"
+    return receipts_dir(runs_root, ctx) / f"{stage}.json"
 
 
 def run_report_path(runs_root: Path, ctx: Context) -> Path:
     return Path(runs_root) / f"reports/layer1/2B/run_report/seed={ctx.seed}/manifest_fingerprint={ctx.mf}/run_report.json"
 
 
-def code_digest(stage: Stage) -> str:
+def code_digest(stage: StateSpec) -> str:
     """The stage's code version: every engine module it runs (receipts.code_version)."""
     return code_version(stage.module)
 
 
-UPSTREAM_FILES = ("merchants.parquet", "site_locations.parquet", "site_timezones.parquet")
-upstream_files = upstream_import.read_folder  # the bytes of a user-supplied upstream folder
+@dataclass(frozen=True)
+class Extra:
+    """How the pipeline provides an extra a spec declares (engine/states/spec.py): its value for
+    the state, and, when the value is not already covered by the key, the input-key entry it adds."""
+
+    value: Callable[[Pipeline, StateSpec], Any]
+    key: str | None = None
+    fact: Callable[[Any], Any] | None = None
+
+
+EXTRAS = {
+    "assets": Extra(lambda p, s: p._seal_rows(s.seals)),  # their digests are in the key's datasets
+    "bundle_path": Extra(lambda p, s: p._rel(s.bundle)),
+    "published": Extra(lambda p, s: p._published_outputs(), "published",
+                       lambda v: {o["path"]: o["sha256_hex"] for o in v}),
+    "upstream_files": Extra(lambda p, s: p._upstream_files, "upstream", lambda v: {n: sha256_hex(b) for n, b in v.items()}),
+    "user_roster": Extra(lambda p, s: p.roster_file, "user_roster", digest),
+}
 
 
 def make_context(seed: int, policies: dict[str, Policy], upstream: Path | None = None,
@@ -235,15 +208,16 @@ class Pipeline:
         self.policy_overrides = {n: Path(p) for n, p in (policy_overrides or {}).items()}
         self.roster_file = Path(roster_file) if roster_file else None
         self.upstream = Path(upstream) if upstream else None
-        self.stages = STAGES if self.upstream is None else (Stage("world", upstream_import),) + STAGES[1:]
         self.force = force
         self.report_path = Path(report_path) if report_path else None
-        self.progress = progress
+        self.hooks = hooks_of(progress)
         # A caller running several seeds (a lane) loads the policies once and passes them here;
         # they must be what `policy_dir` and `policy_overrides` hold.
         self.policies = (policies if policies is not None
                          else load_policies(self.policy_dir, ENGINE_POLICIES, self.policy_overrides))
-        self._upstream_files = upstream_files(self.upstream) if self.upstream else None
+        self._upstream_files = upstream_import.read_folder(self.upstream) if self.upstream else None
+        # The run's options decide which declared alternatives replace a stage (engine/stages.py).
+        self.stages = stages_for({n for n, v in (("upstream_files", self.upstream), ("user_roster", self.roster_file)) if v})
         roster_digest = preflight.user_roster_digest(self.roster_file) if self.roster_file else None
         self.ctx = make_context(self.seed, self.policies, self.upstream, roster_digest)
         self._digests: dict[Path, str] = {}
@@ -251,7 +225,6 @@ class Pipeline:
         self._ws: Path | None = None  # this run's private folder for temporaries (publish.new_workspace)
         # Where shards are computed (engine/executors.py); not part of the run's identity: same bytes.
         self.executor = executor or LocalExecutor()
-        self._executor_report: dict[str, dict] = {}
         self.notes: list[str] = []
 
     # -- digests ---------------------------------------------------------------------------
@@ -263,23 +236,19 @@ class Pipeline:
             self._digests[path] = digest(path)
         return self._digests[path]
 
-    def _input_key(self, stage: Stage) -> dict:
+    def _input_key(self, stage: StateSpec, extras: dict) -> dict:
         key = {
             "code": code_digest(stage),
             "libraries": library_versions(),
             "context": context_facts(self.ctx, stage.context),
             "policies": {n: self.policies[n].sha256 for n in stage.policies},
-            "datasets": {d: self._digest(d) for d in stage.reads if self._exists(d) or d not in OPTIONAL_OUTPUTS},
+            "datasets": {d: self._digest(d) for d in stage.reads + stage.seals
+                         if self._exists(d) or d not in OPTIONAL_OUTPUTS},
         }
-        if stage.name == "roster" and self.roster_file:
-            key["user_roster"] = digest(self.roster_file)
-        if stage.module is upstream_import:
-            key["upstream"] = {n: sha256_hex(b) for n, b in self._upstream_files.items()}
-        if stage.module is s8_bundle:
-            key["published"] = {o["path"]: o["sha256_hex"] for o in self._published_outputs()}
-        if stage.name == "S0":
-            sealed = ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
-            key["datasets"].update({d: self._digest(d) for d in sealed})
+        for name, value in extras.items():
+            extra = EXTRAS[name]
+            if extra.key is not None and extra.fact is not None:
+                key[extra.key] = extra.fact(value)
         return key
 
     def _exists(self, dataset_id: str) -> bool:
@@ -309,8 +278,8 @@ class Pipeline:
             self._plan = ShardPlan.of(merchants["merchant_id"].to_numpy(), self.shard_merchants)
         return self._plan
 
-    def _load_inputs(self, stage: Stage, defer: frozenset = frozenset()) -> dict:
-        if stage.name not in ("world", "roster", "S0"):
+    def _load_inputs(self, stage: StateSpec, defer: frozenset = frozenset()) -> dict:
+        if stage.checks_seal:
             sealed_policies, sealed_assets = self._sealed()
             for name in stage.policies:
                 check_sealed(self.policies[name], sealed_policies)
@@ -323,27 +292,13 @@ class Pipeline:
         # Parquet decoding releases the GIL: two readers keep both cores busy on big inputs.
         with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
             decoded = pool.map(lambda d: decode(d, self._path(d), partition_of(d, self.ctx)), wanted)
-            inputs = dict(zip(wanted, decoded))
-        if stage.name == "S0":
-            bundle = dataset_path("validation_bundle_1B", self.runs_root, self.ctx)
-            inputs["_bundle_path"] = str(bundle.relative_to(self.runs_root))
-            inputs["_assets"] = [
-                {"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2],
-                 "sha256_hex": self._digest(d),
-                 "path": str(self._path(d).relative_to(self.runs_root)),
-                 "partition": contracts.get(d).partition_label(seed=self.ctx.seed, mf=self.ctx.mf,
-                                                               ph=self.ctx.parameter_hash, run_id=self.ctx.run_id)}
-                for d in ("merchants", "site_locations", "site_timezones", "s5_arrival_roster")
-            ]
-        if stage.name == "roster" and self.roster_file:
-            inputs["_user_roster"] = str(self.roster_file)
-        if stage.module is upstream_import:
-            inputs["_upstream_files"] = self._upstream_files
-            inputs["_upstream_dir"] = str(self.upstream)
-        if stage.module is s8_bundle:
-            inputs["_published"] = self._published_outputs()
-            inputs["_bundle_path"] = self._rel("validation_bundle_2B")
-        return inputs
+            return dict(zip(wanted, decoded))
+
+    def _seal_rows(self, datasets: tuple[str, ...]) -> list[dict]:
+        """S0's seal row of each dataset: what it is, its digest and where it was read."""
+        label = {"seed": self.ctx.seed, "mf": self.ctx.mf, "ph": self.ctx.parameter_hash, "run_id": self.ctx.run_id}
+        return [{"asset_id": d, "version_tag": contracts.get(d).template.split("/")[2], "sha256_hex": self._digest(d),
+                 "path": self._rel(d), "partition": contracts.get(d).partition_label(**label)} for d in datasets]
 
     def _rel(self, dataset_id: str) -> str:
         return self._path(dataset_id).relative_to(self.runs_root).as_posix()
@@ -353,7 +308,7 @@ class Pipeline:
         file by file), from the digests the receipts already hold: what the S8 bundle vouches for."""
         out = []
         for stage in self.stages:
-            if stage.module is s8_bundle:
+            if "published" in stage.extras:  # the stage that vouches for the others' outputs
                 continue
             for d in stage.writes:
                 path = self._path(d)
@@ -366,12 +321,13 @@ class Pipeline:
                     out.append({"dataset_id": d, "path": self._rel(d), "sha256_hex": self._digest(d)})
         return out
 
-    def run_stage(self, stage: Stage) -> StageRecord:
+    def run_stage(self, stage: StateSpec) -> StageRecord:
         t0 = time.perf_counter()
-        if stage.name != "world":
+        if not set(UPSTREAM_TABLES) & set(stage.writes):  # their writer must not key anything by their old bytes
             self._know_upstream()
         rpath = receipt_path(self.runs_root, self.ctx, stage.name)
-        key = self._input_key(stage)
+        extras = {name: EXTRAS[name].value(self, stage) for name in stage.extras}
+        key = self._input_key(stage, extras)
         receipt = _read_receipt(rpath)
         if receipt and not self.force and receipt["inputs"] == key and self._outputs_intact(receipt):
             return StageRecord(stage.name, "skipped", time.perf_counter() - t0, receipt.get("rows", {}))
@@ -380,18 +336,18 @@ class Pipeline:
             source = find_reusable(self.runs_root, self.seed, stage.name, key, exclude=rpath)
             if source is not None:
                 return self._reuse(stage, key, source, rpath, superseded, t0)
+        return self._publish(stage, key, self._compute(stage, extras), rpath, superseded, t0)
+
+    def _compute(self, stage: StateSpec, extras: dict) -> StateOutputs:
         policies = {n: self.policies[n] for n in stage.policies}
-        sharded = getattr(stage.module, "SHARDED", False) and not (stage.name == "roster" and self.roster_file)
-        if sharded:
+        if stage.sharded:
             big = frozenset(d for d in stage.reads if d in SHARDED_TABLES)
-            inputs = self._load_inputs(stage, defer=big)
-            outputs = self._run_shards(stage, inputs, big, policies)
-        else:
-            inputs = self._load_inputs(stage)
-            outputs = dict(stage.module.run(inputs, policies, self.ctx))
-        report = outputs.pop("_report", {})
-        if stage.name in self._executor_report:
-            report = {**report, "executor": self._executor_report.pop(stage.name)}
+            return self._run_shards(stage, self._load_inputs(stage, defer=big), big, policies)
+        return StateOutputs.of(stage.run(self._load_inputs(stage), policies, self.ctx, **extras))
+
+    def _publish(self, stage: StateSpec, key: dict, result: StateOutputs, rpath: Path, superseded: dict,
+                 t0: float) -> StageRecord:
+        outputs = result.tables
         try:
             unknown = set(outputs) - set(stage.writes)
             if unknown:
@@ -424,14 +380,14 @@ class Pipeline:
             self._digests[path] = out_digests[d]
         self._write_receipt(rpath, stage, key, out_digests, rows)
         return StageRecord(stage.name, "ran", time.perf_counter() - t0, rows,
-                           dict(zip(encoded, statuses)), report)
+                           dict(zip(encoded, statuses)), result.report)
 
-    def _write_receipt(self, rpath: Path, stage: Stage, key: dict, out_digests: dict, rows: dict) -> None:
+    def _write_receipt(self, rpath: Path, stage: StateSpec, key: dict, out_digests: dict, rows: dict) -> None:
         paths = {d: self._rel(d) for d in out_digests}
         replace_file(rpath, canonical_json({"stage": stage.name, "inputs": key, "outputs": out_digests,
                                             "paths": paths, "rows": rows}), self._workspace())
 
-    def _reuse(self, stage: Stage, key: dict, source: dict, rpath: Path, superseded: dict, t0: float) -> StageRecord:
+    def _reuse(self, stage: StateSpec, key: dict, source: dict, rpath: Path, superseded: dict, t0: float) -> StageRecord:
         """Publish the outputs another manifest's run made from the same input key (common random
         numbers make that the normal case after a policy edit that does not concern this stage)."""
         items, staged = [], []
@@ -471,7 +427,7 @@ class Pipeline:
             self._ws = new_workspace(self.runs_root)
         return self._ws
 
-    def _run_shards(self, stage: Stage, inputs: dict, big: frozenset, policies: dict) -> dict:
+    def _run_shards(self, stage: StateSpec, inputs: dict, big: frozenset, policies: dict) -> StateOutputs:
         """Run a sharded state over merchant shards on the run's executor (engine/executors.py):
         small inputs restricted per shard, big ones read per shard (the roster split once per
         run, under the workspace), big outputs staged, the rest merged by `finish`."""
@@ -482,13 +438,12 @@ class Pipeline:
         job = ShardJob(stage.name, stage.module, stage.writes, policies, self.ctx, plan, inputs,
                        [ShardReader(d, self._path(d), plan, splits, self._digest(d)) for d in sorted(big)],
                        {d: (self._path(d), partition_of(d, self.ctx)) for d in stage.writes if d in SHARDED_TABLES},
-                       self._workspace(), self._shard_progress(stage), splits)
-        outputs, self._executor_report[stage.name] = self.executor.run_shards(job)
-        return outputs
-
-    def _shard_progress(self, stage: Stage):
-        tell = getattr(self.progress, "shards", None)
-        return (lambda done, total: tell(self.seed, stage.name, done, total)) if tell else None
+                       self._workspace(), lambda done, total: self.hooks.shards_done(self.seed, stage.name, done, total),
+                       splits)
+        outputs, executed = self.executor.run_shards(job)
+        result = StateOutputs.of(outputs)
+        result.report = {**result.report, "executor": executed}
+        return result
 
     # -- the run ---------------------------------------------------------------------------
     def run(self, until: str | None = None, only: tuple[str, ...] | None = None) -> RunResult:
@@ -504,15 +459,13 @@ class Pipeline:
             for stage in self.stages[: stop + 1]:
                 if only and stage.name not in only:
                     continue
-                if self.progress:
-                    self.progress(self.seed, stage.name, "start")
+                self.hooks.stage_started(self.seed, stage.name)
                 rec = self.run_stage(stage)
                 records.append(rec)
                 if self._ws is not None:  # splits hold a copy of their table: kept while a later stage reads it
                     later = self.stages[self.stages.index(stage) + 1:]
                     drop_splits(self._ws / "splits", {d for st in later for d in st.reads})
-                if self.progress:
-                    self.progress(self.seed, stage.name, rec)
+                self.hooks.stage_finished(self.seed, stage.name, rec)
             self._know_upstream()
             result = RunResult(self.ctx, self.runs_root, self.policy_dir, records, time.perf_counter() - t0)
             self._write_run_report(result)
@@ -527,7 +480,8 @@ class Pipeline:
         """Every input checked before the runs root may change (engine/preflight.py)."""
         preflight.check_inputs(self.stages, self.policies, self.seed, self._upstream_files, self.upstream, self.roster_file)
         paths = [self._path(d) for d in contracts.DATASETS]
-        paths += [receipt_path(self.runs_root, self.ctx, "S0"), run_report_path(self.runs_root, self.ctx),
+        paths += [receipt_path(self.runs_root, self.ctx, stage.name) for stage in self.stages]
+        paths += [run_report_path(self.runs_root, self.ctx),
                   self.runs_root / "tmp" / "x", self.runs_root / "policy_overlays" / "x"]
         preflight.check_no_links(self.runs_root, paths)
 
@@ -536,7 +490,7 @@ class Pipeline:
         (by writes without a workspace, or by engines from before workspaces existed)."""
         sweep_workspaces(self.runs_root)
         sweep_siblings({self._path(d).parent for d in contracts.DATASETS}
-                       | {receipt_path(self.runs_root, self.ctx, "S0").parent, run_report_path(self.runs_root, self.ctx).parent})
+                       | {receipts_dir(self.runs_root, self.ctx), run_report_path(self.runs_root, self.ctx).parent})
 
     def _place_overlay(self) -> None:
         """Policy overrides move into a content-addressed folder under the runs root (one folder

@@ -7,7 +7,7 @@ new partial partition. So every input is validated here, completely, before the 
 * the runs root: a folder (or nothing yet), with no symbolic link on any path the run will touch
   (a link could send a write or a removal outside the root);
 * policies: syntax and schema when loaded (engine.policies), then every rule a stage states on its
-  own policies without data (each stage module's `check_policy`);
+  own policies without data (each stage spec's `check_policy`, engine/stages.py);
 * a user-supplied upstream folder: the gate law and every table (upstream_import.validate);
 * a user-supplied roster: the whole roster against the merchants it will be routed for.
 
@@ -91,9 +91,8 @@ def check_inputs(stages, policies: dict, seed: int, upstream_files: dict | None 
                  roster_file: Path | None = None) -> None:
     """Every policy rule, the upstream folder and the user roster, before anything is written."""
     for stage in stages:
-        check = getattr(stage.module, "check_policy", None)
-        if check is not None:
-            check({n: policies[n] for n in stage.policies})
+        if stage.check_policy is not None:
+            stage.check_policy({n: policies[n] for n in stage.policies})
     merchants = None
     if upstream_files is not None:
         from .states import upstream_import

@@ -460,9 +460,9 @@ def test_pass_report_bundles_and_verifies(world, tmp_path):
     s1.parent.mkdir(parents=True)
     s1.write_bytes(b"s1 rows")
     bundle = s8_bundle.run({"s0_gate_receipt": inputs["s0_gate_receipt"], "sealed_inputs": inputs["sealed_inputs"],
-                            "s7_audit_report": report, "_bundle_path": "data/bundle",
-                            "_published": [{"dataset_id": "s1_site_weights", "path": "data/s1/part-00000.parquet",
-                                            "sha256_hex": sha256_hex(b"s1 rows")}]}, {}, CTX)["validation_bundle_2B"]
+                            "s7_audit_report": report}, {}, CTX, bundle_path="data/bundle",
+                           published=[{"dataset_id": "s1_site_weights", "path": "data/s1/part-00000.parquet",
+                                       "sha256_hex": sha256_hex(b"s1 rows")}])["validation_bundle_2B"]
     (tmp_path / "data/bundle").mkdir()
     for rel, data in bundle.items():
         (tmp_path / "data/bundle" / rel).write_bytes(data)

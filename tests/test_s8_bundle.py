@@ -38,8 +38,11 @@ PUBLISHED = [{"dataset_id": p.split("/")[-2], "path": p, "sha256_hex": sha256_he
 
 
 def inputs(rep: dict) -> dict:
-    return {"s0_gate_receipt": RECEIPT, "sealed_inputs": SEALED, "s7_audit_report": rep,
-            "_published": PUBLISHED, "_bundle_path": BUNDLE_PATH}
+    return {"s0_gate_receipt": RECEIPT, "sealed_inputs": SEALED, "s7_audit_report": rep}
+
+
+def run_s8(rep: dict, published=PUBLISHED) -> dict:
+    return s8_bundle.run(inputs(rep), {}, CTX, published=published, bundle_path=BUNDLE_PATH)
 
 
 def write(bundle: dict, runs_root):
@@ -56,7 +59,7 @@ def write(bundle: dict, runs_root):
 
 @pytest.fixture
 def bundle():
-    return s8_bundle.run(inputs(report("PASS", "PASS")), {}, CTX)["validation_bundle_2B"]
+    return run_s8(report("PASS", "PASS"))["validation_bundle_2B"]
 
 
 def test_pass_publishes_a_bundle_that_verifies(bundle, tmp_path):
@@ -70,12 +73,12 @@ def test_pass_publishes_a_bundle_that_verifies(bundle, tmp_path):
     flag = verify_bundle(write(bundle, tmp_path))
     assert bundle[FLAG] == f"sha256_hex = {flag}\n".encode()
     # Same evidence, same bytes.
-    assert s8_bundle.run(inputs(report("PASS", "PASS")), {}, CTX)["validation_bundle_2B"] == bundle
+    assert run_s8(report("PASS", "PASS"))["validation_bundle_2B"] == bundle
 
 
 def test_fail_report_publishes_nothing():
     with pytest.raises(EngineError, match="S7 did not PASS; no bundle is published") as exc:
-        s8_bundle.run(inputs(report("PASS", "FAIL")), {}, CTX)
+        run_s8(report("PASS", "FAIL"))
     assert (exc.value.where, exc.value.field) == ("s7_audit_report", "summary.overall")
 
 
@@ -88,7 +91,7 @@ def test_fail_report_publishes_nothing():
 ], ids=["contradiction", "no-checks", "other-seed", "other-mf", "no-summary"])
 def test_untrustworthy_pass_is_refused(bad):
     with pytest.raises(EngineError):
-        s8_bundle.run(inputs(bad), {}, CTX)
+        run_s8(bad)
 
 
 @pytest.mark.parametrize("rel", ["s0_gate_receipt_2B.json", "sealed_inputs_2B.json", "s7_audit_report.json",
@@ -103,9 +106,8 @@ def test_any_flipped_byte_fails_verification(bundle, tmp_path, rel):
 
 
 def test_bundle_without_output_digests_is_refused():
-    bare = {k: v for k, v in inputs(report("PASS")).items() if k != "_published"}
     with pytest.raises(EngineError, match="routed data"):
-        s8_bundle.run(bare, {}, CTX)
+        run_s8(report("PASS"), published=None)
 
 
 @pytest.mark.parametrize("rel", sorted(OUTPUT_BYTES))

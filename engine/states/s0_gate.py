@@ -25,27 +25,30 @@ UPSTREAM_MANIFEST = "upstream_manifest.json"
 UPSTREAM_TABLES = ("merchants", "site_locations", "site_timezones")
 
 
-def run(inputs: dict, policies: dict, ctx: Context) -> dict:
+def run(inputs: dict, policies: dict, ctx: Context, *, assets: list[dict], bundle_path: str) -> dict:
+    """`assets`: one seal row per dataset S0 seals (the upstream tables and the roster), from the
+    pipeline, which knows their digests and paths; `bundle_path`: where the 1B bundle is, for errors
+    and its seal row."""
     bundle = inputs["validation_bundle_1B"]
-    where = inputs.get("_bundle_path", "validation_bundle_1B")
+    where = bundle_path  # relative to the runs root: the seal row's path, and where errors point
     flag_digest = verify_members(bundle, where)
 
-    assets = {a["asset_id"]: a for a in inputs["_assets"]}
+    by_id = {a["asset_id"]: a for a in assets}
     manifest = json.loads(bundle[UPSTREAM_MANIFEST]) if UPSTREAM_MANIFEST in bundle else None
     if manifest is None:
         raise EngineError(f"{where}/{UPSTREAM_MANIFEST}", "(file)", "the 1B bundle carries no upstream manifest")
     for table in UPSTREAM_TABLES:
         listed = manifest.get("datasets", {}).get(table, {}).get("sha256_hex")
-        if table not in assets:
+        if table not in by_id:
             raise EngineError(table, "(dataset)", "upstream table missing")
-        if listed != assets[table]["sha256_hex"]:
-            raise EngineError(assets[table]["path"], "sha256_hex",
+        if listed != by_id[table]["sha256_hex"]:
+            raise EngineError(by_id[table]["path"], "sha256_hex",
                               f"bytes differ from the digest the 1B bundle certifies ({str(listed)[:12]})")
 
     sealed = sorted(
         [{"asset_id": "validation_bundle_1B", "version_tag": "1B", "sha256_hex": flag_digest, "path": where,
           "partition": f"seed={ctx.seed}/manifest_fingerprint={ctx.mf}"}]
-        + [dict(a) for a in inputs["_assets"]]
+        + [dict(a) for a in assets]
         + [{"asset_id": p.name, "version_tag": str(p.data.get("version_tag", "")), "sha256_hex": p.sha256,
             "path": f"policies/{p.path.name}", "partition": ""} for p in policies.values()],
         key=lambda r: r["asset_id"],

@@ -6,7 +6,7 @@ tables, roster, S1..S6 datasets, event logs, traces, cards, S0/S7 evidence), plu
 `_passed.flag` built by the one bundle law (`engine.bundle.make_bundle`). So the flag seals the
 routed data too: `seg2b verify` re-hashes every listed output ("no PASS, no read" covers the data,
 not only the evidence). The digests come from the pipeline, which knows them from its receipts
-(`_published`); this state never decodes the datasets they name.
+(the `published` argument); this state never decodes the datasets they name.
 It is published only when the S7 report says PASS: a bundle is a claim that the run is valid,
 so a failed audit must leave no flag behind (the FAIL report itself is still on disk as evidence).
 
@@ -35,7 +35,9 @@ MEMBERS = {
 }
 
 
-def run(inputs: dict, policies: dict, ctx: Context) -> dict:
+def run(inputs: dict, policies: dict, ctx: Context, *, published: list[dict] | None, bundle_path: str) -> dict:
+    """`published`: {dataset_id, path, sha256_hex} of every output before S8; `bundle_path`: where
+    this bundle is published, relative to the runs root (its outputs member names paths from there)."""
     for dataset_id in READS:
         if dataset_id not in inputs:
             raise EngineError(dataset_id, "(dataset)", "input missing")
@@ -53,14 +55,13 @@ def run(inputs: dict, policies: dict, ctx: Context) -> dict:
     if failed is None or failed:
         # A summary that contradicts its own checks is not a PASS either.
         raise EngineError("s7_audit_report", "checks", f"summary says PASS but the checks do not agree: {failed or 'no checks'}")
-    published = inputs.get("_published")
     if not published:
         raise EngineError("validation_bundle_2B", OUTPUTS, "the digests of the run's outputs were not passed; "
                           "a bundle must vouch for the routed data, not only for the evidence")
     # Canonical JSON gives the same bytes the pipeline published for these inputs, so the bundle's
     # member digests equal the digests of the datasets themselves.
     members = {MEMBERS[d]: canonical_json(inputs[d]) for d in READS}
-    members[OUTPUTS] = outputs_member(inputs["_bundle_path"], published)
+    members[OUTPUTS] = outputs_member(bundle_path, published)
     return {"validation_bundle_2B": make_bundle(members)}
 
 

@@ -35,8 +35,9 @@ CHANNELS = ("card_present", "card_not_present", "omni")
 _ISO2 = r"^[A-Z]{2}$"
 
 
-def run(inputs: dict, policies: dict, ctx: Context) -> dict:
-    files = inputs["_upstream_files"]
+def run(inputs: dict, policies: dict, ctx: Context, *, upstream_files: dict[str, bytes]) -> dict:
+    """`upstream_files`: the folder's bytes by relative path (`read_folder`), read once by the pipeline."""
+    files = upstream_files
     out = {name: files[f"{name}.parquet"] for name in TABLES}
     out["validation_bundle_1B"] = {rel[len("validation/"):]: data for rel, data in files.items() if rel.startswith("validation/")}
     # Content, not the folder it came from: the same upstream copied elsewhere is the same run.
