@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
 from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy, package_folder
+from engine.replay import Replay, finish_replay, output_digests, output_paths, start_replay
 
 from . import gates as G
 from .compare import against_references
@@ -55,14 +56,12 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
             # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
             # while this process runs and scores the seed; one replay in flight at a time.
             if i:
-                replays[seeds[i - 1]].process.wait()
-            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir, executor)
+                replays[seeds[i - 1]].wait()
+            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir, executor=executor)
         results[s] = Pipeline(s, runs_root, policy_dir, progress=progress, executor=executor).run()
-        # T-STR-05 is filled in once the replay is back
-        scores[s] = score_seed(results[s], None, gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
+        scores[s] = score_seed(results[s], gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
     for s in seeds:
-        scores[s].structural["T-STR-05"] = (replay_check(finish_replay(replays[s], results[s])) if replay else
-                                            {"ok": None, "detail": "not run: replay off (a sweep point)"})
+        scores[s].structural["T-STR-05"] = _replay_check(results[s], replays.get(s))
     shutil.rmtree(scratch, ignore_errors=True)
     pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
     for res in results.values():
@@ -99,54 +98,11 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
     return LaneOutcome(record, results, scores)
 
 
-@dataclass
-class Replay:
-    seed: int
-    process: subprocess.Popen
-    report: Path
-
-
-def start_replay(seed: int, scratch_root: Path, policy_dir: Path, executor=None) -> Replay:
-    """The whole seed (world..S8) run again from nothing, in its own process and folder (on the
-    lane's executor: a Dask lane's replay runs on the same cluster, in the environment the lane
-    had before the cluster started)."""
-    shutil.rmtree(scratch_root, ignore_errors=True)
-    report = Path(scratch_root) / "replay_run_report.json"
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(scratch_root),
-           "--policies", str(policy_dir), "--quiet", "--run-report", str(report)]
-    cmd += executor.cli_args() if executor else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
-                            env=executor.subprocess_env() if executor else None)
-    return Replay(seed, proc, report)
-
-
-def finish_replay(rep: Replay, result: RunResult):
-    """Compare every output of the replay with the published run, byte for byte (by digest).
-
-    Returns an object whose `stages` carry, per stage, "identical" or "changed" for each output,
-    or whose `error` says why the replay could not be compared.
-    """
-    from types import SimpleNamespace
-
-    from engine.datasets import digest
-    from engine.pipeline import STAGES, StageRecord, dataset_path
-
-    _, err = rep.process.communicate()
-    if rep.process.returncode != 0:
-        return SimpleNamespace(stages=[], error=err.decode(errors="replace").strip()[-500:] or "replay failed")
-    scratch_root = rep.report.parent
-    stages = []
-    for stage in STAGES:
-        published = {}
-        for d in stage.writes:
-            mine = result.path(d)
-            theirs = dataset_path(d, scratch_root, result.ctx)
-            if not mine.exists() and not theirs.exists():
-                continue
-            same = mine.exists() and theirs.exists() and digest(mine) == digest(theirs)
-            published[d] = "identical" if same else "changed"
-        stages.append(StageRecord(stage.name, "replayed", 0.0, {}, published))
-    return SimpleNamespace(stages=stages, error=None)
+def _replay_check(result: RunResult, replay: Replay | None) -> dict:
+    """T-STR-05 of a seed once its replay is back (None: the lane runs without replays)."""
+    if replay is None:
+        return {"ok": None, "detail": "not run: replay off (a sweep point)"}
+    return replay_check(finish_replay(replay), output_digests(result.runs_root, result.ctx), output_paths(result.ctx))
 
 
 def start_suite(record_path: Path, junit_path: Path) -> subprocess.Popen:

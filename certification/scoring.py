@@ -18,6 +18,7 @@ from engine.bundle import verify_bundle
 from engine.datasets import check_table
 from engine.errors import EngineError
 from engine.pipeline import RunResult, partition_of
+from engine.replay import ReplayResult, compare
 from engine.states.s2_alias_tables import read_tables
 
 from . import metrics as M
@@ -84,7 +85,9 @@ def roster_facts(roster: pl.DataFrame) -> dict:
     }
 
 
-def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict, str | None]:
+def structural_checks(result: RunResult) -> tuple[dict, str | None]:
+    """T-STR-01..04 of a published run. T-STR-05 needs the seed's replay, which is back only after
+    scoring (it runs meanwhile): the lane adds it, by `replay_check`."""
     checks = {}
     # T-STR-01: independent decode of the published blob against S1 (not S7's code path).
     try:
@@ -126,19 +129,21 @@ def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict
         except EngineError as exc:
             problems.append(str(exc))
     checks["T-STR-04"] = {"ok": not problems, "detail": "; ".join(problems) or "all Parquet datasets conform"}
-    checks["T-STR-05"] = replay_check(replay)
     return checks, flag
 
 
-def replay_check(replay) -> dict:
+def replay_check(replay: ReplayResult | None, published: dict[str, str], labels: dict[str, str]) -> dict:
     """T-STR-05: an independent rerun of the seed (fresh folder, fresh process) reproduced every
-    output byte for byte, so rerunning publishes nothing new."""
+    output byte for byte, so rerunning publishes nothing new.
+
+    `published`: the published run's output digests (engine.replay.output_digests); `labels`: output
+    path -> "stage:dataset" (engine.replay.output_paths), how a changed output is named."""
     if replay is None:
         return {"ok": False, "detail": "replay not run"}
-    if getattr(replay, "error", None):
+    if replay.error:
         return {"ok": False, "detail": f"replay failed: {replay.error}"}
-    changed = sorted(f"{r.name}:{d}" for r in replay.stages for d, st in r.published.items() if st != "identical")
-    return {"ok": not changed, "detail": f"{sum(len(r.published) for r in replay.stages)} outputs rerun from nothing "
+    changed = sorted(labels.get(p, p) for p in compare(published, replay.digests))
+    return {"ok": not changed, "detail": f"{len(published.keys() | replay.digests.keys())} outputs rerun from nothing "
             f"and compared; changed: {changed or 'none'}"}
 
 
@@ -153,8 +158,8 @@ def veto_settings(gates_policy: dict | None) -> dict:
             "min_days": vp["min_days_for_slope"]}
 
 
-def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict | None = None,
-               tradeoff: bool = False) -> SeedScore:
+def score_seed(result: RunResult, gates_policy: dict | None = None, tradeoff: bool = False) -> SeedScore:
+    """Everything of one seed but T-STR-05 (see `structural_checks`)."""
     s1 = result.load("s1_site_weights")
     s3 = result.load("s3_day_effects")
     s4 = result.load("s4_group_weights")
@@ -191,7 +196,7 @@ def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict |
         points = tradeoff_points(gates_policy, load_policy(POLICY, result.policy_dir), mix, floor, data,
                                  veto_settings(gates_policy), result.ctx.seed)
     metrics.update({k: _finite(v) for k, v in veto.items()})
-    structural, flag = structural_checks(result, replay)
+    structural, flag = structural_checks(result)
     cohorts = M.cohort_tables(s1, s3, md, tz, merchants)
     return SeedScore(
         seed=result.ctx.seed,
