@@ -16,12 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
-from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy, package_folder
+from engine.pipeline import Pipeline, RunResult
+from engine.policies import package_folder
 from engine.replay import Replay, finish_replay, output_digests, output_paths, start_replay
 
 from . import gates as G
 from .compare import against_references
+from .config import LaneConfig
 from .record import build_record, compare_with_lock, lock_from_record, write_json
 from .retention import prune_packs, prune_runs, read_pointers, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
@@ -37,65 +38,74 @@ class LaneOutcome:
     scores: dict[int, SeedScore]
 
 
-def _grid_days(policy_dir: Path) -> int:
-    from engine.calendar import grid_days
-
-    return grid_days(load_policy("day_effect_policy_v1", policy_dir).data)
-
-
 def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds: list[int] | None = None,
                progress=None, replay: bool = True, executor=None) -> LaneOutcome:
-    policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
-    gp = load_policy("certification_gates_v1", policy_dir).data
+    config = LaneConfig.load(policy_dir)  # the lane's only read of its policy folder
+    gp = config.gates_policy
     seeds = list(seeds) if seeds else list(gp["lanes"][lane])
     t0 = time.perf_counter()
-    results, scores, replays = {}, {}, {}
-    scratch = Path(runs_root) / "replay_scratch"
-    for i, s in enumerate(seeds):
-        if replay:
-            # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
-            # while this process runs and scores the seed; one replay in flight at a time.
-            if i:
-                replays[seeds[i - 1]].wait()
-            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir, executor=executor)
-        results[s] = Pipeline(s, runs_root, policy_dir, progress=progress, executor=executor).run()
-        scores[s] = score_seed(results[s], gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
-    for s in seeds:
-        scores[s].structural["T-STR-05"] = _replay_check(results[s], replays.get(s))
-    shutil.rmtree(scratch, ignore_errors=True)
-    pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
+    results, scores = _run_seeds(lane, seeds, Path(runs_root), config, progress, replay, executor)
+    pre = preconditions(gp, lane, seeds, scores, results, config.engine_digests())
     for res in results.values():
         res.forget()
     gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s, scores[s].data_metrics)
                     for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
     xseed["T-X-02"] = "holds" if all(r.band != "FAIL" for res in gate_results.values() for r in res.values()) else "FAIL"
-    what_if_rows = None
-    if lane in gp.get("what_if", {}).get("lanes", ()):
-        from .whatif import grade, multi_tz_share, what_if
-
-        today = {str(s): grade(gp, scores[s].data_metrics, scores[s].floor_metrics, scores[s].group_shares,
-                               multi_tz_share(scores[s].world_card), scores[s].world_card.get("calibration_pass"))
-                 for s in seeds}
-        what_if_rows = what_if(seeds, policy_dir, gp, {s: results[s].ctx for s in seeds}, today)
-    grid = _grid_days(policy_dir)
+    what_if_rows = _what_if_rows(lane, seeds, config, results, scores)
+    grid = config.grid_days()
     full_grid = all(scores[s].roster_facts["horizon_days"] >= grid for s in seeds)
     structural = {s: {k: v["ok"] for k, v in scores[s].structural.items()} for s in seeds}
     verdict = G.verdict({k: v["ok"] for k, v in pre.items()}, structural, gate_results, xseed, full_grid,
                         certifying=lane == gp["certifying_lane"])
     any_ctx = results[seeds[0]].ctx
-    engine_policies = load_policies(policy_dir, ENGINE_POLICIES)
     record = build_record(
         lane=lane, seeds=seeds, verdict=verdict, preconditions=pre, gates=gate_results, scores=scores, xseed=xseed,
-        policy_fingerprints={n: p.sha256 for n, p in engine_policies.items()},
+        policy_fingerprints=config.engine_digests(),
         parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
         wall_seconds=time.perf_counter() - t0,
-        policy_documents={**{n: p.data for n, p in engine_policies.items()}, "certification_gates_v1": gp})
+        policy_documents=config.documents())
     if what_if_rows is not None:
         record["what_if"] = what_if_rows
     record["full_grid"] = full_grid
     record["grid_days"] = grid
     return LaneOutcome(record, results, scores)
+
+
+def _run_seeds(lane: str, seeds: list[int], runs_root: Path, config: LaneConfig, progress, replay: bool,
+               executor) -> tuple[dict[int, RunResult], dict[int, SeedScore]]:
+    """Every seed run (receipts skip or reuse stages) and scored, T-STR-05 included."""
+    results, scores, replays = {}, {}, {}
+    scratch = runs_root / "replay_scratch"
+    tradeoff = lane in config.gates_policy.get("tradeoff", {}).get("lanes", ())
+    for i, s in enumerate(seeds):
+        if replay:
+            # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
+            # while this process runs and scores the seed; one replay in flight at a time.
+            if i:
+                replays[seeds[i - 1]].wait()
+            replays[s] = start_replay(s, scratch / f"seed={s}", config.policy_dir, executor=executor)
+        results[s] = Pipeline(s, runs_root, config.policy_dir, progress=progress, executor=executor,
+                              policies=config.engine).run()
+        scores[s] = score_seed(results[s], config, tradeoff=tradeoff)
+    for s in seeds:
+        scores[s].structural["T-STR-05"] = _replay_check(results[s], replays.get(s))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return results, scores
+
+
+def _what_if_rows(lane: str, seeds: list[int], config: LaneConfig, results: dict[int, RunResult],
+                  scores: dict[int, SeedScore]) -> list[dict] | None:
+    """The upstream what-if of the lanes that carry it (certification/whatif.py), else None."""
+    gp = config.gates_policy
+    if lane not in gp.get("what_if", {}).get("lanes", ()):
+        return None
+    from .whatif import grade, multi_tz_share, what_if
+
+    today = {str(s): grade(gp, scores[s].data_metrics, scores[s].floor_metrics, scores[s].group_shares,
+                           multi_tz_share(scores[s].world_card), scores[s].world_card.get("calibration_pass"))
+             for s in seeds}
+    return what_if(seeds, config.engine, gp, {s: results[s].ctx for s in seeds}, today)
 
 
 def _replay_check(result: RunResult, replay: Replay | None) -> dict:
