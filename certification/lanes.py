@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,15 @@ from engine.replay import Replay, finish_replay, output_digests, output_paths, s
 from . import gates as G
 from .compare import against_references
 from .config import LaneConfig
-from .record import build_record, compare_with_lock, lock_from_record, write_json
+from .record import (
+    build_record,
+    compare_with_lock,
+    lock_from_record,
+    record_json,
+    with_evidence_seconds,
+    with_pack,
+    write_json,
+)
 from .retention import prune_packs, prune_runs, read_pointers, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
 
@@ -64,11 +73,7 @@ def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds
         policy_fingerprints=config.engine_digests(),
         parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
         wall_seconds=time.perf_counter() - t0,
-        policy_documents=config.documents())
-    if what_if_rows is not None:
-        record["what_if"] = what_if_rows
-    record["full_grid"] = full_grid
-    record["grid_days"] = grid
+        policy_documents=config.documents(), what_if=what_if_rows, full_grid=full_grid, grid_days=grid)
     return LaneOutcome(record, results, scores)
 
 
@@ -115,12 +120,36 @@ def _replay_check(result: RunResult, replay: Replay | None) -> dict:
     return replay_check(finish_replay(replay), output_digests(result.runs_root, result.ctx), output_paths(result.ctx))
 
 
-def start_suite(record_path: Path, junit_path: Path) -> subprocess.Popen:
-    """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence."""
+def start_suite(record: dict, junit_path: Path) -> subprocess.Popen:
+    """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence.
+
+    The record reaches the suite through a pipe, not a file: the suite then runs while the report
+    and plots are drawn, and the record file is written once, when its wall time is final (the
+    gates, the only thing the suite reads, are final already)."""
+    data = record_json(record).encode()
+    read_end, write_end = os.pipe()
     cmd = [sys.executable, "-m", "pytest", str(SUITE_DIR), "-q", "-p", "no:cacheprovider", "--no-header",
-           f"--seg2b-record={record_path}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
+           f"--seg2b-record-fd={read_end}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.Popen(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        suite = subprocess.Popen(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, pass_fds=(read_end,))
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    # A record is larger than a pipe's buffer: fed from a thread, so drawing the pack is not held up.
+    threading.Thread(target=_feed, args=(write_end, data), daemon=True).start()
+    return suite
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        with open(fd, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass  # the suite stopped before reading: its exit status and junit.xml say so
 
 
 def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
@@ -161,20 +190,17 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     runs_root, evidence_root = Path(runs_root), Path(evidence_root)
     prune_runs(runs_root)
     outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet), executor=executor)
-    record = outcome.record
-    record["comparisons"] = against_references(read_pointers(runs_root), record)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    pack = evidence_root / lane / f"{stamp}-{record['parameter_hash'][:8]}"
+    pack = evidence_root / lane / f"{stamp}-{outcome.record['parameter_hash'][:8]}"
     pack.mkdir(parents=True, exist_ok=True)
-    record["evidence_pack"] = str(pack)
-    record_path = pack / "certification_record.json"
-    write_json(record_path, record)
-    suite = start_suite(record_path, pack / "junit.xml")  # runs while the report and plots are drawn
+    # The report names the pack and what moved against the references, so both join the record first.
+    record = with_pack(outcome.record, pack, against_references(read_pointers(runs_root), outcome.record))
+    suite = start_suite(record, pack / "junit.xml")  # runs while the report and plots are drawn
     write_pack(pack, record, outcome)
     suite_rc = suite.wait()
-    record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
-    write_json(record_path, record)
-    # The page and the CI summary are drawn from the final record, so they show its full runtime.
+    record = with_evidence_seconds(record, time.perf_counter() - t0)
+    write_json(pack / "certification_record.json", record)
+    # The page and the CI summary are drawn from the written record, so they show its full runtime.
     write_lane_html(pack)
     summary = write_summary(pack, record)
     if summary_to:
