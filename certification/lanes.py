@@ -12,16 +12,27 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.pipeline import ENGINE_POLICIES, Pipeline, RunResult
-from engine.policies import DEFAULT_POLICY_DIR, load_policies, load_policy, package_folder
+from engine.pipeline import Pipeline, RunResult
+from engine.policies import package_folder
+from engine.replay import Replay, finish_replay, output_digests, output_paths, start_replay
 
 from . import gates as G
 from .compare import against_references
-from .record import build_record, compare_with_lock, lock_from_record, write_json
+from .config import LaneConfig
+from .record import (
+    build_record,
+    compare_with_lock,
+    lock_from_record,
+    record_json,
+    with_evidence_seconds,
+    with_pack,
+    write_json,
+)
 from .retention import prune_packs, prune_runs, read_pointers, update_pointers
 from .scoring import SeedScore, preconditions, replay_check, score_seed
 
@@ -36,125 +47,109 @@ class LaneOutcome:
     scores: dict[int, SeedScore]
 
 
-def _grid_days(policy_dir: Path) -> int:
-    from engine.calendar import grid_days
-
-    return grid_days(load_policy("day_effect_policy_v1", policy_dir).data)
-
-
 def score_lane(lane: str, runs_root: Path, policy_dir: Path | None = None, seeds: list[int] | None = None,
                progress=None, replay: bool = True, executor=None) -> LaneOutcome:
-    policy_dir = Path(policy_dir or DEFAULT_POLICY_DIR)
-    gp = load_policy("certification_gates_v1", policy_dir).data
+    config = LaneConfig.load(policy_dir)  # the lane's only read of its policy folder
+    gp = config.gates_policy
     seeds = list(seeds) if seeds else list(gp["lanes"][lane])
     t0 = time.perf_counter()
-    results, scores, replays = {}, {}, {}
-    scratch = Path(runs_root) / "replay_scratch"
-    for i, s in enumerate(seeds):
-        if replay:
-            # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
-            # while this process runs and scores the seed; one replay in flight at a time.
-            if i:
-                replays[seeds[i - 1]].process.wait()
-            replays[s] = start_replay(s, scratch / f"seed={s}", policy_dir, executor)
-        results[s] = Pipeline(s, runs_root, policy_dir, progress=progress, executor=executor).run()
-        # T-STR-05 is filled in once the replay is back
-        scores[s] = score_seed(results[s], None, gp, tradeoff=lane in gp.get("tradeoff", {}).get("lanes", ()))
-    for s in seeds:
-        scores[s].structural["T-STR-05"] = (replay_check(finish_replay(replays[s], results[s])) if replay else
-                                            {"ok": None, "detail": "not run: replay off (a sweep point)"})
-    shutil.rmtree(scratch, ignore_errors=True)
-    pre = preconditions(gp, lane, seeds, scores, results, policy_dir)
+    results, scores = _run_seeds(lane, seeds, Path(runs_root), config, progress, replay, executor)
+    pre = preconditions(gp, lane, seeds, scores, results, config.engine_digests())
     for res in results.values():
         res.forget()
     gate_results = {s: G.evaluate_seed(gp, scores[s].metrics, scores[s].floor_metrics, s, scores[s].data_metrics)
                     for s in seeds}
     xseed = G.cross_seed(gp, {s: scores[s].metrics for s in seeds})
     xseed["T-X-02"] = "holds" if all(r.band != "FAIL" for res in gate_results.values() for r in res.values()) else "FAIL"
-    what_if_rows = None
-    if lane in gp.get("what_if", {}).get("lanes", ()):
-        from .whatif import grade, multi_tz_share, what_if
-
-        today = {str(s): grade(gp, scores[s].data_metrics, scores[s].floor_metrics, scores[s].group_shares,
-                               multi_tz_share(scores[s].world_card), scores[s].world_card.get("calibration_pass"))
-                 for s in seeds}
-        what_if_rows = what_if(seeds, policy_dir, gp, {s: results[s].ctx for s in seeds}, today)
-    grid = _grid_days(policy_dir)
+    what_if_rows = _what_if_rows(lane, seeds, config, results, scores)
+    grid = config.grid_days()
     full_grid = all(scores[s].roster_facts["horizon_days"] >= grid for s in seeds)
     structural = {s: {k: v["ok"] for k, v in scores[s].structural.items()} for s in seeds}
     verdict = G.verdict({k: v["ok"] for k, v in pre.items()}, structural, gate_results, xseed, full_grid,
                         certifying=lane == gp["certifying_lane"])
     any_ctx = results[seeds[0]].ctx
-    engine_policies = load_policies(policy_dir, ENGINE_POLICIES)
     record = build_record(
         lane=lane, seeds=seeds, verdict=verdict, preconditions=pre, gates=gate_results, scores=scores, xseed=xseed,
-        policy_fingerprints={n: p.sha256 for n, p in engine_policies.items()},
+        policy_fingerprints=config.engine_digests(),
         parameter_hash=any_ctx.parameter_hash, manifest_fingerprint=any_ctx.mf,
         wall_seconds=time.perf_counter() - t0,
-        policy_documents={**{n: p.data for n, p in engine_policies.items()}, "certification_gates_v1": gp})
-    if what_if_rows is not None:
-        record["what_if"] = what_if_rows
-    record["full_grid"] = full_grid
-    record["grid_days"] = grid
+        policy_documents=config.documents(), what_if=what_if_rows, full_grid=full_grid, grid_days=grid)
     return LaneOutcome(record, results, scores)
 
 
-@dataclass
-class Replay:
-    seed: int
-    process: subprocess.Popen
-    report: Path
+def _run_seeds(lane: str, seeds: list[int], runs_root: Path, config: LaneConfig, progress, replay: bool,
+               executor) -> tuple[dict[int, RunResult], dict[int, SeedScore]]:
+    """Every seed run (receipts skip or reuse stages) and scored, T-STR-05 included."""
+    results, scores, replays = {}, {}, {}
+    scratch = runs_root / "replay_scratch"
+    tradeoff = lane in config.gates_policy.get("tradeoff", {}).get("lanes", ())
+    for i, s in enumerate(seeds):
+        if replay:
+            # T-STR-05: an independent run of the same seed in a fresh folder, on the second core
+            # while this process runs and scores the seed; one replay in flight at a time.
+            if i:
+                replays[seeds[i - 1]].wait()
+            replays[s] = start_replay(s, scratch / f"seed={s}", config.policy_dir, executor=executor)
+        results[s] = Pipeline(s, runs_root, config.policy_dir, progress=progress, executor=executor,
+                              policies=config.engine).run()
+        scores[s] = score_seed(results[s], config, tradeoff=tradeoff)
+    for s in seeds:
+        scores[s].structural["T-STR-05"] = _replay_check(results[s], replays.get(s))
+    shutil.rmtree(scratch, ignore_errors=True)
+    return results, scores
 
 
-def start_replay(seed: int, scratch_root: Path, policy_dir: Path, executor=None) -> Replay:
-    """The whole seed (world..S8) run again from nothing, in its own process and folder (on the
-    lane's executor: a Dask lane's replay runs on the same cluster, in the environment the lane
-    had before the cluster started)."""
-    shutil.rmtree(scratch_root, ignore_errors=True)
-    report = Path(scratch_root) / "replay_run_report.json"
-    cmd = [sys.executable, "-m", "engine.cli", "run", "--seed", str(seed), "--runs-root", str(scratch_root),
-           "--policies", str(policy_dir), "--quiet", "--run-report", str(report)]
-    cmd += executor.cli_args() if executor else []
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
-                            env=executor.subprocess_env() if executor else None)
-    return Replay(seed, proc, report)
+def _what_if_rows(lane: str, seeds: list[int], config: LaneConfig, results: dict[int, RunResult],
+                  scores: dict[int, SeedScore]) -> list[dict] | None:
+    """The upstream what-if of the lanes that carry it (certification/whatif.py), else None."""
+    gp = config.gates_policy
+    if lane not in gp.get("what_if", {}).get("lanes", ()):
+        return None
+    from .whatif import grade, multi_tz_share, what_if
+
+    today = {str(s): grade(gp, scores[s].data_metrics, scores[s].floor_metrics, scores[s].group_shares,
+                           multi_tz_share(scores[s].world_card), scores[s].world_card.get("calibration_pass"))
+             for s in seeds}
+    return what_if(seeds, config.engine, gp, {s: results[s].ctx for s in seeds}, today)
 
 
-def finish_replay(rep: Replay, result: RunResult):
-    """Compare every output of the replay with the published run, byte for byte (by digest).
-
-    Returns an object whose `stages` carry, per stage, "identical" or "changed" for each output,
-    or whose `error` says why the replay could not be compared.
-    """
-    from types import SimpleNamespace
-
-    from engine.datasets import digest
-    from engine.pipeline import STAGES, StageRecord, dataset_path
-
-    _, err = rep.process.communicate()
-    if rep.process.returncode != 0:
-        return SimpleNamespace(stages=[], error=err.decode(errors="replace").strip()[-500:] or "replay failed")
-    scratch_root = rep.report.parent
-    stages = []
-    for stage in STAGES:
-        published = {}
-        for d in stage.writes:
-            mine = result.path(d)
-            theirs = dataset_path(d, scratch_root, result.ctx)
-            if not mine.exists() and not theirs.exists():
-                continue
-            same = mine.exists() and theirs.exists() and digest(mine) == digest(theirs)
-            published[d] = "identical" if same else "changed"
-        stages.append(StageRecord(stage.name, "replayed", 0.0, {}, published))
-    return SimpleNamespace(stages=stages, error=None)
+def _replay_check(result: RunResult, replay: Replay | None) -> dict:
+    """T-STR-05 of a seed once its replay is back (None: the lane runs without replays)."""
+    if replay is None:
+        return {"ok": None, "detail": "not run: replay off (a sweep point)"}
+    return replay_check(finish_replay(replay), output_digests(result.runs_root, result.ctx), output_paths(result.ctx))
 
 
-def start_suite(record_path: Path, junit_path: Path) -> subprocess.Popen:
-    """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence."""
+def start_suite(record: dict, junit_path: Path) -> subprocess.Popen:
+    """The parametrized gate suite over a record: one test per (seed, gate), junit as evidence.
+
+    The record reaches the suite through a pipe, not a file: the suite then runs while the report
+    and plots are drawn, and the record file is written once, when its wall time is final (the
+    gates, the only thing the suite reads, are final already)."""
+    data = record_json(record).encode()
+    read_end, write_end = os.pipe()
     cmd = [sys.executable, "-m", "pytest", str(SUITE_DIR), "-q", "-p", "no:cacheprovider", "--no-header",
-           f"--seg2b-record={record_path}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
+           f"--seg2b-record-fd={read_end}", f"--junitxml={junit_path}", "-o", "junit_family=xunit2"]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.Popen(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        suite = subprocess.Popen(cmd, cwd=SUITE_DIR.parent.parent, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, pass_fds=(read_end,))
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    # A record is larger than a pipe's buffer: fed from a thread, so drawing the pack is not held up.
+    threading.Thread(target=_feed, args=(write_end, data), daemon=True).start()
+    return suite
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        with open(fd, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass  # the suite stopped before reading: its exit status and junit.xml say so
 
 
 def summary_lines(record: dict, pack: Path | None, wall: float) -> list[str]:
@@ -195,20 +190,17 @@ def run_lane(lane: str, runs_root: Path = Path("runs"), policy_dir: Path | None 
     runs_root, evidence_root = Path(runs_root), Path(evidence_root)
     prune_runs(runs_root)
     outcome = score_lane(lane, runs_root, policy_dir, seeds, progress=StageProgress(quiet), executor=executor)
-    record = outcome.record
-    record["comparisons"] = against_references(read_pointers(runs_root), record)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    pack = evidence_root / lane / f"{stamp}-{record['parameter_hash'][:8]}"
+    pack = evidence_root / lane / f"{stamp}-{outcome.record['parameter_hash'][:8]}"
     pack.mkdir(parents=True, exist_ok=True)
-    record["evidence_pack"] = str(pack)
-    record_path = pack / "certification_record.json"
-    write_json(record_path, record)
-    suite = start_suite(record_path, pack / "junit.xml")  # runs while the report and plots are drawn
+    # The report names the pack and what moved against the references, so both join the record first.
+    record = with_pack(outcome.record, pack, against_references(read_pointers(runs_root), outcome.record))
+    suite = start_suite(record, pack / "junit.xml")  # runs while the report and plots are drawn
     write_pack(pack, record, outcome)
     suite_rc = suite.wait()
-    record["runtime"]["lane_wall_seconds_with_evidence"] = round(time.perf_counter() - t0, 3)
-    write_json(record_path, record)
-    # The page and the CI summary are drawn from the final record, so they show its full runtime.
+    record = with_evidence_seconds(record, time.perf_counter() - t0)
+    write_json(pack / "certification_record.json", record)
+    # The page and the CI summary are drawn from the written record, so they show its full runtime.
     write_lane_html(pack)
     summary = write_summary(pack, record)
     if summary_to:

@@ -32,7 +32,10 @@ def library_versions() -> dict:
 def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: dict,
                  gates: dict[int, dict[str, GateResult]], scores: dict[int, SeedScore], xseed: dict,
                  policy_fingerprints: dict, parameter_hash: str, manifest_fingerprint: str,
-                 wall_seconds: float, policy_documents: dict | None = None) -> dict:
+                 wall_seconds: float, policy_documents: dict | None = None, what_if: list | None = None,
+                 full_grid: bool | None = None, grid_days: int | None = None) -> dict:
+    """The lane's record from its parts; `with_pack` and `with_evidence_seconds` add what only the
+    evidence step knows (certification/lanes.py, run_lane)."""
     per_seed = {}
     for s in seeds:
         sc = scores[s]
@@ -54,7 +57,7 @@ def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: d
             "stages": sc.stages,
             "upstream_identity": sc.upstream_identity,
         }
-    return {
+    record = {
         "lane": lane,
         "verdict": verdict["verdict"],
         "provisional": verdict["provisional"],
@@ -71,6 +74,22 @@ def build_record(*, lane: str, seeds: list[int], verdict: dict, preconditions: d
                     "per_seed_stage_seconds": {str(s): scores[s].runtime for s in seeds}},
         "versions": library_versions(),
     }
+    if what_if is not None:
+        record["what_if"] = what_if
+    if full_grid is not None:
+        record["full_grid"] = full_grid
+        record["grid_days"] = grid_days
+    return record
+
+
+def with_pack(record: dict, pack: Path, comparisons: dict) -> dict:
+    """The record of an evidence pack: its folder and the comparisons with the references."""
+    return {**record, "evidence_pack": str(pack), "comparisons": comparisons}
+
+
+def with_evidence_seconds(record: dict, seconds: float) -> dict:
+    """The record with the lane's wall time up to a finished pack (report, plots, gate suite)."""
+    return {**record, "runtime": {**record["runtime"], "lane_wall_seconds_with_evidence": round(seconds, 3)}}
 
 
 def lock_from_record(record: dict) -> dict:
@@ -114,6 +133,11 @@ def compare_with_lock(lock: dict, record: dict) -> list[str]:
     return problems
 
 
+def record_json(obj) -> str:
+    """The text of a record (or lock) file."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(record_json(obj))

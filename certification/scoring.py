@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -18,10 +18,14 @@ from engine.bundle import verify_bundle
 from engine.datasets import check_table
 from engine.errors import EngineError
 from engine.pipeline import RunResult, partition_of
+from engine.replay import ReplayResult, compare
 from engine.states.s2_alias_tables import read_tables
 
 from . import metrics as M
 from .plot_series import plot_series, veto_series
+
+if TYPE_CHECKING:
+    from .config import LaneConfig
 
 # metric key (as named in certification_gates_v1) -> (datasets it needs, recipe)
 S1_KEYS = {
@@ -57,9 +61,10 @@ def _finite(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
 
 
-def realism_metrics(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, clipped_rows: int | None = None) -> dict:
+def realism_metrics(s1: pl.DataFrame, s3: pl.DataFrame, s4: pl.DataFrame, clipped_rows: int | None = None,
+                    gamma_clip: tuple[float, float] | None = None) -> dict:
     out = {k: fn(s1) for k, fn in S1_KEYS.items()}
-    out.update(M.s3_metrics(s3, clipped_rows=clipped_rows))
+    out.update(M.s3_metrics(s3, clipped_rows=clipped_rows, gamma_clip=gamma_clip))
     out.update(M.s4_metrics(s4))
     return {k: _finite(v) for k, v in out.items()}
 
@@ -84,7 +89,9 @@ def roster_facts(roster: pl.DataFrame) -> dict:
     }
 
 
-def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict, str | None]:
+def structural_checks(result: RunResult) -> tuple[dict, str | None]:
+    """T-STR-01..04 of a published run. T-STR-05 needs the seed's replay, which is back only after
+    scoring (it runs meanwhile): the lane adds it, by `replay_check`."""
     checks = {}
     # T-STR-01: independent decode of the published blob against S1 (not S7's code path).
     try:
@@ -126,19 +133,21 @@ def structural_checks(result: RunResult, replay: RunResult | None) -> tuple[dict
         except EngineError as exc:
             problems.append(str(exc))
     checks["T-STR-04"] = {"ok": not problems, "detail": "; ".join(problems) or "all Parquet datasets conform"}
-    checks["T-STR-05"] = replay_check(replay)
     return checks, flag
 
 
-def replay_check(replay) -> dict:
+def replay_check(replay: ReplayResult | None, published: dict[str, str], labels: dict[str, str]) -> dict:
     """T-STR-05: an independent rerun of the seed (fresh folder, fresh process) reproduced every
-    output byte for byte, so rerunning publishes nothing new."""
+    output byte for byte, so rerunning publishes nothing new.
+
+    `published`: the published run's output digests (engine.replay.output_digests); `labels`: output
+    path -> "stage:dataset" (engine.replay.output_paths), how a changed output is named."""
     if replay is None:
         return {"ok": False, "detail": "replay not run"}
-    if getattr(replay, "error", None):
+    if replay.error:
         return {"ok": False, "detail": f"replay failed: {replay.error}"}
-    changed = sorted(f"{r.name}:{d}" for r in replay.stages for d, st in r.published.items() if st != "identical")
-    return {"ok": not changed, "detail": f"{sum(len(r.published) for r in replay.stages)} outputs rerun from nothing "
+    changed = sorted(labels.get(p, p) for p in compare(published, replay.digests))
+    return {"ok": not changed, "detail": f"{len(published.keys() | replay.digests.keys())} outputs rerun from nothing "
             f"and compared; changed: {changed or 'none'}"}
 
 
@@ -153,8 +162,9 @@ def veto_settings(gates_policy: dict | None) -> dict:
             "min_days": vp["min_days_for_slope"]}
 
 
-def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict | None = None,
-               tradeoff: bool = False) -> SeedScore:
+def score_seed(result: RunResult, config: LaneConfig | None = None, tradeoff: bool = False) -> SeedScore:
+    """Everything of one seed but T-STR-05 (see `structural_checks`), under the lane's policies."""
+    gates_policy = config.gates_policy if config else None
     s1 = result.load("s1_site_weights")
     s3 = result.load("s3_day_effects")
     s4 = result.load("s4_group_weights")
@@ -166,7 +176,8 @@ def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict |
         if rec.name == "S3" and rec.report:
             clipped = rec.report.get("clipped_rows")
     md = M.s4_merchant_days(s4)  # aggregated once, read by every S4 recipe below
-    metrics = realism_metrics(s1, s3, md, clipped)
+    # A skipped S3 has no report: its clipped rows are counted at the lane's clip bounds.
+    metrics = realism_metrics(s1, s3, md, clipped, config.gamma_clip() if config and clipped is None else None)
     floor = {k: _finite(v) for k, v in M.s4_floor_metrics(md).items()}
     mix = M.raw_mix(s1, s3, tz)  # what S1 x S3 imply, recomputed here: the data reference and the veto gates
     data = {k: _finite(v) for k, v in M.s4_metrics(M.data_reference_days(mix)).items()}
@@ -182,16 +193,15 @@ def score_seed(result: RunResult, replay: RunResult | None, gates_policy: dict |
     veto = M.veto_summary(slopes, ratios, **vs)
     bands = veto.pop("veto_slope_bands")
     points = []
-    if tradeoff and gates_policy:
-        from engine.policies import load_policy
+    if tradeoff and config:
         from engine.states.s4_group_weights import POLICY
 
         from .tradeoff import tradeoff_points
 
-        points = tradeoff_points(gates_policy, load_policy(POLICY, result.policy_dir), mix, floor, data,
+        points = tradeoff_points(gates_policy, config.engine[POLICY], mix, floor, data,
                                  veto_settings(gates_policy), result.ctx.seed)
     metrics.update({k: _finite(v) for k, v in veto.items()})
-    structural, flag = structural_checks(result, replay)
+    structural, flag = structural_checks(result)
     cohorts = M.cohort_tables(s1, s3, md, tz, merchants)
     return SeedScore(
         seed=result.ctx.seed,
@@ -230,8 +240,9 @@ def stage_outputs(result: RunResult) -> dict:
 
 
 def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[int, SeedScore],
-                  results: dict[int, RunResult], policy_dir: Path) -> dict:
-    """PRE-01..05 (docs/certification.md); each {ok, detail}."""
+                  results: dict[int, RunResult], engine_digests: dict[str, str]) -> dict:
+    """PRE-01..05 (docs/certification.md); each {ok, detail}. `engine_digests`: the digests of the
+    engine policies the lane read from its policy folder."""
     pre = gates_policy["preconditions"]
     out = {}
     horizons = {s: sc.roster_facts["horizon_days"] for s, sc in scores.items()}
@@ -256,10 +267,7 @@ def preconditions(gates_policy: dict, lane: str, seeds: list[int], scores: dict[
                      "detail": "; ".join(f"seed {s}: {m} S1 merchants without arrivals, classes missing {c}, "
                                          f"channels missing {ch}"
                                          for s, (m, c, ch) in cover.items())}
-    from engine.pipeline import ENGINE_POLICIES
-    from engine.policies import load_policies
-
-    current = {n: p.sha256 for n, p in load_policies(policy_dir, ENGINE_POLICIES).items()}
+    current = engine_digests
     sealed = {s: res.load("s0_gate_receipt")["policies"] for s, res in results.items()}
     same = all(v == current for v in sealed.values())
     out["PRE-04"] = {"ok": same, "detail": "every seed sealed the digests of the policy folder" if same else

@@ -171,7 +171,7 @@ def _rank_key(entry: dict):
 
 def run_sweep(lane: str, sets: list[str], runs_root: Path, policy_dir: Path | None = None,
               evidence_root: Path = Path("evidence"), replay: bool = False, quiet: bool = False) -> Path:
-    from engine.cli import StageProgress
+    from engine.progress import StageProgress
 
     from .lanes import score_lane
 

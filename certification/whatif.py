@@ -18,7 +18,7 @@ import dataclasses
 from engine import contracts, world
 from engine.datasets import encode
 from engine.identity import sha256_hex, upstream_identity
-from engine.policies import load_policies
+from engine.policies import Policy
 from engine.states import s1_site_weights, s3_day_effects
 
 from . import gates as G
@@ -32,9 +32,9 @@ def _world_inputs(policy_data: dict, seed: int, fingerprint: str) -> tuple[dict,
     return tables, upstream_identity(digests), built.card
 
 
-def what_if_world(share: float, seed: int, policy_dir, gates_policy: dict, ctx) -> dict:
-    """One seed on a world at `share`: the achieved topology and the S4 gates' floor and data bands."""
-    pols = load_policies(policy_dir, ("world_policy_v1", "alias_layout_policy_v1", "day_effect_policy_v1"))
+def what_if_world(share: float, seed: int, pols: dict[str, Policy], gates_policy: dict, ctx) -> dict:
+    """One seed on a world at `share`: the achieved topology and the S4 gates' floor and data bands.
+    `pols`: the lane's engine policies (the world, S1's and S3's are read)."""
     data = copy.deepcopy(pols["world_policy_v1"].data)
     data["sites"]["what_if_multi_tz_share"] = share
     tables, ident, card = _world_inputs(data, seed, world.world_fingerprint(pols["world_policy_v1"].sha256))
@@ -66,10 +66,10 @@ def grade(gates_policy: dict, data_metrics: dict, floor_metrics: dict, group_sha
     return out
 
 
-def what_if(seeds: list[int], policy_dir, gates_policy: dict, contexts: dict, today: dict) -> list[dict]:
+def what_if(seeds: list[int], policies: dict[str, Policy], gates_policy: dict, contexts: dict, today: dict) -> list[dict]:
     """Rows: today's world (from the lane's own scores) and one per what-if share, each with every seed."""
     rows = [{"world": "today", "share": None, "seeds": today}]
     for share in gates_policy.get("what_if", {}).get("multi_tz_shares", []):
         rows.append({"world": f"multi-tz share {share}", "share": share,
-                     "seeds": {str(s): what_if_world(share, s, policy_dir, gates_policy, contexts[s]) for s in seeds}})
+                     "seeds": {str(s): what_if_world(share, s, policies, gates_policy, contexts[s]) for s in seeds}})
     return rows

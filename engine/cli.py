@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import EngineError, from_os_error
-from .progress import StageProgress  # noqa: F401 - still imported from here by certification/sweep.py
+from .progress import StageProgress
 from .shards import DEFAULT_SHARD_MERCHANTS
 
 DEFAULT_RUNS_ROOT = Path("runs")

@@ -117,7 +117,7 @@ def test_tampered_bundle_member_fails_t_str_03(fast_lane, tmp_path):
     res = dataclasses.replace(shared, runs_root=private_root(shared.runs_root, tmp_path), _loaded={})  # tamper a copy
     member = res.path("validation_bundle_2B") / "s7_audit_report.json"
     member.write_bytes(member.read_bytes().replace(b"PASS", b"PASs", 1))
-    checks, _ = structural_checks(res, None)
+    checks, _ = structural_checks(res)
     assert checks["T-STR-03"]["ok"] is False
 
 
@@ -125,3 +125,31 @@ def test_certify_lane_missing_seed_202_is_invalid(fast_lane, tmp_path):
     # the lane reruns seed 42 (every stage skipped, the run report rewritten): in a copy of the root
     rec = score_lane("certify", private_root(fast_lane.results[42].runs_root, tmp_path), seeds=[42], replay=False).record
     assert rec["verdict"] == G.INVALID and "PRE-05" in rec["reasons"]["preconditions_failed"]
+
+
+def test_a_replay_that_publishes_other_bytes_fails_t_str_05(fast_lane, tmp_path, monkeypatch):
+    """Determinism broken on purpose: the seed's replay comes back with other bytes for S6's edge
+    log (its digests file edited before the lane reads it). T-STR-05 must fail, by name, and so
+    must the verdict."""
+    import json
+
+    from certification import lanes
+    from engine.replay import DIGESTS, output_paths
+
+    edge_log = next(p for p, label in output_paths(fast_lane.results[42].ctx).items()
+                    if label == "S6:rng_event_cdn_edge_pick")
+    real_finish = lanes.finish_replay
+
+    def nondeterministic(replay):
+        replay.wait()
+        path = replay.scratch_root / DIGESTS
+        digests = json.loads(path.read_text())
+        digests[edge_log] = "0" * 64
+        path.write_text(json.dumps(digests))
+        return real_finish(replay)
+
+    monkeypatch.setattr(lanes, "finish_replay", nondeterministic)
+    rec = score_lane("fast", private_root(fast_lane.results[42].runs_root, tmp_path)).record
+    check = rec["per_seed"]["42"]["structural"]["T-STR-05"]
+    assert check["ok"] is False and "S6:rng_event_cdn_edge_pick" in check["detail"]
+    assert "seed=42:T-STR-05" in rec["reasons"]["structural_failed"] and rec["verdict"] == G.FAIL_REALISM

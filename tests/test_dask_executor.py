@@ -159,3 +159,18 @@ def test_a_task_checks_the_engine_it_runs_against_the_drivers():
     other = {**executors.engine_fingerprint(), "engine": "0" * 64}
     with pytest.raises(EngineError, match="engine: engine code digest .* where the driver has 000000000000"):
         executors.run_checked(other, "day_buckets", {})
+
+
+def test_a_replay_runs_on_the_same_cluster_with_the_local_bytes(world, executor, tmp_path):
+    """The lane's replay (engine/replay.py) on the lane's executor: the child joins the cluster by
+    its scheduler's address and publishes the local run's bytes."""
+    from engine.pipeline import run_report_path
+    from engine.replay import finish_replay, output_digests, start_replay
+
+    tmp, pol, _ = world
+    ex, _ = executor
+    ctx = Pipeline(SEED, tmp / "local", pol).ctx  # the identity only: nothing runs
+    replayed = finish_replay(start_replay(SEED, tmp_path / "scratch", pol, executor=ex))
+    assert replayed.error is None and replayed.digests == output_digests(tmp / "local", ctx)
+    report = json.loads(run_report_path(tmp_path / "scratch", ctx).read_text())
+    assert {s["report"]["executor"]["executor"] for s in report["stages"] if "executor" in s["report"]} == {"dask"}

@@ -398,6 +398,10 @@ def test_cli_lanes_write_page_and_summary_and_append_to_the_summary_file(cli_lan
         assert f'<section id="{section}">' in page, section
     assert f'<span class="verdict-text">{second["verdict"]}</span>' in page
     assert fmt(second["runtime"]["lane_wall_seconds_with_evidence"]) in page  # rendered from the final record
+    # the gate suite read the record through its pipe: every gate test ran, none errored
+    junit = (packs[1] / "junit.xml").read_text()
+    assert 'errors="0"' in junit and junit.count("<testcase") > len(second["per_seed"]["42"]["gates"])
+    assert "test_gate[seed=42-T-S1-01]" in junit
     assert render_lane_html(second, load_plots(packs[1] / "plots")) == page
 
 

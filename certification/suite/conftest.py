@@ -1,7 +1,8 @@
 """The gate suite's plugin: one test per (seed, gate) over a certification record.
 
-`--seg2b-record PATH` scores an existing record; without it the suite runs (or reuses, through
-the pipeline's receipts) the lane named by `--seg2b-lane` under `--seg2b-runs-root`.
+`--seg2b-record PATH` scores an existing record (`--seg2b-record-fd N`: one read from a pipe, how a
+lane hands over its record); without either the suite runs (or reuses, through the pipeline's
+receipts) the lane named by `--seg2b-lane` under `--seg2b-runs-root`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 def pytest_addoption(parser):
     group = parser.getgroup("seg2b")
     group.addoption("--seg2b-record", default=None, help="certification_record.json to check")
+    group.addoption("--seg2b-record-fd", type=int, default=None,
+                    help="a file descriptor to read the record from (a lane hands over its record through a pipe)")
     group.addoption("--seg2b-lane", default="fast", choices=("fast", "witness", "certify"))
     group.addoption("--seg2b-runs-root", default="runs")
 
@@ -22,7 +25,11 @@ def pytest_addoption(parser):
 def _record(config) -> dict:
     if not hasattr(config, "_seg2b_record"):
         path = config.getoption("--seg2b-record")
-        if path:
+        fd = config.getoption("--seg2b-record-fd")
+        if fd is not None:
+            with open(fd, "rb") as pipe:
+                config._seg2b_record = json.loads(pipe.read())
+        elif path:
             config._seg2b_record = json.loads(Path(path).read_text())
         else:
             from certification.lanes import score_lane
