@@ -22,6 +22,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import contracts, shards
+from .errors import EngineError
 from .parquet_join import join_files
 from .publish import PARTITION_META, Staged, temp_path
 
@@ -160,3 +161,30 @@ class SmallPieces:
             else:
                 out[d] = v.get(k, how)
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# what every executor checks of the shard outputs it adopts
+
+
+def check_streamed(stage: str, writes, names) -> None:
+    for d in names:
+        if d not in shards.SHARDED_TABLES or d not in writes:
+            raise EngineError(stage, d, "a shard returned an output that is not a streamed table")
+
+
+def check_same_outputs(stage: str, known: set[str] | None, names: set[str]) -> None:
+    """Every shard returns the same streamed outputs as the first."""
+    if known is None:
+        return
+    late = names - known
+    if late:
+        raise EngineError(stage, sorted(late)[0], "an output appeared in a later shard only")
+    if names != known:
+        raise EngineError(stage, ",".join(sorted(known ^ names)), "a shard left out an output")
+
+
+def discard_staged(outputs: dict) -> None:
+    for value in outputs.values():
+        if isinstance(value, Staged):
+            Path(value.path).unlink(missing_ok=True)

@@ -40,14 +40,12 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from .assembly import SpilledTable, spill_shard_output, split_small
+from .assembly import SpilledTable, check_same_outputs, check_streamed, discard_staged, spill_shard_output, split_small
 from .context import Context
 from .errors import EngineError
 from .identity import length_prefixed
-from .publish import Staged
 from .receipts import ENGINE_DIR, library_versions
 from .shards import (
-    SHARDED_TABLES,
     ShardPlan,
     ShardReader,
     TimeOrderWriter,
@@ -79,29 +77,6 @@ class ShardJob:
     def tick(self, done: int) -> None:
         if self.progress:
             self.progress(done, len(self.plan))
-
-
-def check_streamed(stage: str, writes, names) -> None:
-    for d in names:
-        if d not in SHARDED_TABLES or d not in writes:
-            raise EngineError(stage, d, "a shard returned an output that is not a streamed table")
-
-
-def check_same_outputs(stage: str, known: set[str] | None, names: set[str]) -> None:
-    """Every shard returns the same streamed outputs as the first."""
-    if known is None:
-        return
-    late = names - known
-    if late:
-        raise EngineError(stage, sorted(late)[0], "an output appeared in a later shard only")
-    if names != known:
-        raise EngineError(stage, ",".join(sorted(known ^ names)), "a shard left out an output")
-
-
-def discard_staged(outputs: dict) -> None:
-    for value in outputs.values():
-        if isinstance(value, Staged):
-            Path(value.path).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,7 +381,7 @@ class DaskExecutor:
         self._seen.add(str(folder))
 
     # -- waiting ------------------------------------------------------------------------------------
-    def _result(self, future, what: str, stats: dict):
+    def _result(self, future, what: str, stats: dict, siblings: dict | None = None):
         from distributed.scheduler import KilledWorker
 
         t0 = time.perf_counter()
@@ -416,9 +391,12 @@ class DaskExecutor:
             allowed = exc.args[2] if len(exc.args) > 2 else _allowed_failures()
             task = exc.args[0] if exc.args else future.key
             via = "" if task == future.key else f" (through task {task})"
+            # A worker's death counts against all its tasks, queued ones too: name every shard failed.
+            failed = sorted(k for k, f in (siblings or {}).items() if f is not future and f.status == "error")
+            also = f"; shards failed with it: {', '.join(map(str, failed))} (Dask cannot tell which one killed)" if failed else ""
             raise EngineError(what + via, "dask worker",
                               f"the task killed {allowed + 1} workers in a row (distributed.scheduler.allowed-failures "
-                              f"{allowed}); nothing of the stage was published, a rerun resumes at it") from None
+                              f"{allowed}){also}; nothing of the stage was published, a rerun resumes at it") from None
         finally:
             stats["waited"] += time.perf_counter() - t0
 
@@ -432,8 +410,8 @@ class DaskExecutor:
             return None
 
     # -- a stage ------------------------------------------------------------------------------------
-    # Complexity 22 against the cap of 15: submit, merge, encode and keep-as-split share one scratch
-    # folder and one list of futures to cancel; a stage object holding them is the way to split it.
+    # Complexity 22 > 15: submit, merge, encode and keep-as-split share one scratch and one list of
+    # futures to cancel; a stage object holding them would split it.
     def run_shards(self, job: ShardJob) -> tuple[dict, dict]:  # noqa: C901
         import dask
 
@@ -510,7 +488,7 @@ class DaskExecutor:
             for k in range(n):
                 submit_shards(k + window)
                 lo, hi = plan.bounds(k)
-                res = self._result(shard_fs[k], f"{job.stage} shard {k} (merchant_id {lo}..{hi})", stats)
+                res = self._result(shard_fs[k], f"{job.stage} shard {k} (merchant_id {lo}..{hi})", stats, shard_fs)
                 # Counted and let go at once: the scheduler then forgets the task and the input
                 # pieces it carried (a LocalCluster's scheduler lives in this process).
                 stats["retries"] += self._retries([shard_fs.pop(k).key]) or 0

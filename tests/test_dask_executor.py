@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -131,7 +132,10 @@ def test_a_shard_that_kills_every_worker_fails_cleanly_and_a_rerun_resumes(world
     finally:
         ex.client().unregister_worker_plugin("poison")
     message = str(err.value)
-    assert "\n" not in message and message.startswith("S5 shard 2 (merchant_id ")
+    assert "\n" not in message and message.startswith("S5 shard ")
+    # Shard 2 is named: as the shard waited on, or, when a bystander queued on the dying worker
+    # (shard 0, say) was failed with it and waited on first, among the shards failed with it.
+    assert message.startswith("S5 shard 2 (merchant_id ") or re.search(r"shards failed with it: [0-9, ]*\b2\b", message)
     assert "killed 2 workers" in message and "nothing of the stage was published" in message
     probe = Pipeline(SEED, root, pol)
     s5 = next(s for s in STAGES if s.name == "S5")
@@ -174,3 +178,27 @@ def test_a_replay_runs_on_the_same_cluster_with_the_local_bytes(world, executor,
     assert replayed.error is None and replayed.digests == output_digests(tmp / "local", ctx)
     report = json.loads(run_report_path(tmp_path / "scratch", ctx).read_text())
     assert {s["report"]["executor"]["executor"] for s in report["stages"] if "executor" in s["report"]} == {"dask"}
+
+
+class _Future:
+    def __init__(self, key: str, status: str, exc: Exception | None = None):
+        self.key, self.status, self._exc = key, status, exc
+
+    def result(self):
+        if self._exc:
+            raise self._exc
+        return "done"
+
+
+def test_a_killed_shard_names_the_shards_failed_with_it():
+    """A worker's death counts against every task queued on it, so the shard the driver waits on
+    first may be a bystander: the message names every shard of the stage the scheduler failed."""
+    from distributed.scheduler import KilledWorker
+
+    waited = _Future("seg2b-S5-shard-0", "error", KilledWorker("seg2b-S5-shard-0", "tcp://w", 1))
+    siblings = {0: waited, 1: _Future("seg2b-S5-shard-1", "pending"), 2: _Future("seg2b-S5-shard-2", "error")}
+    with pytest.raises(EngineError) as err:
+        DaskExecutor.__new__(DaskExecutor)._result(waited, "S5 shard 0 (merchant_id 0..9)", {"waited": 0.0}, siblings)
+    message = str(err.value)
+    assert message.startswith("S5 shard 0 (merchant_id 0..9): dask worker: the task killed 2 workers in a row")
+    assert "shards failed with it: 2 (Dask cannot tell which one killed)" in message and "\n" not in message
