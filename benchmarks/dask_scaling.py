@@ -78,16 +78,9 @@ class MemorySampler:
             self.stage = stage
 
     def _read(self, pid: int) -> dict[str, int]:
-        out = {}
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith(("RssAnon:", "RssFile:")):
-                        k, v = line.split(":", 1)
-                        out[k] = int(v.split()[0]) * 1024
-        except OSError:
-            pass
-        return out
+        from benchmarks.scaling import proc_status
+
+        return proc_status(pid, ("RssAnon:", "RssFile:"))
 
     def _run(self):
         while not self._stop.is_set():

@@ -96,15 +96,16 @@ def make_policies(target: Path, n_merchants: int, base: Path | None = None) -> P
     return target
 
 
-def _proc_status(pid: int) -> dict[str, int]:
+def proc_status(pid: int, fields: tuple[str, ...] = ("VmRSS:", "VmHWM:")) -> dict[str, int]:
+    """Bytes of the given /proc/PID/status memory fields (kB there), for the ones found."""
     out = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith(("VmRSS:", "VmHWM:")):
+                if line.startswith(fields):
                     k, v = line.split(":", 1)
                     out[k] = int(v.split()[0]) * 1024
-    except (FileNotFoundError, ProcessLookupError, ValueError):
+    except (OSError, ValueError):  # the process is gone, or a field is malformed
         pass
     return out
 
@@ -125,7 +126,7 @@ def run_stage(stage: str, root: Path, policies: Path, seed: int, kill_bytes: int
             out, err = proc.communicate(timeout=0.1)
             break
         except subprocess.TimeoutExpired:
-            st = _proc_status(proc.pid)
+            st = proc_status(proc.pid)
             sampled_peak = max(sampled_peak, st.get("VmHWM", 0), st.get("VmRSS", 0))
             if st.get("VmRSS", 0) > kill_bytes:
                 killed = f"resident set {st['VmRSS'] / GIB:.2f} GiB above the kill limit {kill_bytes / GIB:.2f} GiB"
