@@ -267,19 +267,14 @@ def _scaling_target_lines(scaling: dict, targets: dict) -> list[str]:
         worst = max(known, key=known.get)
         L.append(f"Largest stage time exponent: {worst} {_s(known[worst], 2)}; target "
                  f"{_target_cell(targets, 'stage_exponent', known[worst])}.")
-    w_t = _target(targets, "world_s8_100k_merchants")
-    if w_t:
-        n_w = int(w_t["metric"].rsplit("_", 1)[1])
-        p = next((q for q in pts if q["n_merchants"] == n_w), None)
-        if p is not None:
-            total = sum(r["seconds"] for r in p["stages"].values() if "seconds" in r)
-            val = total if p.get("completed") else float("inf")
-            L.append(f"world..S8 at {n_w:,} merchants: {_s(total, 1)} s; target "
-                     f"{_target_cell(targets, 'world_s8_100k_merchants', val)}.")
-    mem_t = _target(targets, "memory_100k_merchants")
-    if mem_t:
-        n_mem = int(mem_t["metric"].rsplit("_", 1)[1])
-        p = next((q for q in pts if q["n_merchants"] == n_mem), None)
+    n_w, p = _point_of_target(targets, "world_s8_100k_merchants", pts)
+    if n_w is not None and p is not None:
+        total = sum(r["seconds"] for r in p["stages"].values() if "seconds" in r)
+        val = total if p.get("completed") else float("inf")
+        L.append(f"world..S8 at {n_w:,} merchants: {_s(total, 1)} s; target "
+                 f"{_target_cell(targets, 'world_s8_100k_merchants', val)}.")
+    n_mem, p = _point_of_target(targets, "memory_100k_merchants", pts)
+    if n_mem is not None:
         if p is None:
             L.append(f"Memory at {n_mem:,} merchants: not measured.")
         else:
@@ -291,6 +286,16 @@ def _scaling_target_lines(scaling: dict, targets: dict) -> list[str]:
                      + (f"; stages above the budget: {', '.join(p['over_budget'])}" if p.get("over_budget") else "")
                      + ".")
     return L
+
+
+def _point_of_target(targets: dict, name: str, pts: list[dict]) -> tuple[int | None, dict | None]:
+    """(world size the target is stated at, the scaling point of that size or None); (None, None)
+    when the target is not set."""
+    t = _target(targets, name)
+    if not t:
+        return None, None
+    n = int(t["metric"].rsplit("_", 1)[1])
+    return n, next((q for q in pts if q["n_merchants"] == n), None)
 
 
 def _anchor_lines(targets: dict, sec: dict, arrivals, cold: dict, total_engine) -> list[str]:
